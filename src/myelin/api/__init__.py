@@ -1,0 +1,2 @@
+"""REST servlets. Each module declares a RouteTable; they stay thin: parse,
+call a handler, answer."""

@@ -1,0 +1,24 @@
+"""Synapse-compatible shared-secret registration: ``/_synapse/admin/v1/register``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from myelin.http.errors import MatrixError
+from myelin.http.request import Request
+from myelin.http.routing import RouteTable, plain_path
+
+routes = RouteTable("client")
+
+
+@routes.get(plain_path("/_synapse/admin/v1/register"))
+async def get_nonce(request: Request) -> dict[str, Any]:
+    if not request.hs.config.registration_shared_secret:
+        raise MatrixError(400, "M_UNKNOWN", "Shared secret registration is not enabled")
+    return {"nonce": request.hs.registration.new_nonce()}
+
+
+@routes.post(plain_path("/_synapse/admin/v1/register"))
+async def register(request: Request) -> dict[str, Any]:
+    body = await request.json()
+    return await request.hs.registration.register_with_shared_secret(body)

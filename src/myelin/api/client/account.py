@@ -1,0 +1,119 @@
+"""Account management: whoami, password, deactivation, 3pids, devices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from myelin.handlers.auth import hash_password
+from myelin.http.errors import MatrixError, not_found
+from myelin.http.request import Request
+from myelin.http.routing import RouteTable, client_path
+
+routes = RouteTable("client")
+
+
+@routes.get(client_path("/account/whoami"))
+async def whoami(request: Request) -> dict[str, Any]:
+    requester = await request.requester(allow_guest=True)
+    response: dict[str, Any] = {"user_id": requester.user_id, "is_guest": requester.is_guest}
+    if requester.device_id:
+        response["device_id"] = requester.device_id
+    return response
+
+
+@routes.get(client_path("/account/3pid"))
+async def threepids(request: Request) -> dict[str, Any]:
+    await request.requester()
+    return {"threepids": []}
+
+
+@routes.post(client_path("/account/password"))
+async def change_password(request: Request) -> dict[str, Any]:
+    hs = request.hs
+    body = await request.json()
+    requester = await request.requester()
+    new_password = body.get("new_password")
+    if not isinstance(new_password, str) or not new_password:
+        raise MatrixError(400, "M_BAD_JSON", "new_password is required")
+    hs.auth.check_password_policy(new_password)
+    await hs.auth.check_user_interactive_auth(requester, body, request.raw.path, "POST",
+                                              "change your password")
+    password_hash = await hash_password(new_password)
+    logout_devices = body.get("logout_devices", True)
+    async with hs.db.transaction() as txn:
+        await hs.stores.accounts.set_password_hash(txn, requester.user_id, password_hash)
+    if logout_devices:
+        others = [d.device_id for d in await hs.stores.accounts.get_devices(requester.user_id)
+                  if d.device_id != requester.device_id]
+        await hs.devices.delete_devices(requester.user_id, others)
+    return {}
+
+
+@routes.post(client_path("/account/deactivate"))
+async def deactivate(request: Request) -> dict[str, Any]:
+    hs = request.hs
+    body = await request.json(allow_empty=True)
+    requester = await request.requester()
+    await hs.auth.check_user_interactive_auth(requester, body, request.raw.path, "POST",
+                                              "deactivate your account")
+    await hs.account_lifecycle.deactivate(requester.user_id)
+    return {"id_server_unbind_result": "no-support"}
+
+
+# -- devices ------------------------------------------------------------------
+
+@routes.get(client_path("/devices"))
+async def list_devices(request: Request) -> dict[str, Any]:
+    requester = await request.requester()
+    devices = await request.hs.devices.get_devices(requester.user_id)
+    return {"devices": [d.to_json() for d in devices]}
+
+
+@routes.get(client_path("/devices/{deviceId}"))
+async def get_device(request: Request) -> dict[str, Any]:
+    requester = await request.requester()
+    device = await request.hs.devices.get_device(requester.user_id, request.param("deviceId"))
+    if device is None:
+        raise not_found("No device found")
+    return device.to_json()
+
+
+@routes.put(client_path("/devices/{deviceId}"))
+async def update_device(request: Request) -> dict[str, Any]:
+    requester = await request.requester()
+    body = await request.json(allow_empty=True)
+    name = body.get("display_name")
+    if name is not None and not isinstance(name, str):
+        raise MatrixError(400, "M_BAD_JSON", "display_name must be a string")
+    updated = await request.hs.stores.accounts.update_device_display_name(
+        requester.user_id, request.param("deviceId"), name)
+    if not updated:
+        raise not_found("No device found")
+    await request.hs.devices.notify_device_change(requester.user_id, request.param("deviceId"))
+    return {}
+
+
+@routes.delete(client_path("/devices/{deviceId}"))
+async def delete_device(request: Request) -> dict[str, Any]:
+    requester = await request.requester()
+    body = await request.json(allow_empty=True)
+    device_id = request.param("deviceId")
+    if await request.hs.devices.get_device(requester.user_id, device_id) is None:
+        raise not_found("No device found")
+    await request.hs.auth.check_user_interactive_auth(requester, body, request.raw.path,
+                                                      "DELETE", "delete a device")
+    await request.hs.devices.delete_devices(requester.user_id, [device_id])
+    return {}
+
+
+@routes.post(client_path("/delete_devices"))
+async def delete_devices(request: Request) -> dict[str, Any]:
+    requester = await request.requester()
+    body = await request.json()
+    device_ids = body.get("devices")
+    if not isinstance(device_ids, list) or not all(isinstance(d, str) for d in device_ids):
+        raise MatrixError(400, "M_BAD_JSON", "devices must be a list of device IDs")
+    await request.hs.auth.check_user_interactive_auth(requester, body, request.raw.path,
+                                                      "POST", "delete devices")
+    await request.hs.devices.delete_devices(requester.user_id, device_ids)
+    return {}

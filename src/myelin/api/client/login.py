@@ -1,0 +1,93 @@
+"""``/login`` and ``/logout``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from myelin.http.errors import MatrixError, forbidden
+from myelin.http.request import Request
+from myelin.http.routing import RouteTable, client_path
+
+routes = RouteTable("client")
+
+
+@routes.get(client_path("/login"))
+async def login_flows(request: Request) -> dict[str, Any]:
+    return {"flows": [{"type": "m.login.password"}]}
+
+
+def _user_from_login_body(body: dict[str, Any]) -> str:
+    identifier = body.get("identifier")
+    if isinstance(identifier, dict):
+        if identifier.get("type") != "m.id.user":
+            raise MatrixError(400, "M_UNKNOWN", "Unsupported identifier type")
+        user = identifier.get("user")
+    else:
+        user = body.get("user")  # the deprecated top-level form
+    if not isinstance(user, str) or not user:
+        raise MatrixError(400, "M_BAD_JSON", "Missing or invalid user identifier")
+    return user
+
+
+@routes.post(client_path("/login"))
+async def login(request: Request) -> dict[str, Any]:
+    hs = request.hs
+    body = await request.json()
+    if body.get("type") != "m.login.password":
+        raise MatrixError(400, "M_UNKNOWN", "Unknown login type")
+    user_id = hs.qualify_user_id(_user_from_login_body(body))
+    password = body.get("password")
+    if not isinstance(password, str):
+        raise MatrixError(400, "M_BAD_JSON", "Missing password")
+    device_id = body.get("device_id")
+    display_name = body.get("initial_device_display_name")
+    if device_id is not None and (not isinstance(device_id, str) or not device_id):
+        raise MatrixError(400, "M_BAD_JSON", "device_id must be a string")
+    if display_name is not None and not isinstance(display_name, str):
+        raise MatrixError(400, "M_BAD_JSON", "initial_device_display_name must be a string")
+    limits = hs.ratelimiters
+    limits.login_address.check(request.client_ip)
+    limits.login_account.check(user_id.lower())
+    limits.login_failures.check(user_id.lower(), update=False)
+    candidates = await hs.stores.accounts.find_user_case_insensitive(user_id)
+    if user_id not in candidates and len(candidates) == 1:
+        user_id = candidates[0]
+    if not await hs.auth.validate_login(user_id, password):
+        limits.login_failures.check(user_id.lower())
+        raise forbidden("Invalid username or password")
+    limits.login_failures.reset(user_id.lower())
+    device_id, token = await hs.auth.issue_session(user_id, device_id, display_name)
+    return {
+        "user_id": user_id,
+        "access_token": token,
+        "device_id": device_id,
+        "home_server": hs.server_name,
+        "well_known": {"m.homeserver": {"base_url": hs.config.public_baseurl}},
+    }
+
+
+@routes.post(client_path("/logout"))
+async def logout(request: Request) -> dict[str, Any]:
+    requester = await request.requester(allow_guest=True)
+    hs = request.hs
+    if requester.device_id:
+        await hs.devices.delete_devices(requester.user_id, [requester.device_id])
+    else:
+        async with hs.db.transaction() as txn:
+            await hs.stores.accounts.delete_token(txn, requester.access_token)
+        hs.auth.invalidate_tokens([requester.access_token])
+    return {}
+
+
+@routes.post(client_path("/logout/all"))
+async def logout_all(request: Request) -> dict[str, Any]:
+    requester = await request.requester(allow_guest=True)
+    hs = request.hs
+    devices = [d.device_id for d in await hs.stores.accounts.get_devices(requester.user_id)]
+    await hs.devices.delete_devices(requester.user_id, devices)
+    async with hs.db.transaction() as txn:
+        leftovers = await hs.stores.accounts.tokens_of_user(txn, requester.user_id)
+        for token, _ in leftovers:
+            await hs.stores.accounts.delete_token(txn, token)
+    hs.auth.invalidate_user(requester.user_id)
+    return {}

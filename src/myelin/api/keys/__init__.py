@@ -1,0 +1,1 @@
+"""Server key servlets (``/_matrix/key``)."""

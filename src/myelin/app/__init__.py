@@ -1,0 +1,1 @@
+"""Assembling a process from config: listeners, servlets, stream writers, jobs."""

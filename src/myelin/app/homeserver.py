@@ -1,0 +1,126 @@
+"""The HomeServer: the object graph of one process, built from its config.
+
+Everything a servlet or handler needs hangs off this object, so there is one
+place that decides what this process is (main or worker), which stores and
+handlers exist, and which listeners serve which resources.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from signedjson.key import read_signing_keys
+
+from myelin.config import HomeserverConfig
+from myelin.storage.engines import Database
+
+if TYPE_CHECKING:
+    from myelin.handlers.account import AccountLifecycleHandler
+    from myelin.handlers.account import AccountLifecycleHandler
+    from myelin.handlers.auth import AuthHandler
+    from myelin.handlers.devices import DeviceHandler
+    from myelin.handlers.registration import RegistrationHandler
+    from myelin.http.ratelimiters import Ratelimiters
+    from myelin.http.server import Listener
+
+logger = logging.getLogger(__name__)
+
+
+class Stores:
+    """The stores of this process, all over one database."""
+
+    def __init__(self, db: Database) -> None:
+        from myelin.storage.stores.accounts import AccountStore
+
+        self.accounts = AccountStore(db)
+
+
+class HomeServer:
+    def __init__(self, config: HomeserverConfig, db: Database) -> None:
+        self.config = config
+        self.db = db
+        self.server_name = config.server_name
+        self.stores = Stores(db)
+        self.listeners: list[Listener] = []
+        self.signing_key = self._load_signing_key()
+
+    def _load_signing_key(self) -> Any:
+        return self._check_signing_key_file(self.config)
+
+    @staticmethod
+    def _check_signing_key_file(config: HomeserverConfig) -> Any:
+        """Read the signing key named in config, or fail naming the key."""
+        from myelin.config import ConfigError
+
+        path = config.signing_key_path
+        source = config.sources.get("signing_key_path")
+        if path is None:
+            from signedjson.key import generate_signing_key
+
+            logger.warning("no signing_key_path configured: using an ephemeral signing key")
+            return generate_signing_key("auto")
+        try:
+            with open(path, encoding="utf-8") as f:
+                keys = read_signing_keys(f)
+        except FileNotFoundError:
+            raise ConfigError("signing_key_path", f"file not found: {path}", source) from None
+        except Exception as e:
+            raise ConfigError("signing_key_path", f"cannot read signing key {path}: {e}",
+                              source) from None
+        if not keys:
+            raise ConfigError("signing_key_path", f"no signing key in {path}", source)
+        return keys[0]
+
+    # -- handlers ------------------------------------------------------------
+    @cached_property
+    def auth(self) -> AuthHandler:
+        from myelin.handlers.auth import AuthHandler
+
+        return AuthHandler(self)
+
+    @cached_property
+    def registration(self) -> RegistrationHandler:
+        from myelin.handlers.registration import RegistrationHandler
+
+        return RegistrationHandler(self)
+
+    @cached_property
+    def devices(self) -> DeviceHandler:
+        from myelin.handlers.devices import DeviceHandler
+
+        return DeviceHandler(self)
+
+    @cached_property
+    def account_lifecycle(self) -> AccountLifecycleHandler:
+        from myelin.handlers.account import AccountLifecycleHandler
+
+        return AccountLifecycleHandler(self)
+
+    @cached_property
+    def ratelimiters(self) -> Ratelimiters:
+        from myelin.http.ratelimiters import Ratelimiters
+
+        return Ratelimiters(self.config)
+
+    # -- helpers -------------------------------------------------------------
+    def qualify_user_id(self, user: str) -> str:
+        """A bare localpart or a full user id → a full user id."""
+        if user.startswith("@") and ":" in user:
+            return user
+        return f"@{user.lstrip('@')}:{self.server_name}"
+
+    def is_mine(self, user_id: str) -> bool:
+        return user_id.rpartition(":")[2] == self.server_name or \
+            user_id.split(":", 1)[-1] == self.server_name
+
+    def trust_forwarded_for(self, raw: web.BaseRequest) -> bool:
+        return any(lst.x_forwarded for lst in self.config.listeners)
+
+    async def start(self) -> None:
+        """Start background work (stream writers, timers)."""
+
+    async def stop(self) -> None:
+        """Stop background work; wake long-polls so they can finish."""

@@ -1,0 +1,67 @@
+"""Running one process: open the database, build the HomeServer, listen, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from myelin.app.homeserver import HomeServer
+from myelin.app.servlets import routes_for_resources
+from myelin.config import HomeserverConfig
+from myelin.http.server import HttpDispatcher, Listener
+from myelin.storage.engines import open_database
+
+logger = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The process cannot start; the message is the one-line reason."""
+
+
+async def build_homeserver(config: HomeserverConfig) -> HomeServer:
+    try:
+        db = await open_database(config.database)
+    except (OSError, ConnectionError) as e:
+        raise StartupError(f"cannot open the database: {e}") from e
+    except Exception as e:
+        if type(e).__module__.startswith(("asyncpg", "sqlite3")):
+            raise StartupError(f"cannot open the database: {e}") from e
+        raise
+    return HomeServer(config, db)
+
+
+async def start_listeners(hs: HomeServer) -> None:
+    for listener_config in hs.config.listeners:
+        if listener_config.type not in ("http", "metrics"):
+            continue
+        dispatcher = HttpDispatcher(hs, routes_for_resources(listener_config.resources))
+        listener = Listener(listener_config, dispatcher)
+        try:
+            await listener.start()
+        except OSError as e:
+            raise StartupError(str(e)) from e
+        hs.listeners.append(listener)
+        logger.info("listening on %s for %s", ", ".join(listener.bound),
+                    ", ".join(sorted(listener_config.resources)))
+
+
+async def run_process(config: HomeserverConfig) -> None:
+    """Run until SIGTERM/SIGINT, then finish in-flight requests and return."""
+    hs = await build_homeserver(config)
+    try:
+        await hs.start()
+        await start_listeners(hs)
+        logger.info("%s (%s) started for %s", config.instance_name, config.worker_app,
+                    config.server_name)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        logger.info("shutting down")
+    finally:
+        await hs.stop()
+        for listener in hs.listeners:
+            await listener.stop()
+        await hs.db.close()

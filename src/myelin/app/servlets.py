@@ -1,0 +1,56 @@
+"""Which servlet modules exist, and which listener resource serves each.
+
+The single list of route tables: listeners, and later the reverse-proxy
+config generator, derive from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from myelin.http.routing import Route, RouteTable
+
+# resource name -> the resources whose routes it serves
+RESOURCE_ALIASES = {
+    "client": {"client"},
+    "federation": {"federation", "keys"},
+    "keys": {"keys"},
+    "health": {"health"},
+    "media": {"media"},
+    "replication": {"replication"},
+    "metrics": {"metrics"},
+}
+
+
+def all_route_tables() -> list[RouteTable]:
+    from myelin.api import health
+    from myelin.api.admin import register as admin_register
+    from myelin.api.client import account, login, register, versions
+    from myelin.api.keys import server as key_server
+
+    tables = [versions.routes, login.routes, register.routes, account.routes,
+              admin_register.routes, key_server.routes, health.routes]
+    tables.extend(_optional_tables())
+    return tables
+
+
+def _optional_tables() -> list[RouteTable]:
+    """Route tables of feature modules; imported lazily to keep start-up lean."""
+    import importlib
+
+    tables = []
+    for name in OPTIONAL_MODULES:
+        module = importlib.import_module(name)
+        tables.append(module.routes)
+    return tables
+
+
+OPTIONAL_MODULES: list[str] = []
+
+
+def routes_for_resources(resources: Iterable[str]) -> list[Route]:
+    wanted: set[str] = {"health"}
+    for resource in resources:
+        wanted |= RESOURCE_ALIASES.get(resource, {resource})
+    return [route for table in all_route_tables() if table.resource in wanted
+            for route in table.routes]

@@ -1,0 +1,74 @@
+"""Reading and merging config files into a validated HomeserverConfig."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from myelin.config.errors import ConfigError
+from myelin.config.reader import ConfigReader
+from myelin.config.schema import HomeserverConfig
+
+logger = logging.getLogger(__name__)
+
+# Synapse keys an admin's file may carry that Myelin accepts and does not act
+# on (yet); they are not worth a warning.
+TOLERATED_KEYS = frozenset({
+    "report_stats", "pid_file", "macaroon_secret_key", "form_secret", "trusted_key_servers",
+    "suppress_key_server_warning", "worker_log_config", "worker_listeners", "media_instance_running_background_jobs",
+    "federation_sender_instances", "pusher_instances", "run_background_tasks_on",
+    "update_user_directory_from_worker", "notify_appservices_from_worker", "start_pushers",
+    "send_federation", "enable_media_repo", "enable_metrics", "presence", "url_preview_enabled",
+    "serve_server_wellknown", "federation_domain_whitelist", "app_service_config_files",
+    "user_directory", "retention", "email", "push", "caches", "experimental_features",
+    "worker_pid_file", "worker_daemonize", "worker_main_http_uri", "outbound_federation_restricted_to",
+})
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError("", f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError("", f"not valid YAML{where}: {getattr(e, 'problem', e)}", path) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("", "the top level must be a mapping of keys to values", path)
+    return data
+
+
+def load_config(paths: Sequence[str]) -> HomeserverConfig:
+    """Merge the files in order (later wins per top-level key) and validate."""
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for path in paths:
+        data = _read_yaml(path)
+        base = os.path.dirname(os.path.abspath(path))
+        for key, value in data.items():
+            merged[str(key)] = value
+            sources[str(key)] = os.path.basename(path)
+        merged.setdefault("__config_dirs__", []).append(base)
+    merged.pop("__config_dirs__", None)
+    return load_config_from_dict(merged, sources)
+
+
+def load_config_from_dict(data: Mapping[str, Any], sources: Mapping[str, str] | None = None,
+                          ) -> HomeserverConfig:
+    sources = dict(sources or {})
+    reader = ConfigReader(data, "", sources.get)
+    config = HomeserverConfig.from_reader(reader)
+    config.sources = sources
+    for key in data:
+        if key not in reader.used and key not in TOLERATED_KEYS:
+            where = f" ({sources[key]})" if key in sources else ""
+            logger.warning("ignoring unknown config key %r%s", key, where)
+    return config

@@ -1,0 +1,328 @@
+"""The typed shape of a homeserver's configuration.
+
+Keys follow Synapse's homeserver.yaml where one exists, so an admin's file
+reads naturally; `HomeserverConfig.from_reader` is the single place that maps
+YAML keys onto these dataclasses.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from myelin.config.reader import ConfigReader
+
+logger = logging.getLogger(__name__)
+
+LISTENER_RESOURCES = ("client", "federation", "keys", "media", "replication", "metrics", "health",
+                      "openid", "static", "consent")
+
+# Worker application names accepted in `worker_app`; the historical names of
+# the seed document all map onto the generic worker.
+WORKER_APPS = (
+    "synapse.app.homeserver",
+    "synapse.app.generic_worker",
+    "synapse.app.pusher",
+    "synapse.app.appservice",
+    "synapse.app.federation_sender",
+    "synapse.app.media_repository",
+    "synapse.app.user_dir",
+    "synapse.app.client_reader",
+    "synapse.app.event_creator",
+    "synapse.app.federation_reader",
+    "synapse.app.frontend_proxy",
+    "synapse.app.synchrotron",
+)
+
+STREAM_WRITER_KINDS = ("events", "typing", "to_device", "account_data", "receipts", "presence",
+                       "push_rules", "device_lists")
+
+_SERVER_NAME = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    port: int | None
+    bind_addresses: list[str]
+    type: str = "http"
+    x_forwarded: bool = False
+    tls: bool = False
+    resources: frozenset[str] = frozenset({"client", "federation"})
+    path: str | None = None  # a unix socket instead of a port
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    engine: str  # "sqlite" | "postgres"
+    # sqlite
+    path: str = ":memory:"
+    # postgres
+    user: str | None = None
+    password: str | None = None
+    database: str | None = None
+    host: str | None = None
+    port: int = 5432
+    cp_min: int = 5
+    cp_max: int = 10
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    per_second: float
+    burst_count: float
+
+
+@dataclass(frozen=True)
+class InstanceLocation:
+    host: str
+    port: int | None
+    tls: bool = False
+    path: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = 6379
+    password: str | None = None
+    dbid: int = 0
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class LoginRateLimits:
+    address: RateLimit = RateLimit(0.003, 5)
+    account: RateLimit = RateLimit(0.003, 5)
+    failed_attempts: RateLimit = RateLimit(0.17, 3)
+
+
+@dataclass
+class HomeserverConfig:
+    server_name: str
+    public_baseurl: str
+    listeners: list[ListenerConfig]
+    database: DatabaseConfig
+    signing_key_path: str | None
+    enable_registration: bool = False
+    enable_registration_without_verification: bool = False
+    registration_shared_secret: str | None = None
+    registration_requires_token: bool = False
+    rc_message: RateLimit = RateLimit(0.2, 10)
+    rc_registration: RateLimit = RateLimit(0.17, 3)
+    rc_login: LoginRateLimits = field(default_factory=LoginRateLimits)
+    rc_joins_local: RateLimit = RateLimit(0.1, 10)
+    rc_invites_per_room: RateLimit = RateLimit(0.3, 10)
+    rc_admin_redaction: RateLimit | None = None
+    log_config: str | None = None
+    max_upload_size: int = 50 * 1024 * 1024
+    max_request_body_size: int = 1024 * 1024
+    media_store_path: str = "media_store"
+    default_room_version: str = "12"
+    allow_guest_access: bool = False
+    password_min_length: int = 0
+    session_lifetime_ms: int | None = None
+    # workers
+    worker_app: str = "synapse.app.homeserver"
+    worker_name: str = "master"
+    instance_map: dict[str, InstanceLocation] = field(default_factory=dict)
+    stream_writers: dict[str, list[str]] = field(default_factory=dict)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    worker_replication_secret: str | None = None
+    # where each top-level key came from, for messages
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.worker_app == "synapse.app.homeserver"
+
+    @property
+    def instance_name(self) -> str:
+        return "master" if self.is_main_process else self.worker_name
+
+    def writers_of(self, stream: str) -> list[str]:
+        return self.stream_writers.get(stream) or ["master"]
+
+    @classmethod
+    def from_reader(cls, r: ConfigReader) -> HomeserverConfig:
+        server_name = r.str_("server_name")
+        if not _SERVER_NAME.match(server_name):
+            raise r.error("server_name", f'"{server_name}" is not a valid server name')
+        listeners = [_listener(lr) for lr in r.sections("listeners")]
+        public_baseurl = r.str_("public_baseurl", None)
+        if public_baseurl is None:
+            port = next((lst.port for lst in listeners if "client" in lst.resources), 8008)
+            public_baseurl = f"http://{server_name.split(':')[0]}:{port}/"
+        if not public_baseurl.endswith("/"):
+            public_baseurl += "/"
+        database = _database(r.section("database"))
+        default_room_version = r.raw("default_room_version", "12")
+        if isinstance(default_room_version, int) and not isinstance(default_room_version, bool):
+            default_room_version = str(default_room_version)
+        if not isinstance(default_room_version, str):
+            raise r.error("default_room_version", "expected a room version such as \"12\"")
+        from myelin.config.rooms import check_room_version
+
+        check_room_version(r, default_room_version)
+        login = r.section("rc_login")
+        joins = r.section("rc_joins")
+        invites = r.section("rc_invites")
+        password_config = r.section("password_config")
+        policy = password_config.section("policy")
+        session_lifetime = r.raw("session_lifetime")
+        worker_app = r.choice("worker_app", WORKER_APPS, "synapse.app.homeserver")
+        worker_name = r.str_("worker_name", "master")
+        if worker_app != "synapse.app.homeserver" and not r.has("worker_name"):
+            raise r.error("worker_name", "is required when worker_app is a worker")
+        stream_writers: dict[str, list[str]] = {}
+        sw = r.section("stream_writers")
+        for kind in sw.keys():
+            if kind not in STREAM_WRITER_KINDS:
+                raise sw.error(kind, f"unknown stream; expected one of {', '.join(STREAM_WRITER_KINDS)}")
+            stream_writers[kind] = sw.str_list(kind)
+        instance_map = {
+            name: InstanceLocation(
+                host=loc.str_("host", "localhost"),
+                port=loc.int_("port", None, minimum=1),
+                tls=loc.bool_("tls", False),
+                path=loc.str_("path", None),
+            )
+            for name, loc in r.mapping_of_sections("instance_map").items()
+        }
+        redis_r = r.section("redis")
+        redis = RedisConfig(
+            enabled=redis_r.bool_("enabled", False),
+            host=redis_r.str_("host", "localhost"),
+            port=redis_r.int_("port", 6379, minimum=1),
+            password=redis_r.str_("password", None),
+            dbid=redis_r.int_("dbid", 0, minimum=0),
+            path=redis_r.str_("path", None),
+        )
+        cfg = cls(
+            server_name=server_name,
+            public_baseurl=public_baseurl,
+            listeners=listeners,
+            database=database,
+            signing_key_path=r.str_("signing_key_path", None),
+            enable_registration=r.bool_("enable_registration", False),
+            enable_registration_without_verification=r.bool_(
+                "enable_registration_without_verification", False
+            ),
+            registration_shared_secret=r.str_("registration_shared_secret", None),
+            registration_requires_token=r.bool_("registration_requires_token", False),
+            rc_message=_rate(r, "rc_message", RateLimit(0.2, 10)),
+            rc_registration=_rate(r, "rc_registration", RateLimit(0.17, 3)),
+            rc_login=LoginRateLimits(
+                address=_rate(login, "address", RateLimit(0.003, 5)),
+                account=_rate(login, "account", RateLimit(0.003, 5)),
+                failed_attempts=_rate(login, "failed_attempts", RateLimit(0.17, 3)),
+            ),
+            rc_joins_local=_rate(joins, "local", RateLimit(0.1, 10)),
+            rc_invites_per_room=_rate(invites, "per_room", RateLimit(0.3, 10)),
+            rc_admin_redaction=_rate(r, "rc_admin_redaction", None),
+            log_config=r.str_("log_config", None),
+            max_upload_size=r.size("max_upload_size", 50 * 1024 * 1024),
+            max_request_body_size=r.size("max_request_body_size", 1024 * 1024),
+            media_store_path=r.str_("media_store_path", "media_store"),
+            default_room_version=default_room_version,
+            allow_guest_access=r.bool_("allow_guest_access", False),
+            password_min_length=policy.int_("minimum_length", 0, minimum=0)
+            if policy.bool_("enabled", False) else 0,
+            session_lifetime_ms=_duration_ms(r, "session_lifetime", session_lifetime),
+            worker_app=worker_app,
+            worker_name=worker_name,
+            instance_map=instance_map,
+            stream_writers=stream_writers,
+            redis=redis,
+            worker_replication_secret=r.str_("worker_replication_secret", None),
+        )
+        return cfg
+
+
+def _listener(r: ConfigReader) -> ListenerConfig:
+    kind = r.choice("type", ("http", "metrics", "manhole"), "http")
+    port = r.int_("port", None, minimum=0)
+    path = r.str_("path", None)
+    if port is None and path is None:
+        raise r.error("port", "is required (or give a unix socket `path`)")
+    if port is not None and port > 65535:
+        raise r.error("port", f"must be at most 65535, got {port}")
+    if r.has("bind_addresses"):
+        binds = r.str_list("bind_addresses")
+    elif r.has("bind_address"):
+        binds = [r.str_("bind_address")]
+    else:
+        binds = ["::", "0.0.0.0"]
+    names: set[str] = set()
+    for index, res in enumerate(r.sections("resources")):
+        for name in res.str_list("names", []):
+            if name not in LISTENER_RESOURCES:
+                raise res.error("names", f'unknown resource "{name}"; expected one of '
+                                         f"{', '.join(LISTENER_RESOURCES)}")
+            names.add(name)
+        del index
+    if kind == "metrics":
+        names.add("metrics")
+    return ListenerConfig(
+        port=port,
+        bind_addresses=binds,
+        type=kind,
+        x_forwarded=r.bool_("x_forwarded", False),
+        tls=r.bool_("tls", False),
+        resources=frozenset(names or {"client", "federation"}),
+        path=path,
+    )
+
+
+def _database(r: ConfigReader) -> DatabaseConfig:
+    name = r.choice("name", ("sqlite3", "sqlite", "psycopg2", "psycopg", "postgres", "postgresql"),
+                    "sqlite3")
+    args = r.section("args")
+    if name.startswith("sqlite"):
+        return DatabaseConfig(engine="sqlite", path=args.str_("database", "homeserver.db"))
+    return DatabaseConfig(
+        engine="postgres",
+        user=args.str_("user", None),
+        password=args.str_("password", None),
+        database=args.str_("database", args.str_("dbname", None)),
+        host=args.str_("host", None),
+        port=args.int_("port", 5432, minimum=1),
+        cp_min=args.int_("cp_min", 5, minimum=1),
+        cp_max=args.int_("cp_max", 10, minimum=1),
+    )
+
+
+def _rate(r: ConfigReader, key: str, default: Any) -> Any:
+    if not r.has(key):
+        r.used.add(key)
+        return default
+    sub = r.section(key)
+    base = default or RateLimit(1.0, 10)
+    return RateLimit(
+        per_second=sub.float_("per_second", base.per_second),
+        burst_count=sub.float_("burst_count", base.burst_count),
+    )
+
+
+_DURATION = re.compile(r"^(\d+)\s*(ms|s|m|h|d|w|y)?$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
+            "w": 604_800_000, "y": 31_536_000_000}
+
+
+def _duration_ms(r: ConfigReader, key: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        m = _DURATION.match(value.strip())
+        if m:
+            return int(m.group(1)) * _UNIT_MS[m.group(2) or "ms"]
+    raise r.error(key, f"expected a duration such as 30d or 3600000, got {value!r}")

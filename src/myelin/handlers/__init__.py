@@ -1,0 +1,1 @@
+"""Domain logic, one module per concern; servlets call these, these call stores."""

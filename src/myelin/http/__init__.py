@@ -1,0 +1,2 @@
+"""HTTP plumbing: the server and its listeners, routing, request parsing and
+authentication, Matrix error JSON, rate limits and the outbound client."""

@@ -1,0 +1,133 @@
+"""The request object servlets see: path params, query, JSON body, requester."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from myelin.http.errors import MatrixError, bad_json, missing_param, too_large
+
+if TYPE_CHECKING:
+    from myelin.app.homeserver import HomeServer
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who is making an authenticated request."""
+
+    user_id: str
+    device_id: str | None
+    access_token: str
+    is_admin: bool = False
+    is_guest: bool = False
+
+    @property
+    def localpart(self) -> str:
+        return self.user_id[1:].split(":", 1)[0]
+
+
+class Request:
+    """Wraps aiohttp's request with Matrix conventions."""
+
+    __slots__ = ("_body", "_requester", "hs", "params", "raw")
+
+    def __init__(self, hs: HomeServer, raw: web.BaseRequest, params: dict[str, str]) -> None:
+        self.hs = hs
+        self.raw = raw
+        self.params = params
+        self._body: Any = None
+        self._requester: Requester | None = None
+
+    @property
+    def method(self) -> str:
+        return self.raw.method
+
+    @property
+    def query(self) -> Any:
+        return self.raw.query
+
+    def query_str(self, name: str, default: str | None = None) -> str | None:
+        value = self.raw.query.get(name)
+        return default if value is None else value
+
+    def query_int(self, name: str, default: int | None = None, *, minimum: int | None = None,
+                  maximum: int | None = None) -> int | None:
+        value = self.raw.query.get(name)
+        if value is None or value == "":
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be an integer") from None
+        if minimum is not None and number < minimum:
+            number = minimum
+        if maximum is not None and number > maximum:
+            number = maximum
+        return number
+
+    def query_bool(self, name: str, default: bool = False) -> bool:
+        value = self.raw.query.get(name)
+        if value is None:
+            return default
+        if value in ("true", "1"):
+            return True
+        if value in ("false", "0"):
+            return False
+        raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be true or false")
+
+    @property
+    def client_ip(self) -> str:
+        if self.hs.trust_forwarded_for(self.raw):
+            forwarded = self.raw.headers.get("X-Forwarded-For")
+            if forwarded:
+                return forwarded.split(",")[0].strip()
+        return self.raw.remote or ""
+
+    async def body_bytes(self) -> bytes:
+        limit = self.hs.config.max_request_body_size
+        length = self.raw.content_length
+        if length is not None and length > limit:
+            raise too_large(f"Request body exceeds {limit} bytes")
+        try:
+            data = await self.raw.content.read(limit + 1)
+        except ValueError:
+            raise too_large() from None
+        if len(data) > limit:
+            raise too_large(f"Request body exceeds {limit} bytes")
+        return data
+
+    async def json(self, *, allow_empty: bool = False) -> dict[str, Any]:
+        """The body as a JSON object: ``M_NOT_JSON`` / ``M_BAD_JSON`` otherwise."""
+        if self._body is not None:
+            return self._body  # type: ignore[no-any-return]
+        data = await self.body_bytes()
+        if not data.strip():
+            if allow_empty:
+                self._body = {}
+                return {}
+            raise MatrixError(400, "M_NOT_JSON", "Content not JSON.")
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise MatrixError(400, "M_NOT_JSON", "Content not JSON.") from None
+        if not isinstance(body, dict):
+            raise bad_json("Content must be a JSON object.")
+        self._body = body
+        return body
+
+    async def requester(self, *, allow_guest: bool = False,
+                        allow_deactivated: bool = False) -> Requester:
+        if self._requester is None:
+            self._requester = await self.hs.auth.authenticate(self.raw)
+        if self._requester.is_guest and not allow_guest:
+            raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access not allowed")
+        return self._requester
+
+    def param(self, name: str) -> str:
+        try:
+            return self.params[name]
+        except KeyError:
+            raise missing_param(f"Missing {name}") from None

@@ -1,0 +1,149 @@
+"""The HTTP listeners of a process and the dispatcher behind them.
+
+Each configured listener gets an aiohttp low-level server whose single
+handler looks the request up in the :class:`Router` built from the
+resources that listener serves. Errors become Matrix error JSON here, and
+CORS headers are added to every response, so servlets only return data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from myelin.config import ListenerConfig
+from myelin.http.errors import MatrixError, unrecognized
+from myelin.http.request import Request
+from myelin.http.routing import Route, Router
+
+if TYPE_CHECKING:
+    from myelin.app.homeserver import HomeServer
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("myelin.access")
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "X-Requested-With, Content-Type, Authorization, Date",
+    "Access-Control-Expose-Headers": "Synapse-Trace-Id, Server",
+}
+
+
+def json_response(status: int, body: Any) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(body),
+        content_type="application/json",
+        headers=CORS_HEADERS,
+    )
+
+
+class HttpDispatcher:
+    """Turns a raw request into a servlet call and its result into a response."""
+
+    def __init__(self, hs: HomeServer, routes: Iterable[Route]) -> None:
+        self.hs = hs
+        self.router = Router(routes)
+
+    async def __call__(self, raw: web.BaseRequest) -> web.StreamResponse:
+        start = time.monotonic()
+        status = 500
+        try:
+            response = await self._dispatch(raw)
+            status = response.status
+            return response
+        except MatrixError as e:
+            status = e.status
+            return json_response(e.status, e.to_json())
+        except asyncio.CancelledError:
+            status = 499
+            raise
+        except web.HTTPException:
+            raise
+        except Exception:
+            logger.exception("error handling %s %s", raw.method, raw.path)
+            return json_response(500, {"errcode": "M_UNKNOWN", "error": "Internal server error"})
+        finally:
+            if access_logger.isEnabledFor(logging.INFO):
+                access_logger.info("%s %s %s %d %.1fms", raw.remote, raw.method,
+                                   _redact_token(raw.path_qs), status,
+                                   (time.monotonic() - start) * 1000)
+
+    async def _dispatch(self, raw: web.BaseRequest) -> web.StreamResponse:
+        if raw.method == "OPTIONS":
+            return json_response(200, {})
+        path = raw.raw_path.split("?", 1)[0]
+        route, params, path_known = self.router.match(raw.method, path)
+        if route is None:
+            raise unrecognized(405 if path_known else 404)
+        result = await route.handler(Request(self.hs, raw, params))
+        if isinstance(result, web.StreamResponse):
+            return result
+        if isinstance(result, tuple):
+            return json_response(result[0], result[1])
+        return json_response(200, result)
+
+
+def _redact_token(path_qs: str) -> str:
+    if "access_token=" not in path_qs:
+        return path_qs
+    head, _, tail = path_qs.partition("access_token=")
+    _, amp, rest = tail.partition("&")
+    return f"{head}access_token=<redacted>{amp}{rest}"
+
+
+class Listener:
+    """One bound HTTP listener (a port, or a unix socket)."""
+
+    def __init__(self, config: ListenerConfig, dispatcher: HttpDispatcher) -> None:
+        self.config = config
+        self.dispatcher = dispatcher
+        self._runner: web.ServerRunner | None = None
+        self.bound: list[str] = []
+
+    async def start(self) -> None:
+        server = web.Server(self.dispatcher, access_log=None,
+                            client_max_size=self.dispatcher.hs.config.max_upload_size)
+        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=10.0)
+        await runner.setup()
+        self._runner = runner
+        if self.config.path:
+            site: web.BaseSite = web.UnixSite(runner, self.config.path)
+            await site.start()
+            self.bound.append(self.config.path)
+            return
+        for address in self.config.bind_addresses:
+            site = web.TCPSite(runner, address, self.config.port, reuse_address=True)
+            try:
+                await site.start()
+            except OSError as e:
+                # "::" and "0.0.0.0" together fail on hosts where v6 sockets
+                # already take the v4 wildcard; one of them is enough.
+                if address in ("::", "0.0.0.0") and self.bound:
+                    continue
+                if address == "::" and len(self.config.bind_addresses) > 1:
+                    continue
+                raise OSError(e.errno, f"cannot listen on {address}:{self.config.port}: "
+                                       f"{e.strerror}") from e
+            self.bound.append(f"{address}:{self.config.port}")
+
+    @property
+    def port(self) -> int | None:
+        if self._runner is None:
+            return self.config.port
+        for addr in self._runner.addresses:
+            if isinstance(addr, tuple):
+                return int(addr[1])
+        return self.config.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,1 @@
+"""Persistence: engines, migrations, stores by domain, stream id generators."""

@@ -1,0 +1,69 @@
+"""The engine-neutral database interface that every store is written against."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+Row = Sequence[Any]
+
+
+class Transaction(ABC):
+    """A unit of work on one connection; committed when the block exits cleanly."""
+
+    @abstractmethod
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run one statement; returns the number of rows changed where known."""
+
+    @abstractmethod
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    @abstractmethod
+    async def fetchall(self, sql: str, *args: Any) -> list[Row]: ...
+
+    async def fetchone(self, sql: str, *args: Any) -> Row | None:
+        rows = await self.fetchall(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self.fetchone(sql, *args)
+        return None if row is None else row[0]
+
+
+class Database(ABC):
+    """A connection pool for one engine.
+
+    Outside a transaction every call is its own statement (autocommit);
+    ``transaction()`` groups statements atomically.
+    """
+
+    engine: str  # "sqlite" | "postgres"
+
+    @abstractmethod
+    def transaction(self) -> Any:
+        """``async with db.transaction() as txn:``"""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def fetchall(self, sql: str, *args: Any) -> list[Row]: ...
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self.transaction() as txn:
+            result: int = await txn.execute(sql, *args)
+            return result
+
+    async def fetchone(self, sql: str, *args: Any) -> Row | None:
+        rows = await self.fetchall(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self.fetchone(sql, *args)
+        return None if row is None else row[0]
+
+    @asynccontextmanager
+    async def _no_transaction(self) -> AsyncIterator[None]:  # pragma: no cover - helper
+        yield

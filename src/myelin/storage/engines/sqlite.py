@@ -1,0 +1,119 @@
+"""SQLite engine: WAL mode, every statement run off the event loop.
+
+One writer connection owns a dedicated thread; transactions queue for it
+behind an asyncio lock, which is also what makes SQLite's single-writer rule
+explicit. Reads outside transactions go to a small pool of reader
+connections (WAL lets them run beside the writer), except for in-memory
+databases, which only exist on one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from myelin.storage.engines.base import Database, Row, Transaction
+
+T = TypeVar("T")
+
+
+class _Connection:
+    """A sqlite3 connection pinned to one thread."""
+
+    def __init__(self, path: str, name: str) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._path = path
+        self.conn: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        await self.run(self._open)
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False,
+                               timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        conn.execute("PRAGMA busy_timeout=30000")
+        self.conn = conn
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn)
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            conn = self.conn
+            await self.run(conn.close)
+            self.conn = None
+        self._executor.shutdown(wait=True)
+
+
+class SqliteTransaction(Transaction):
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+
+    def _c(self) -> sqlite3.Connection:
+        assert self._conn.conn is not None
+        return self._conn.conn
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return await self._conn.run(lambda: self._c().execute(sql, args).rowcount)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            await self._conn.run(lambda: self._c().executemany(sql, rows))
+
+    async def fetchall(self, sql: str, *args: Any) -> list[Row]:
+        return await self._conn.run(lambda: self._c().execute(sql, args).fetchall())
+
+
+class SqliteDatabase(Database):
+    engine = "sqlite"
+
+    def __init__(self, path: str, readers: int = 2) -> None:
+        self.path = path
+        self._writer = _Connection(path, "sqlite-writer")
+        self._write_lock = asyncio.Lock()
+        in_memory = path == ":memory:" or path.startswith("file::memory:")
+        self._readers = [] if in_memory else [_Connection(path, f"sqlite-reader{i}")
+                                              for i in range(readers)]
+        self._free_readers: asyncio.Queue[_Connection] = asyncio.Queue()
+
+    async def open(self) -> None:
+        await self._writer.open()
+        for reader in self._readers:
+            await reader.open()
+            self._free_readers.put_nowait(reader)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._write_lock:
+            txn = SqliteTransaction(self._writer)
+            await txn.execute("BEGIN IMMEDIATE")
+            try:
+                yield txn
+            except BaseException:
+                await txn.execute("ROLLBACK")
+                raise
+            await txn.execute("COMMIT")
+
+    async def fetchall(self, sql: str, *args: Any) -> list[Row]:
+        if not self._readers:
+            async with self._write_lock:
+                return await SqliteTransaction(self._writer).fetchall(sql, *args)
+        reader = await self._free_readers.get()
+        try:
+            return await SqliteTransaction(reader).fetchall(sql, *args)
+        finally:
+            self._free_readers.put_nowait(reader)
+
+    async def close(self) -> None:
+        await self._writer.close()
+        for reader in self._readers:
+            await reader.close()
