@@ -1,0 +1,1 @@
+"""Test support: real PostgreSQL, real server processes, small HTTP clients."""
