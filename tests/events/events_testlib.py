@@ -104,7 +104,9 @@ class Room:
         self.events[ev.event_id] = ev
         return ev
 
-    def auth_map(self, ev: Event, state: dict[StateKey, Event] | None = None) -> dict[StateKey, Event]:
+    def auth_map(
+        self, ev: Event, state: dict[StateKey, Event] | None = None
+    ) -> dict[StateKey, Event]:
         """The state relevant to authorising ``ev`` (create always included)."""
         state = self.state if state is None else state
         keys = auth_types_for_event(ev.type, ev.state_key, ev.sender, ev.content, self.rv)

@@ -82,7 +82,7 @@ def test_non_string_keys_refused() -> None:
 
 
 def test_control_characters_escaped_per_grammar() -> None:
-    out = encode_canonical_json({"a": "\x00\x1f\b\t\n\f\r\"\\\x7f/"})
+    out = encode_canonical_json({"a": '\x00\x1f\b\t\n\f\r"\\\x7f/'})
     assert out == b'{"a":"\\u0000\\u001f\\b\\t\\n\\f\\r\\"\\\\\x7f/"}'
 
 

@@ -37,7 +37,11 @@ def test_room_version_table() -> None:
     assert v.V10.knock_restricted and v.V10.enforce_int_power_levels
     assert v.V11.implicit_room_creator and v.V11.updated_redaction_rules
     assert not v.V11.room_id_is_create_event_hash
-    assert v.V12.room_id_is_create_event_hash and v.V12.creators_infinite_power and v.V12.hydra_state_res
+    assert (
+        v.V12.room_id_is_create_event_hash
+        and v.V12.creators_infinite_power
+        and v.V12.hydra_state_res
+    )
 
 
 def _pdu(**kw: Any) -> dict[str, Any]:
@@ -78,7 +82,10 @@ def test_event_fields() -> None:
 
 
 def test_state_event_and_membership() -> None:
-    ev = Event(_pdu(type="m.room.member", state_key="@u:a.test", content={"membership": "join"}), RoomVersions.V10)
+    ev = Event(
+        _pdu(type="m.room.member", state_key="@u:a.test", content={"membership": "join"}),
+        RoomVersions.V10,
+    )
     assert ev.is_state() and ev.membership == "join"
     ev2 = Event(_pdu(type="m.room.topic", state_key="", content={}), RoomVersions.V10)
     assert ev2.is_state()
@@ -91,7 +98,9 @@ def test_redacts_location_depends_on_version() -> None:
 
 
 def test_v1_event_id_and_pairs() -> None:
-    p = _pdu(event_id="$x:a.test", prev_events=[["$p:a", {"sha256": "x"}]], auth_events=[["$a:a", {}]])
+    p = _pdu(
+        event_id="$x:a.test", prev_events=[["$p:a", {"sha256": "x"}]], auth_events=[["$a:a", {}]]
+    )
     ev = Event(p, RoomVersions.V1)
     assert ev.event_id == "$x:a.test"
     assert ev.prev_event_ids == ["$p:a"] and ev.auth_event_ids == ["$a:a"]
@@ -106,7 +115,13 @@ def test_v3_event_id_uses_standard_base64() -> None:
 
 
 def test_v12_create_room_id_is_derived() -> None:
-    p = _pdu(type="m.room.create", state_key="", content={"room_version": "12"}, prev_events=[], auth_events=[])
+    p = _pdu(
+        type="m.room.create",
+        state_key="",
+        content={"room_version": "12"},
+        prev_events=[],
+        auth_events=[],
+    )
     del p["room_id"]
     p = add_content_hash(p)
     ev = Event(p, RoomVersions.V12)
@@ -124,7 +139,14 @@ def test_explicit_event_id_is_trusted() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"type": 1}, {"sender": None}, {"content": []}, {"depth": "1"}, {"state_key": 5}, {"prev_events": "x"}],
+    [
+        {"type": 1},
+        {"sender": None},
+        {"content": []},
+        {"depth": "1"},
+        {"state_key": 5},
+        {"prev_events": "x"},
+    ],
 )
 def test_malformed(bad: dict[str, Any]) -> None:
     with pytest.raises(InvalidEventError):

@@ -47,8 +47,17 @@ def pdu(type: str, content: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 COMMON = {
-    "event_id", "type", "room_id", "sender", "content", "hashes", "signatures",
-    "depth", "prev_events", "auth_events", "origin_server_ts",
+    "event_id",
+    "type",
+    "room_id",
+    "sender",
+    "content",
+    "hashes",
+    "signatures",
+    "depth",
+    "prev_events",
+    "auth_events",
+    "origin_server_ts",
 }
 
 
@@ -123,12 +132,22 @@ def test_join_rules(rv: RoomVersion) -> None:
 @pytest.mark.parametrize("rv", ALL, ids=vid)
 def test_power_levels(rv: RoomVersion) -> None:
     content = {
-        "ban": 1, "events": {"a": 1}, "events_default": 1, "kick": 1, "redact": 1,
-        "state_default": 1, "users": {"@u:a": 1}, "users_default": 1, "invite": 1,
-        "notifications": {"room": 1}, "historical": 1,
+        "ban": 1,
+        "events": {"a": 1},
+        "events_default": 1,
+        "kick": 1,
+        "redact": 1,
+        "state_default": 1,
+        "users": {"@u:a": 1},
+        "users_default": 1,
+        "invite": 1,
+        "notifications": {"room": 1},
+        "historical": 1,
     }
     out = prune_event_dict(pdu("m.room.power_levels", content, state_key=""), rv)
-    expected = {k: v for k, v in content.items() if k not in ("invite", "notifications", "historical")}
+    expected = {
+        k: v for k, v in content.items() if k not in ("invite", "notifications", "historical")
+    }
     if int(rv.identifier) >= 11:  # v11 adds invite
         expected["invite"] = 1
     assert out["content"] == expected
@@ -151,7 +170,9 @@ def test_aliases(rv: RoomVersion) -> None:
 
 @pytest.mark.parametrize("rv", ALL, ids=vid)
 def test_redaction_event(rv: RoomVersion) -> None:
-    out = prune_event_dict(pdu("m.room.redaction", {"redacts": "$x", "reason": "r"}, redacts="$x"), rv)
+    out = prune_event_dict(
+        pdu("m.room.redaction", {"redacts": "$x", "reason": "r"}, redacts="$x"), rv
+    )
     if int(rv.identifier) >= 11:
         assert out["content"] == {"redacts": "$x"}
     else:

@@ -54,7 +54,10 @@ def _signedjson_verify_key() -> Any:
 
 def test_spec_key_derivation() -> None:
     assert verify_key_id(KEY) == VECTORS["signing_key"]["key_id"]
-    assert encode_verify_key_base64(KEY) == VECTORS["signing_key"]["derived_public_key_unpadded_base64"]
+    assert (
+        encode_verify_key_base64(KEY)
+        == VECTORS["signing_key"]["derived_public_key_unpadded_base64"]
+    )
 
 
 @pytest.mark.parametrize("vector", VECTORS["json_signing"], ids=lambda v: f"line{v['input_line']}")
@@ -72,7 +75,10 @@ def test_json_signing_vectors(vector: dict[str, Any]) -> None:
 # carries an ``event_id``, so it is a v1-format event.
 @pytest.mark.parametrize(
     ("vector", "rv"),
-    [(VECTORS["event_signing"][0], RoomVersions.V10), (VECTORS["event_signing"][1], RoomVersions.V1)],
+    [
+        (VECTORS["event_signing"][0], RoomVersions.V10),
+        (VECTORS["event_signing"][1], RoomVersions.V1),
+    ],
     ids=["minimal", "message"],
 )
 def test_event_signing_vectors(vector: dict[str, Any], rv: Any) -> None:
@@ -83,7 +89,9 @@ def test_event_signing_vectors(vector: dict[str, Any], rv: Any) -> None:
     # A redacted copy must still verify.
     verify_event_signature(prune_event_dict(signed, rv), SERVER, KEY.verify_key, rv)
     # signedjson checks the signature over the redacted form independently.
-    signedjson.sign.verify_signed_json(prune_event_dict(signed, rv), SERVER, _signedjson_verify_key())
+    signedjson.sign.verify_signed_json(
+        prune_event_dict(signed, rv), SERVER, _signedjson_verify_key()
+    )
 
 
 def test_event_signing_vectors_differ_under_v11_redaction() -> None:
@@ -173,7 +181,12 @@ BASE_PDU: dict[str, Any] = {
 
 def test_content_hash_ignores_unsigned_signatures_hashes() -> None:
     h = compute_content_hash(BASE_PDU)
-    assert compute_content_hash({**BASE_PDU, "unsigned": {"x": 1}, "signatures": {"a": {}}, "hashes": {"sha256": "x"}}) == h
+    assert (
+        compute_content_hash(
+            {**BASE_PDU, "unsigned": {"x": 1}, "signatures": {"a": {}}, "hashes": {"sha256": "x"}}
+        )
+        == h
+    )
     assert compute_content_hash({**BASE_PDU, "content": {"body": "other"}}) != h
 
 
@@ -188,8 +201,12 @@ def test_check_content_hash_detects_redaction() -> None:
 def test_reference_hash_survives_redaction() -> None:
     rv = RoomVersions.V10
     hashed = add_content_hash(BASE_PDU)
-    assert compute_reference_hash(hashed, rv) == compute_reference_hash(prune_event_dict(hashed, rv), rv)
-    assert compute_reference_hash({**hashed, "signatures": {"x": {}}, "unsigned": {"y": 1}}, rv) == compute_reference_hash(hashed, rv)
+    assert compute_reference_hash(hashed, rv) == compute_reference_hash(
+        prune_event_dict(hashed, rv), rv
+    )
+    assert compute_reference_hash(
+        {**hashed, "signatures": {"x": {}}, "unsigned": {"y": 1}}, rv
+    ) == compute_reference_hash(hashed, rv)
 
 
 def test_event_id_formats() -> None:
