@@ -9,6 +9,7 @@ key path, e.g. ``listeners[0].port: expected an integer, got "abc"
 """
 
 from myelin.config.errors import ConfigError
+from myelin.config.load import load_config, load_config_from_dict
 from myelin.config.schema import (
     DatabaseConfig,
     HomeserverConfig,
@@ -17,7 +18,6 @@ from myelin.config.schema import (
     RateLimit,
     RedisConfig,
 )
-from myelin.config.load import load_config, load_config_from_dict
 
 __all__ = [
     "ConfigError",

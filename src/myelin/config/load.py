@@ -19,13 +19,15 @@ logger = logging.getLogger(__name__)
 # on (yet); they are not worth a warning.
 TOLERATED_KEYS = frozenset({
     "report_stats", "pid_file", "macaroon_secret_key", "form_secret", "trusted_key_servers",
-    "suppress_key_server_warning", "worker_log_config", "worker_listeners", "media_instance_running_background_jobs",
+    "suppress_key_server_warning", "worker_log_config", "worker_listeners",
+    "media_instance_running_background_jobs",
     "federation_sender_instances", "pusher_instances", "run_background_tasks_on",
     "update_user_directory_from_worker", "notify_appservices_from_worker", "start_pushers",
     "send_federation", "enable_media_repo", "enable_metrics", "presence", "url_preview_enabled",
     "serve_server_wellknown", "federation_domain_whitelist", "app_service_config_files",
     "user_directory", "retention", "email", "push", "caches", "experimental_features",
-    "worker_pid_file", "worker_daemonize", "worker_main_http_uri", "outbound_federation_restricted_to",
+    "worker_pid_file", "worker_daemonize", "worker_main_http_uri",
+    "outbound_federation_restricted_to",
 })
 
 
@@ -58,13 +60,15 @@ def load_config(paths: Sequence[str]) -> HomeserverConfig:
             sources[str(key)] = os.path.basename(path)
         merged.setdefault("__config_dirs__", []).append(base)
     merged.pop("__config_dirs__", None)
-    return load_config_from_dict(merged, sources)
+    # A required key that no file has is blamed on all of them.
+    every_file = ", ".join(dict.fromkeys(os.path.basename(p) for p in paths)) or None
+    return load_config_from_dict(merged, sources, missing_source=every_file)
 
 
 def load_config_from_dict(data: Mapping[str, Any], sources: Mapping[str, str] | None = None,
-                          ) -> HomeserverConfig:
+                          missing_source: str | None = None) -> HomeserverConfig:
     sources = dict(sources or {})
-    reader = ConfigReader(data, "", sources.get)
+    reader = ConfigReader(data, "", lambda key: sources.get(key, missing_source))
     config = HomeserverConfig.from_reader(reader)
     config.sources = sources
     for key in data:

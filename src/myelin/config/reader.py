@@ -50,7 +50,10 @@ class ConfigReader:
 
     def error(self, key: str | int, message: str) -> ConfigError:
         top_key = key if isinstance(key, str) else ""
-        src = self.source(top_key) if top_key else self._source_of(self._path.split(".")[0].split("[")[0])
+        if top_key:
+            src = self.source(top_key)
+        else:
+            src = self._source_of(self._path.split(".")[0].split("[")[0])
         return ConfigError(self.key_path(key), message, src)
 
     def has(self, key: str) -> bool:
@@ -109,16 +112,19 @@ class ConfigReader:
         value = self._get(key, default)
         if value is default:
             return value
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
         if isinstance(value, str):
             units = {"K": 1024, "M": 1024**2, "G": 1024**3}
             text = value.strip().upper().removesuffix("B")
             try:
                 if text and text[-1] in units:
-                    return int(float(text[:-1]) * units[text[-1]])
-                return int(text)
-            except ValueError:
+                    number = int(float(text[:-1]) * units[text[-1]])
+                else:
+                    number = int(text)
+                if number >= 0:
+                    return number
+            except (ValueError, OverflowError):
                 pass
         raise self.error(key, f'expected a size such as 50M or 1024, got {_describe(value)}')
 

@@ -185,7 +185,8 @@ class HomeserverConfig:
         sw = r.section("stream_writers")
         for kind in sw.keys():
             if kind not in STREAM_WRITER_KINDS:
-                raise sw.error(kind, f"unknown stream; expected one of {', '.join(STREAM_WRITER_KINDS)}")
+                raise sw.error(kind, "unknown stream; expected one of "
+                                     f"{', '.join(STREAM_WRITER_KINDS)}")
             stream_writers[kind] = sw.str_list(kind)
         instance_map = {
             name: InstanceLocation(

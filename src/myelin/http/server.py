@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -99,6 +100,13 @@ def _redact_token(path_qs: str) -> str:
     return f"{head}access_token=<redacted>{amp}{rest}"
 
 
+class ListenError(OSError):
+    """A listener could not bind; ``str()`` is the one-line reason, without ``[Errno n]``."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 class Listener:
     """One bound HTTP listener (a port, or a unix socket)."""
 
@@ -130,8 +138,9 @@ class Listener:
                     continue
                 if address == "::" and len(self.config.bind_addresses) > 1:
                     continue
-                raise OSError(e.errno, f"cannot listen on {address}:{self.config.port}: "
-                                       f"{e.strerror}") from e
+                reason = os.strerror(e.errno) if e.errno else str(e)
+                raise ListenError(e.errno, f"cannot listen on {address}:{self.config.port}: "
+                                           f"{reason}") from e
             self.bound.append(f"{address}:{self.config.port}")
 
     @property
