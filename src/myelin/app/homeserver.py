@@ -15,14 +15,22 @@ from aiohttp import web
 from signedjson.key import read_signing_keys
 
 from myelin.config import HomeserverConfig
+from myelin.replication.notifier import Notifier
+from myelin.replication.streams import Streams
 from myelin.storage.engines import Database
 
 if TYPE_CHECKING:
     from myelin.handlers.account import AccountLifecycleHandler
-    from myelin.handlers.account import AccountLifecycleHandler
     from myelin.handlers.auth import AuthHandler
     from myelin.handlers.devices import DeviceHandler
+    from myelin.handlers.events import EventCreationHandler, EventPersister
+    from myelin.handlers.membership import MembershipHandler
+    from myelin.handlers.redactions import RedactionHandler
     from myelin.handlers.registration import RegistrationHandler
+    from myelin.handlers.room_reads import RoomReadHandler
+    from myelin.handlers.rooms import RoomCreationHandler
+    from myelin.handlers.serialize import EventSerializer
+    from myelin.handlers.visibility import VisibilityHandler
     from myelin.http.ratelimiters import Ratelimiters
     from myelin.http.server import Listener
 
@@ -34,8 +42,10 @@ class Stores:
 
     def __init__(self, db: Database) -> None:
         from myelin.storage.stores.accounts import AccountStore
+        from myelin.storage.stores.events import EventStore
 
         self.accounts = AccountStore(db)
+        self.events = EventStore(db)
 
 
 class HomeServer:
@@ -45,6 +55,8 @@ class HomeServer:
         self.server_name = config.server_name
         self.stores = Stores(db)
         self.listeners: list[Listener] = []
+        self.streams = Streams(db)
+        self.notifier = Notifier()
         self.signing_key = self._load_signing_key()
 
     def _load_signing_key(self) -> Any:
@@ -105,6 +117,54 @@ class HomeServer:
 
         return Ratelimiters(self.config)
 
+    @cached_property
+    def persister(self) -> EventPersister:
+        from myelin.handlers.events import EventPersister
+
+        return EventPersister(self)
+
+    @cached_property
+    def event_creation(self) -> EventCreationHandler:
+        from myelin.handlers.events import EventCreationHandler
+
+        return EventCreationHandler(self)
+
+    @cached_property
+    def serializer(self) -> EventSerializer:
+        from myelin.handlers.serialize import EventSerializer
+
+        return EventSerializer(self)
+
+    @cached_property
+    def visibility(self) -> VisibilityHandler:
+        from myelin.handlers.visibility import VisibilityHandler
+
+        return VisibilityHandler(self)
+
+    @cached_property
+    def membership(self) -> MembershipHandler:
+        from myelin.handlers.membership import MembershipHandler
+
+        return MembershipHandler(self)
+
+    @cached_property
+    def room_creation(self) -> RoomCreationHandler:
+        from myelin.handlers.rooms import RoomCreationHandler
+
+        return RoomCreationHandler(self)
+
+    @cached_property
+    def room_reads(self) -> RoomReadHandler:
+        from myelin.handlers.room_reads import RoomReadHandler
+
+        return RoomReadHandler(self)
+
+    @cached_property
+    def redactions(self) -> RedactionHandler:
+        from myelin.handlers.redactions import RedactionHandler
+
+        return RedactionHandler(self)
+
     # -- helpers -------------------------------------------------------------
     def qualify_user_id(self, user: str) -> str:
         """A bare localpart or a full user id → a full user id."""
@@ -120,7 +180,13 @@ class HomeServer:
         return any(lst.x_forwarded for lst in self.config.listeners)
 
     async def start(self) -> None:
-        """Start background work (stream writers, timers)."""
+        """Load stream positions and start background work."""
+        await self.stores.events.setup()
+        await self.streams.setup()
 
     async def stop(self) -> None:
         """Stop background work; wake long-polls so they can finish."""
+        self.notifier.shutdown()
+
+    async def leave_all_rooms(self, user_id: str) -> None:
+        await self.membership.leave_all_rooms(user_id)

@@ -45,7 +45,9 @@ def _optional_tables() -> list[RouteTable]:
     return tables
 
 
-OPTIONAL_MODULES: list[str] = []
+OPTIONAL_MODULES: list[str] = [
+    "myelin.api.client.rooms",
+]
 
 
 def routes_for_resources(resources: Iterable[str]) -> list[Route]:

@@ -117,8 +117,7 @@ class Listener:
         self.bound: list[str] = []
 
     async def start(self) -> None:
-        server = web.Server(self.dispatcher, access_log=None,
-                            client_max_size=self.dispatcher.hs.config.max_upload_size)
+        server = web.Server(self.dispatcher, access_log=None)
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=10.0)
         await runner.setup()
         self._runner = runner

@@ -1,0 +1,280 @@
+"""Room servlets: create, send, state, redact, membership, history, members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from myelin.http.errors import MatrixError, bad_json, forbidden
+from myelin.http.request import Request
+from myelin.http.routing import RouteTable, client_path, client_v1_path
+
+routes = RouteTable("client")
+
+LEGACY = ("api/v1", "r0", "v3")
+
+
+@routes.post(client_path("/createRoom", LEGACY))
+async def create_room(request: Request) -> dict[str, Any]:
+    requester = await request.requester()
+    body = await request.json(allow_empty=True)
+    room_id, alias = await request.hs.room_creation.create_room(requester, body)
+    response: dict[str, Any] = {"room_id": room_id}
+    if alias:
+        response["room_alias"] = alias
+    return response
+
+
+def _event_content(body: dict[str, Any]) -> dict[str, Any]:
+    return body
+
+
+@routes.put(client_path("/rooms/{roomId}/send/{eventType}/{txnId}", LEGACY))
+@routes.post(client_path("/rooms/{roomId}/send/{eventType}", LEGACY))
+async def send_event(request: Request) -> dict[str, Any]:
+    requester = await request.requester(allow_guest=True)
+    hs = request.hs
+    room_id, etype = request.param("roomId"), request.param("eventType")
+    body = await request.json(allow_empty=True)
+    txn_id = request.params.get("txnId")
+    txn_key = (requester.user_id, requester.device_id or "", txn_id) if txn_id else None
+    if txn_key is not None:
+        existing = await hs.stores.events.get_txn_event(*txn_key)
+        if existing is not None:
+            return {"event_id": existing}
+    hs.ratelimiters.message.check(requester.user_id)
+    await _require_joined(request, room_id)
+    sent = await hs.event_creation.send(requester.user_id, room_id, etype, body,
+                                        txn_key=txn_key)
+    return {"event_id": sent.event.event_id}
+
+
+async def _require_joined(request: Request, room_id: str) -> None:
+    requester = await request.requester(allow_guest=True)
+    membership = await request.hs.stores.events.get_membership(room_id, requester.user_id)
+    if membership is None or membership.membership != "join":
+        if await request.hs.stores.events.get_room_version(room_id) is None:
+            raise forbidden("Unknown room")
+        raise forbidden(f"User {requester.user_id} not in room {room_id}")
+
+
+@routes.put(client_path("/rooms/{roomId}/state/{eventType}/{stateKey?}", LEGACY))
+async def put_state(request: Request) -> dict[str, Any]:
+    requester = await request.requester()
+    hs = request.hs
+    room_id, etype = request.param("roomId"), request.param("eventType")
+    state_key = request.params.get("stateKey", "")
+    body = await request.json(allow_empty=True)
+    if etype == "m.room.member":
+        membership = body.get("membership")
+        if not isinstance(membership, str):
+            raise bad_json("membership is required")
+        sent = await hs.membership.update_membership(
+            requester, room_id, state_key, membership, reason=body.get("reason"),
+            extra_content={k: v for k, v in body.items() if k not in ("membership",)})
+        return {"event_id": sent.event.event_id}
+    await _require_joined(request, room_id)
+    # Re-sending identical state is a no-op that returns the existing event.
+    current = await hs.stores.events.get_current_state_event(room_id, etype, state_key)
+    if current is not None and current.content == body and current.sender == requester.user_id:
+        return {"event_id": current.event_id}
+    sent = await hs.event_creation.send(requester.user_id, room_id, etype, body,
+                                        state_key=state_key)
+    if etype == "m.room.canonical_alias":
+        pass
+    return {"event_id": sent.event.event_id}
+
+
+@routes.get(client_path("/rooms/{roomId}/state/{eventType}/{stateKey?}", LEGACY))
+async def get_state_event(request: Request) -> Any:
+    requester = await request.requester(allow_guest=True)
+    stored = await request.hs.room_reads.get_state_event(
+        requester, request.param("roomId"), request.param("eventType"),
+        request.params.get("stateKey", ""))
+    if request.query_str("format") == "event":
+        return await request.hs.serializer.serialize_one(stored)
+    return stored.event.content
+
+
+@routes.get(client_path("/rooms/{roomId}/state", LEGACY))
+async def get_state(request: Request) -> Any:
+    requester = await request.requester(allow_guest=True)
+    events = await request.hs.room_reads.get_state(requester, request.param("roomId"))
+    return 200, events
+
+
+@routes.put(client_path("/rooms/{roomId}/redact/{eventId}/{txnId}", LEGACY))
+@routes.post(client_path("/rooms/{roomId}/redact/{eventId}", LEGACY))
+async def redact(request: Request) -> dict[str, Any]:
+    requester = await request.requester()
+    hs = request.hs
+    room_id, event_id = request.param("roomId"), request.param("eventId")
+    body = await request.json(allow_empty=True)
+    txn_id = request.params.get("txnId")
+    txn_key = (requester.user_id, requester.device_id or "", txn_id) if txn_id else None
+    if txn_key is not None:
+        existing = await hs.stores.events.get_txn_event(*txn_key)
+        if existing is not None:
+            return {"event_id": existing}
+    await _require_joined(request, room_id)
+    sent = await hs.redactions.redact(requester, room_id, event_id, body, txn_key)
+    return {"event_id": sent.event.event_id}
+
+
+# -- membership ---------------------------------------------------------------
+
+@routes.post(client_path("/join/{roomIdOrAlias}", LEGACY))
+async def join_by_id_or_alias(request: Request) -> dict[str, Any]:
+    requester = await request.requester()
+    body = await request.json(allow_empty=True)
+    room_id = await request.hs.membership.resolve_room(request.param("roomIdOrAlias"))
+    await request.hs.membership.update_membership(requester, room_id, requester.user_id,
+                                                  "join", reason=body.get("reason"))
+    return {"room_id": room_id}
+
+
+@routes.post(client_path("/rooms/{roomId}/join", LEGACY))
+async def join_room(request: Request) -> dict[str, Any]:
+    requester = await request.requester()
+    body = await request.json(allow_empty=True)
+    room_id = request.param("roomId")
+    await request.hs.membership.update_membership(requester, room_id, requester.user_id,
+                                                  "join", reason=body.get("reason"))
+    return {"room_id": room_id}
+
+
+@routes.post(client_path("/knock/{roomIdOrAlias}", ("v3",)))
+async def knock(request: Request) -> dict[str, Any]:
+    requester = await request.requester()
+    body = await request.json(allow_empty=True)
+    room_id = await request.hs.membership.resolve_room(request.param("roomIdOrAlias"))
+    await request.hs.membership.update_membership(requester, room_id, requester.user_id,
+                                                  "knock", reason=body.get("reason"))
+    return {"room_id": room_id}
+
+
+def _membership_servlet(action: str, membership: str, needs_target: bool) -> None:
+    async def handler(request: Request) -> dict[str, Any]:
+        requester = await request.requester(allow_guest=action == "leave")
+        body = await request.json(allow_empty=action in ("leave", "forget"))
+        room_id = request.param("roomId")
+        if action == "forget":
+            await request.hs.membership.forget(requester, room_id)
+            return {}
+        target = requester.user_id
+        if needs_target:
+            target = body.get("user_id")
+            if not isinstance(target, str):
+                raise MatrixError(400, "M_BAD_JSON", "user_id is required")
+        reason = body.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise bad_json("reason must be a string")
+        if action == "unban":
+            current = await request.hs.stores.events.get_membership(room_id, target)
+            if current is None or current.membership != "ban":
+                raise forbidden(f"{target} is not banned")
+        if action == "kick":
+            current = await request.hs.stores.events.get_membership(room_id, target)
+            if current is None or current.membership not in ("join", "invite", "knock"):
+                raise forbidden(f"{target} is not in the room")
+        await request.hs.membership.update_membership(requester, room_id, target, membership,
+                                                      reason=reason)
+        return {}
+
+    handler.__name__ = f"membership_{action}"
+    routes.post(client_path(f"/rooms/{{roomId}}/{action}", LEGACY))(handler)
+
+
+for _action, _membership, _needs_target in (
+        ("invite", "invite", True), ("leave", "leave", False), ("forget", "leave", False),
+        ("kick", "leave", True), ("ban", "ban", True), ("unban", "leave", True)):
+    _membership_servlet(_action, _membership, _needs_target)
+
+
+# -- reading ------------------------------------------------------------------
+
+def _parse_filter(request: Request) -> dict[str, Any] | None:
+    raw = request.query_str("filter")
+    if not raw:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise MatrixError(400, "M_NOT_JSON", "filter is not JSON") from None
+    if not isinstance(value, dict):
+        raise bad_json("filter must be a JSON object")
+    return value
+
+
+@routes.get(client_path("/rooms/{roomId}/messages", LEGACY))
+async def messages(request: Request) -> dict[str, Any]:
+    requester = await request.requester(allow_guest=True)
+    direction = request.query_str("dir", "b")
+    if direction not in ("b", "f"):
+        raise MatrixError(400, "M_INVALID_PARAM", "dir must be b or f")
+    event_filter = _parse_filter(request)
+    limit = request.query_int("limit", 10, minimum=0, maximum=1000) or 10
+    if event_filter and isinstance(event_filter.get("limit"), int):
+        limit = max(1, min(event_filter["limit"], 1000))
+    return await request.hs.room_reads.paginate(
+        requester, request.param("roomId"), from_token=request.query_str("from"),
+        to_token=request.query_str("to"), backwards=direction == "b", limit=limit,
+        event_filter=event_filter)
+
+
+@routes.get(client_path("/rooms/{roomId}/context/{eventId}", LEGACY))
+async def context(request: Request) -> dict[str, Any]:
+    requester = await request.requester(allow_guest=True)
+    limit = request.query_int("limit", 10, minimum=0, maximum=100) or 0
+    return await request.hs.room_reads.context(requester, request.param("roomId"),
+                                               request.param("eventId"), limit,
+                                               _parse_filter(request))
+
+
+@routes.get(client_path("/rooms/{roomId}/event/{eventId}", LEGACY))
+async def get_event(request: Request) -> dict[str, Any]:
+    requester = await request.requester(allow_guest=True)
+    stored = await request.hs.room_reads.get_event(requester, request.param("roomId"),
+                                                   request.param("eventId"))
+    return await request.hs.serializer.serialize_one(stored, user_id=requester.user_id,
+                                                     device_id=requester.device_id)
+
+
+@routes.get(client_path("/rooms/{roomId}/members", LEGACY))
+async def members(request: Request) -> dict[str, Any]:
+    requester = await request.requester(allow_guest=True)
+    chunk = await request.hs.room_reads.members(
+        requester, request.param("roomId"), at=request.query_str("at"),
+        membership=request.query_str("membership"),
+        not_membership=request.query_str("not_membership"))
+    return {"chunk": chunk}
+
+
+@routes.get(client_path("/rooms/{roomId}/joined_members", LEGACY))
+async def joined_members(request: Request) -> dict[str, Any]:
+    requester = await request.requester(allow_guest=True)
+    return await request.hs.room_reads.joined_members(requester, request.param("roomId"))
+
+
+@routes.get(client_path("/joined_rooms", LEGACY))
+async def joined_rooms(request: Request) -> dict[str, Any]:
+    requester = await request.requester(allow_guest=True)
+    rooms = await request.hs.stores.events.get_rooms_for_user(requester.user_id)
+    return {"joined_rooms": [m.room_id for m in rooms]}
+
+
+@routes.get(client_v1_path("/rooms/{roomId}/timestamp_to_event"))
+async def timestamp_to_event(request: Request) -> dict[str, Any]:
+    requester = await request.requester()
+    room_id = request.param("roomId")
+    ts = request.query_int("ts")
+    direction = request.query_str("dir")
+    if ts is None or direction not in ("f", "b"):
+        raise MatrixError(400, "M_INVALID_PARAM", "ts and dir (f|b) are required")
+    await request.hs.room_reads.membership_for_read(requester, room_id)
+    event_id = await request.hs.stores.events.get_event_at_ts(room_id, ts, direction == "f")
+    if event_id is None:
+        raise MatrixError(404, "M_NOT_FOUND", "No event found")
+    stored = await request.hs.room_reads.get_event(requester, room_id, event_id)
+    return {"event_id": event_id, "origin_server_ts": stored.event.origin_server_ts}

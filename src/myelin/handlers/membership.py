@@ -1,0 +1,89 @@
+"""Membership changes: join, invite, leave, kick, ban, unban, knock, forget."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from myelin.handlers.events import SentEvent
+from myelin.http.errors import MatrixError, forbidden, not_found
+from myelin.http.request import Requester
+
+if TYPE_CHECKING:
+    from myelin.app.homeserver import HomeServer
+
+
+class MembershipHandler:
+    def __init__(self, hs: HomeServer) -> None:
+        self.hs = hs
+        self.store = hs.stores.events
+
+    async def resolve_room(self, room_id_or_alias: str) -> str:
+        if room_id_or_alias.startswith("#"):
+            found = await self.store.get_alias(room_id_or_alias)
+            if found is None:
+                raise not_found(f"Room alias {room_id_or_alias} not found")
+            return found[0]
+        if not room_id_or_alias.startswith("!"):
+            raise MatrixError(400, "M_INVALID_PARAM", f"{room_id_or_alias} is not a room ID "
+                                                      "or alias")
+        return room_id_or_alias
+
+    async def update_membership(self, requester: Requester, room_id: str, target: str,
+                                membership: str, *, reason: str | None = None,
+                                extra_content: dict[str, Any] | None = None,
+                                ratelimit: bool = True, is_new_room: bool = False,
+                                txn_key: tuple[str, str, str] | None = None) -> SentEvent:
+        hs = self.hs
+        if await self.store.get_room_version(room_id) is None:
+            raise not_found("No known room with that ID")
+        if not target.startswith("@") or ":" not in target:
+            raise MatrixError(400, "M_INVALID_PARAM", f"Invalid user ID {target!r}")
+        if ratelimit and membership == "join":
+            hs.ratelimiters.joins.check(requester.user_id)
+        if ratelimit and membership == "invite":
+            hs.ratelimiters.invites.check(room_id)
+        content: dict[str, Any] = dict(extra_content or {})
+        content["membership"] = membership
+        if reason is not None:
+            content["reason"] = reason
+        if membership in ("join", "invite", "knock") and hs.is_mine(target):
+            if membership == "invite" and await hs.stores.accounts.get_user(target) is None:
+                raise not_found(f"Unknown user {target}")
+            profile = await hs.stores.accounts.get_profile(target)
+            if profile is not None:
+                if profile[0] is not None:
+                    content.setdefault("displayname", profile[0])
+                if profile[1] is not None:
+                    content.setdefault("avatar_url", profile[1])
+        if membership == "leave" and target == requester.user_id:
+            current = await self.store.get_membership(room_id, target)
+            if current is None or current.membership in ("leave", "ban"):
+                raise forbidden(f"{target} is not in the room")
+
+        async def check(state: dict[tuple[str, str], str]) -> None:
+            if membership == "join" and not is_new_room:
+                current = state.get(("m.room.member", target))
+                if current is not None:
+                    stored = await self.store.get_event(current)
+                    if stored and stored.event.membership == "ban":
+                        raise forbidden("You are banned from this room")
+
+        return await hs.event_creation.send(requester.user_id, room_id, "m.room.member",
+                                            content, state_key=target, extra_check=check,
+                                            txn_key=txn_key)
+
+    async def forget(self, requester: Requester, room_id: str) -> None:
+        current = await self.store.get_membership(room_id, requester.user_id)
+        if current is not None and current.membership in ("join", "invite", "knock"):
+            raise MatrixError(400, "M_UNKNOWN", "You must leave the room before forgetting it")
+        await self.store.forget_room(requester.user_id, room_id)
+
+    async def leave_all_rooms(self, user_id: str) -> None:
+        requester = Requester(user_id, None, "")
+        for membership in await self.store.get_rooms_for_user(
+                user_id, ("join", "invite", "knock")):
+            try:
+                await self.update_membership(requester, membership.room_id, user_id, "leave",
+                                             ratelimit=False)
+            except MatrixError:
+                continue

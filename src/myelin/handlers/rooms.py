@@ -1,0 +1,164 @@
+"""Creating rooms: the create event, presets, power levels and initial state."""
+
+from __future__ import annotations
+
+import copy
+import re
+import secrets
+import string
+import time
+from typing import TYPE_CHECKING, Any
+
+from myelin.events.room_versions import KNOWN_ROOM_VERSIONS, get_room_version
+from myelin.http.errors import MatrixError, bad_json
+from myelin.http.request import Requester
+
+if TYPE_CHECKING:
+    from myelin.app.homeserver import HomeServer
+
+PRESETS = {
+    "private_chat": {"join_rules": "invite", "history_visibility": "shared",
+                     "guest_access": "can_join", "invitees_are_admins": False},
+    "trusted_private_chat": {"join_rules": "invite", "history_visibility": "shared",
+                             "guest_access": "can_join", "invitees_are_admins": True},
+    "public_chat": {"join_rules": "public", "history_visibility": "shared",
+                    "guest_access": None, "invitees_are_admins": False},
+}
+
+_ALIAS_LOCALPART = re.compile(r"^[^\s:#]+$")
+
+
+def default_power_levels(creator: str, creators_implicit: bool) -> dict[str, Any]:
+    return {
+        "users": {} if creators_implicit else {creator: 100},
+        "users_default": 0,
+        "events": {
+            "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+            "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+            "m.room.server_acl": 100, "m.room.encryption": 100,
+        },
+        "events_default": 0,
+        "state_default": 50,
+        "ban": 50,
+        "kick": 50,
+        "redact": 50,
+        "invite": 0,
+        "historical": 100,
+        "notifications": {"room": 50},
+    }
+
+
+def _random_room_localpart() -> str:
+    return "".join(secrets.choice(string.ascii_letters) for _ in range(18))
+
+
+class RoomCreationHandler:
+    def __init__(self, hs: HomeServer) -> None:
+        self.hs = hs
+
+    async def create_room(self, requester: Requester, body: dict[str, Any]) -> tuple[str, str | None]:
+        hs = self.hs
+        user_id = requester.user_id
+        version_id = body.get("room_version", hs.config.default_room_version)
+        if not isinstance(version_id, str) or version_id not in KNOWN_ROOM_VERSIONS:
+            raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION",
+                              f"Room version {version_id!r} is not supported")
+        room_version = get_room_version(version_id)
+        visibility = body.get("visibility", "private")
+        if visibility not in ("public", "private"):
+            raise bad_json("visibility must be public or private")
+        preset_name = body.get("preset") or ("public_chat" if visibility == "public"
+                                             else "private_chat")
+        if preset_name not in PRESETS:
+            raise bad_json(f"Unknown preset {preset_name!r}")
+        preset = PRESETS[preset_name]
+        creation_content = body.get("creation_content") or {}
+        initial_state = body.get("initial_state") or []
+        invitees = body.get("invite") or []
+        override = body.get("power_level_content_override")
+        for name, value, kind in (("creation_content", creation_content, dict),
+                                  ("initial_state", initial_state, list),
+                                  ("invite", invitees, list)):
+            if not isinstance(value, kind):
+                raise bad_json(f"{name} must be a {'object' if kind is dict else 'list'}")
+        if override is not None and not isinstance(override, dict):
+            raise bad_json("power_level_content_override must be an object")
+        for invitee in invitees:
+            if not isinstance(invitee, str) or not invitee.startswith("@") or ":" not in invitee:
+                raise bad_json(f"Invalid user ID to invite: {invitee!r}")
+        for state in initial_state:
+            if not isinstance(state, dict) or not isinstance(state.get("type"), str) \
+                    or not isinstance(state.get("content", {}), dict):
+                raise bad_json("initial_state entries need a type and a content object")
+        for key in ("name", "topic", "room_alias_name"):
+            if key in body and not isinstance(body[key], str):
+                raise bad_json(f"{key} must be a string")
+
+        alias = None
+        alias_name = body.get("room_alias_name")
+        if alias_name:
+            if not _ALIAS_LOCALPART.match(alias_name):
+                raise MatrixError(400, "M_INVALID_PARAM", "Invalid characters in room alias")
+            alias = f"#{alias_name}:{hs.server_name}"
+            if await hs.stores.events.get_alias(alias) is not None:
+                raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")
+
+        # 1. the create event, which brings the room into existence.
+        create_content = copy.deepcopy(creation_content)
+        create_content["room_version"] = version_id
+        if not room_version.implicit_room_creator:
+            create_content["creator"] = user_id
+        else:
+            create_content.pop("creator", None)
+        create_fields: dict[str, Any] = {
+            "sender": user_id, "type": "m.room.create", "state_key": "",
+            "content": create_content, "prev_events": [], "auth_events": [], "depth": 1,
+            "origin_server_ts": int(time.time() * 1000),
+        }
+        if not room_version.room_id_is_create_event_hash:
+            create_fields["room_id"] = f"!{_random_room_localpart()}:{hs.server_name}"
+        creation = hs.event_creation
+        create_event = creation.build_and_sign(room_version, create_fields)
+        await creation.check_auth(create_event, {})
+        room_id = create_event.room_id
+        await hs.persister.persist(create_event, {}, None,
+                                   new_room=(version_id, user_id, visibility == "public"))
+
+        async def send_state(etype: str, content: dict[str, Any], state_key: str = "") -> None:
+            await creation.send(user_id, room_id, etype, content, state_key=state_key)
+
+        # 2. the creator joins.
+        await hs.membership.update_membership(requester, room_id, user_id, "join",
+                                              ratelimit=False, is_new_room=True)
+        # 3. power levels.
+        power_levels = default_power_levels(user_id, room_version.room_id_is_create_event_hash)
+        if preset["invitees_are_admins"]:
+            for invitee in invitees:
+                power_levels["users"][invitee] = 100
+        if override:
+            power_levels.update(copy.deepcopy(override))
+        await send_state("m.room.power_levels", power_levels)
+        # 4. alias, then the preset's rules, then the client's initial state.
+        if alias is not None:
+            await send_state("m.room.canonical_alias", {"alias": alias})
+        given = {(s["type"], s.get("state_key", "")) for s in initial_state}
+        if ("m.room.join_rules", "") not in given:
+            await send_state("m.room.join_rules", {"join_rule": preset["join_rules"]})
+        if ("m.room.history_visibility", "") not in given:
+            await send_state("m.room.history_visibility",
+                             {"history_visibility": preset["history_visibility"]})
+        if preset["guest_access"] and ("m.room.guest_access", "") not in given:
+            await send_state("m.room.guest_access", {"guest_access": preset["guest_access"]})
+        for state in initial_state:
+            await send_state(state["type"], state.get("content", {}), state.get("state_key", ""))
+        if body.get("name"):
+            await send_state("m.room.name", {"name": body["name"]})
+        if body.get("topic"):
+            await send_state("m.room.topic", {"topic": body["topic"]})
+        if alias is not None:
+            await hs.stores.events.create_alias(alias, room_id, user_id)
+        for invitee in invitees:
+            extra = {"is_direct": True} if body.get("is_direct") else {}
+            await hs.membership.update_membership(requester, room_id, invitee, "invite",
+                                                  extra_content=extra, ratelimit=False)
+        return room_id, alias

@@ -1,0 +1,1 @@
+"""The stream spine: streams and positions, the notifier, the bus, tokens."""

@@ -1,0 +1,468 @@
+"""Events, the room graph, state groups, current state and memberships.
+
+Reads of immutable things (events by id, state group contents, room
+versions) are cached per process without invalidation; current state is
+cached per room and replaced by the persister after each commit.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from myelin.events.event import Event
+from myelin.events.room_versions import RoomVersion, get_room_version
+from myelin.storage.engines import Database, Transaction
+from myelin.storage.id_generators import PositionTransaction
+
+StateKey = tuple[str, str]
+StateMap = dict[StateKey, str]
+
+# A state group chain is cut with a full snapshot this often, bounding reads.
+MAX_STATE_CHAIN = 50
+
+
+class LruCache(OrderedDict[Any, Any]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def get_or(self, key: Any) -> Any:
+        value = self.get(key)
+        if value is not None:
+            self.move_to_end(key)
+        return value
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event with where it sits on the events stream."""
+
+    event: Event
+    stream_ordering: int
+
+
+@dataclass(frozen=True)
+class Membership:
+    room_id: str
+    user_id: str
+    membership: str
+    event_id: str
+    stream_ordering: int
+
+
+class EventStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._events: LruCache = LruCache(50_000)
+        self._state_groups: LruCache = LruCache(5_000)
+        self._room_versions: dict[str, RoomVersion] = {}
+        self._current_state: LruCache = LruCache(10_000)
+        self._next_state_group = 0
+
+    async def setup(self) -> None:
+        value = await self.db.fetchval("SELECT MAX(id) FROM state_groups")
+        self._next_state_group = int(value or 0)
+
+    # -- rooms -------------------------------------------------------------
+    async def store_room(self, txn: Transaction, room_id: str, version: str, creator: str,
+                         is_public: bool, created_ts: int) -> None:
+        await txn.execute(
+            "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
+            " VALUES (?, ?, ?, ?, ?)", room_id, version, creator, int(is_public), created_ts)
+
+    async def get_room_version(self, room_id: str) -> RoomVersion | None:
+        version = self._room_versions.get(room_id)
+        if version is None:
+            identifier = await self.db.fetchval(
+                "SELECT room_version FROM rooms WHERE room_id = ?", room_id)
+            if identifier is None:
+                return None
+            version = get_room_version(identifier)
+            self._room_versions[room_id] = version
+        return version
+
+    async def set_room_public(self, room_id: str, is_public: bool) -> None:
+        await self.db.execute("UPDATE rooms SET is_public = ? WHERE room_id = ?",
+                              int(is_public), room_id)
+
+    async def is_room_public(self, room_id: str) -> bool:
+        return bool(await self.db.fetchval("SELECT is_public FROM rooms WHERE room_id = ?",
+                                           room_id))
+
+    async def get_public_room_ids(self) -> list[str]:
+        rows = await self.db.fetchall(
+            "SELECT room_id FROM rooms WHERE is_public = 1 ORDER BY created_ts")
+        return [r[0] for r in rows]
+
+    # -- events ------------------------------------------------------------
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+        wanted = list(dict.fromkeys(event_ids))
+        found: dict[str, StoredEvent] = {}
+        missing = []
+        for event_id in wanted:
+            cached = self._events.get_or(event_id)
+            if cached is not None:
+                found[event_id] = cached
+            else:
+                missing.append(event_id)
+        for chunk_start in range(0, len(missing), 200):
+            chunk = missing[chunk_start:chunk_start + 200]
+            marks = ",".join("?" * len(chunk))
+            rows = await self.db.fetchall(
+                f"SELECT e.event_id, e.json, e.stream_ordering, r.room_version, e.replaces_state"
+                f" FROM events e JOIN rooms r ON r.room_id = e.room_id"
+                f" WHERE e.event_id IN ({marks})", *chunk)
+            for event_id, raw, stream_ordering, version, replaces_state in rows:
+                event = Event(orjson.loads(raw), get_room_version(version), event_id=event_id)
+                if replaces_state:
+                    event.unsigned["replaces_state"] = replaces_state
+                stored = StoredEvent(event, stream_ordering)
+                self._events.put(event_id, stored)
+                found[event_id] = stored
+        return found
+
+    async def get_event(self, event_id: str) -> StoredEvent | None:
+        return (await self.get_events([event_id])).get(event_id)
+
+    async def get_redactions(self, event_ids: Sequence[str]) -> dict[str, str]:
+        """Map of redacted event id -> id of the redaction event."""
+        if not event_ids:
+            return {}
+        out: dict[str, str] = {}
+        for start in range(0, len(event_ids), 200):
+            chunk = list(event_ids[start:start + 200])
+            marks = ",".join("?" * len(chunk))
+            rows = await self.db.fetchall(
+                f"SELECT redacts, event_id FROM redactions WHERE redacts IN ({marks})", *chunk)
+            out.update({r[0]: r[1] for r in rows})
+        return out
+
+    async def get_forward_extremities(self, room_id: str) -> list[str]:
+        rows = await self.db.fetchall(
+            "SELECT event_id FROM room_forward_extremities WHERE room_id = ?", room_id)
+        return [r[0] for r in rows]
+
+    async def get_max_depth(self, event_ids: Sequence[str]) -> int:
+        events = await self.get_events(event_ids)
+        return max((e.event.depth for e in events.values()), default=0)
+
+    async def get_room_stream_ids(self, room_id: str, *, from_pos: int | None, to_pos: int | None,
+                                  backwards: bool, limit: int,
+                                  types: Sequence[str] | None = None,
+                                  not_types: Sequence[str] | None = None,
+                                  senders: Sequence[str] | None = None,
+                                  not_senders: Sequence[str] | None = None,
+                                  ) -> list[tuple[str, int]]:
+        """Event ids of a room in stream order. ``from_pos`` is exclusive going
+        forwards, and the first position *not* returned going backwards."""
+        clauses = ["room_id = ?"]
+        args: list[Any] = [room_id]
+        if backwards:
+            if from_pos is not None:
+                clauses.append("stream_ordering <= ?")
+                args.append(from_pos)
+            if to_pos is not None:
+                clauses.append("stream_ordering > ?")
+                args.append(to_pos)
+        else:
+            if from_pos is not None:
+                clauses.append("stream_ordering > ?")
+                args.append(from_pos)
+            if to_pos is not None:
+                clauses.append("stream_ordering <= ?")
+                args.append(to_pos)
+        for column, values, negate in (("type", types, False), ("type", not_types, True),
+                                       ("sender", senders, False),
+                                       ("sender", not_senders, True)):
+            if values is None:
+                continue
+            if not values:
+                if not negate:
+                    return []
+                continue
+            exact = [v for v in values if "*" not in v]
+            wildcards = [v.replace("*", "%") for v in values if "*" in v]
+            parts = []
+            if exact:
+                parts.append(f"{column} IN ({','.join('?' * len(exact))})")
+                args.extend(exact)
+            for pattern in wildcards:
+                parts.append(f"{column} LIKE ?")
+                args.append(pattern)
+            joined = " OR ".join(parts)
+            clauses.append(f"NOT ({joined})" if negate else f"({joined})")
+        order = "DESC" if backwards else "ASC"
+        args.append(limit)
+        rows = await self.db.fetchall(
+            f"SELECT event_id, stream_ordering FROM events WHERE {' AND '.join(clauses)}"
+            f" ORDER BY stream_ordering {order} LIMIT ?", *args)
+        return [(r[0], r[1]) for r in rows]
+
+    async def get_event_at_ts(self, room_id: str, ts: int, forwards: bool) -> str | None:
+        if forwards:
+            sql = ("SELECT event_id FROM events WHERE room_id = ? AND origin_server_ts >= ?"
+                   " ORDER BY origin_server_ts ASC, stream_ordering ASC LIMIT 1")
+        else:
+            sql = ("SELECT event_id FROM events WHERE room_id = ? AND origin_server_ts <= ?"
+                   " ORDER BY origin_server_ts DESC, stream_ordering DESC LIMIT 1")
+        value = await self.db.fetchval(sql, room_id, ts)
+        return str(value) if value is not None else None
+
+    async def get_txn_event(self, user_id: str, device_id: str, txn_id: str) -> str | None:
+        value = await self.db.fetchval(
+            "SELECT event_id FROM event_txn_ids WHERE user_id = ? AND device_id = ?"
+            " AND txn_id = ?", user_id, device_id, txn_id)
+        return str(value) if value is not None else None
+
+    async def get_txn_id_for_event(self, event_id: str) -> tuple[str, str, str] | None:
+        row = await self.db.fetchone(
+            "SELECT user_id, device_id, txn_id FROM event_txn_ids WHERE event_id = ?", event_id)
+        return (row[0], row[1], row[2]) if row else None
+
+    # -- state groups ------------------------------------------------------
+    async def get_state_group_for_events(self, event_ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for start in range(0, len(event_ids), 200):
+            chunk = list(event_ids[start:start + 200])
+            marks = ",".join("?" * len(chunk))
+            rows = await self.db.fetchall(
+                f"SELECT event_id, state_group FROM event_to_state_groups"
+                f" WHERE event_id IN ({marks})", *chunk)
+            out.update({r[0]: r[1] for r in rows})
+        return out
+
+    async def get_state_for_group(self, group: int) -> StateMap:
+        """The full state of a group (a fresh dict the caller may change)."""
+        cached = self._state_groups.get_or(group)
+        if cached is not None:
+            return dict(cached)
+        chain: list[int] = []
+        current: int | None = group
+        base: StateMap = {}
+        while current is not None:
+            hit = self._state_groups.get_or(current)
+            if hit is not None:
+                base = dict(hit)
+                break
+            chain.append(current)
+            current = await self.db.fetchval(
+                "SELECT prev_group FROM state_groups WHERE id = ?", current)
+        for member in reversed(chain):
+            rows = await self.db.fetchall(
+                "SELECT type, state_key, event_id FROM state_groups_state WHERE state_group = ?",
+                member)
+            for etype, skey, event_id in rows:
+                base[(etype, skey)] = event_id
+            self._state_groups.put(member, dict(base))
+        return dict(base)
+
+    async def get_state_after_event(self, event_id: str) -> StateMap | None:
+        groups = await self.get_state_group_for_events([event_id])
+        if event_id not in groups:
+            return None
+        return await self.get_state_for_group(groups[event_id])
+
+    async def store_state_group(self, txn: Transaction, room_id: str, event_id: str,
+                                prev_group: int | None, delta: StateMap,
+                                full_state: StateMap) -> int:
+        """Store the state after ``event_id`` as a delta on ``prev_group``."""
+        chain_length = 0
+        if prev_group is not None:
+            prev_len = await txn.fetchval("SELECT chain_length FROM state_groups WHERE id = ?",
+                                          prev_group)
+            chain_length = int(prev_len or 0) + 1
+            if chain_length > MAX_STATE_CHAIN:
+                prev_group, chain_length, delta = None, 0, full_state
+        else:
+            delta = full_state
+        if self.db.engine == "postgres":
+            group = int(await txn.fetchval("SELECT nextval('state_group_id_seq')"))
+        else:
+            self._next_state_group += 1
+            group = self._next_state_group
+        await txn.execute(
+            "INSERT INTO state_groups (id, room_id, event_id, prev_group, chain_length)"
+            " VALUES (?, ?, ?, ?, ?)", group, room_id, event_id, prev_group, chain_length)
+        await txn.executemany(
+            "INSERT INTO state_groups_state (state_group, type, state_key, event_id)"
+            " VALUES (?, ?, ?, ?)", [(group, t, k, e) for (t, k), e in delta.items()])
+        self._state_groups.put(group, dict(full_state))
+        return group
+
+    # -- current state -----------------------------------------------------
+    async def get_current_state_ids(self, room_id: str) -> StateMap:
+        cached = self._current_state.get_or(room_id)
+        if cached is not None:
+            return dict(cached)
+        rows = await self.db.fetchall(
+            "SELECT type, state_key, event_id FROM current_state_events WHERE room_id = ?",
+            room_id)
+        state = {(r[0], r[1]): r[2] for r in rows}
+        self._current_state.put(room_id, state)
+        return dict(state)
+
+    async def get_current_state_event(self, room_id: str, etype: str, state_key: str = "",
+                                      ) -> Event | None:
+        state = await self.get_current_state_ids(room_id)
+        event_id = state.get((etype, state_key))
+        if event_id is None:
+            return None
+        stored = await self.get_event(event_id)
+        return stored.event if stored else None
+
+    def invalidate_current_state(self, room_id: str) -> None:
+        self._current_state.pop(room_id, None)
+
+    # -- memberships ---------------------------------------------------------
+    async def get_membership(self, room_id: str, user_id: str) -> Membership | None:
+        row = await self.db.fetchone(
+            "SELECT room_id, user_id, membership, event_id, stream_ordering"
+            " FROM room_memberships WHERE room_id = ? AND user_id = ?", room_id, user_id)
+        return Membership(*row) if row else None
+
+    async def get_rooms_for_user(self, user_id: str, memberships: Sequence[str] = ("join",),
+                                 include_forgotten: bool = False) -> list[Membership]:
+        marks = ",".join("?" * len(memberships))
+        forgotten = "" if include_forgotten else " AND forgotten = 0"
+        rows = await self.db.fetchall(
+            f"SELECT room_id, user_id, membership, event_id, stream_ordering FROM room_memberships"
+            f" WHERE user_id = ? AND membership IN ({marks}){forgotten}",
+            user_id, *memberships)
+        return [Membership(*r) for r in rows]
+
+    async def get_members(self, room_id: str, memberships: Sequence[str] = ("join",),
+                          ) -> list[Membership]:
+        marks = ",".join("?" * len(memberships))
+        rows = await self.db.fetchall(
+            f"SELECT room_id, user_id, membership, event_id, stream_ordering FROM room_memberships"
+            f" WHERE room_id = ? AND membership IN ({marks})", room_id, *memberships)
+        return [Membership(*r) for r in rows]
+
+    async def forget_room(self, user_id: str, room_id: str) -> None:
+        await self.db.execute(
+            "UPDATE room_memberships SET forgotten = 1 WHERE user_id = ? AND room_id = ?",
+            user_id, room_id)
+
+    async def get_membership_changes(self, user_id: str, from_pos: int, to_pos: int,
+                                     ) -> list[Membership]:
+        rows = await self.db.fetchall(
+            "SELECT room_id, state_key, membership, event_id, stream_ordering FROM events"
+            " WHERE type = 'm.room.member' AND state_key = ? AND stream_ordering > ?"
+            " AND stream_ordering <= ? ORDER BY stream_ordering", user_id, from_pos, to_pos)
+        return [Membership(*r) for r in rows]
+
+    async def get_rooms_with_events_between(self, room_ids: Sequence[str], from_pos: int,
+                                            to_pos: int) -> set[str]:
+        if not room_ids or from_pos >= to_pos:
+            return set()
+        out: set[str] = set()
+        for start in range(0, len(room_ids), 200):
+            chunk = list(room_ids[start:start + 200])
+            marks = ",".join("?" * len(chunk))
+            rows = await self.db.fetchall(
+                f"SELECT DISTINCT room_id FROM events WHERE stream_ordering > ?"
+                f" AND stream_ordering <= ? AND room_id IN ({marks})", from_pos, to_pos, *chunk)
+            out.update(r[0] for r in rows)
+        return out
+
+    # -- persistence -------------------------------------------------------
+    async def persist_event(self, ptxn: PositionTransaction, event: Event, *,
+                            instance_name: str, state_group: int,
+                            replaces_state: str | None,
+                            txn_key: tuple[str, str, str] | None) -> int:
+        """Write one event and everything derived from it; returns its position."""
+        txn = ptxn.txn
+        position = await ptxn.next_position()
+        pdu = event.get_pdu_json()
+        await txn.execute(
+            "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
+            " depth, origin_server_ts, membership, replaces_state, instance_name, json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            position, event.event_id, event.room_id, event.type, event.state_key, event.sender,
+            event.depth, event.origin_server_ts, event.membership if event.type ==
+            "m.room.member" else None, replaces_state, instance_name,
+            orjson.dumps(pdu).decode())
+        await txn.executemany(
+            "INSERT INTO event_edges (event_id, prev_event_id) VALUES (?, ?)",
+            [(event.event_id, p) for p in event.prev_event_ids])
+        await txn.executemany(
+            "INSERT INTO event_auth (event_id, auth_id) VALUES (?, ?)",
+            [(event.event_id, a) for a in event.auth_event_ids])
+        if event.prev_event_ids:
+            marks = ",".join("?" * len(event.prev_event_ids))
+            await txn.execute(
+                f"DELETE FROM room_forward_extremities WHERE room_id = ?"
+                f" AND event_id IN ({marks})", event.room_id, *event.prev_event_ids)
+        await txn.execute(
+            "INSERT INTO room_forward_extremities (room_id, event_id) VALUES (?, ?)",
+            event.room_id, event.event_id)
+        await txn.execute(
+            "INSERT INTO event_to_state_groups (event_id, state_group) VALUES (?, ?)",
+            event.event_id, state_group)
+        if event.redacts is not None and event.type == "m.room.redaction":
+            await txn.execute(
+                "INSERT INTO redactions (event_id, redacts) VALUES (?, ?)"
+                " ON CONFLICT (event_id) DO NOTHING", event.event_id, event.redacts)
+            self._events.pop(event.redacts, None)
+        if event.state_key is not None:
+            await txn.execute(
+                "INSERT INTO current_state_events (room_id, type, state_key, event_id)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (room_id, type, state_key)"
+                " DO UPDATE SET event_id = excluded.event_id",
+                event.room_id, event.type, event.state_key, event.event_id)
+            if event.type == "m.room.member":
+                await txn.execute(
+                    "INSERT INTO room_memberships (room_id, user_id, membership, event_id,"
+                    " stream_ordering, forgotten) VALUES (?, ?, ?, ?, ?, 0)"
+                    " ON CONFLICT (room_id, user_id) DO UPDATE SET"
+                    " membership = excluded.membership, event_id = excluded.event_id,"
+                    " stream_ordering = excluded.stream_ordering, forgotten = 0",
+                    event.room_id, event.state_key, str(event.membership), event.event_id,
+                    position)
+        if txn_key is not None:
+            await txn.execute(
+                "INSERT INTO event_txn_ids (user_id, device_id, txn_id, room_id, event_id,"
+                " inserted_ts) VALUES (?, ?, ?, ?, ?, ?)",
+                txn_key[0], txn_key[1], txn_key[2], event.room_id, event.event_id,
+                event.origin_server_ts)
+        if replaces_state:
+            event.unsigned["replaces_state"] = replaces_state
+        self._events.put(event.event_id, StoredEvent(event, position))
+        return position
+
+    def remember_current_state(self, room_id: str, state: StateMap) -> None:
+        self._current_state.put(room_id, dict(state))
+
+    # -- aliases -------------------------------------------------------------
+    async def create_alias(self, alias: str, room_id: str, creator: str) -> bool:
+        async with self.db.transaction() as txn:
+            if await txn.fetchone("SELECT 1 FROM room_aliases WHERE room_alias = ?", alias):
+                return False
+            await txn.execute(
+                "INSERT INTO room_aliases (room_alias, room_id, creator) VALUES (?, ?, ?)",
+                alias, room_id, creator)
+        return True
+
+    async def get_alias(self, alias: str) -> tuple[str, str] | None:
+        row = await self.db.fetchone(
+            "SELECT room_id, creator FROM room_aliases WHERE room_alias = ?", alias)
+        return (row[0], row[1]) if row else None
+
+    async def delete_alias(self, alias: str) -> None:
+        await self.db.execute("DELETE FROM room_aliases WHERE room_alias = ?", alias)
+
+    async def get_aliases_for_room(self, room_id: str) -> list[str]:
+        rows = await self.db.fetchall(
+            "SELECT room_alias FROM room_aliases WHERE room_id = ? ORDER BY room_alias", room_id)
+        return [r[0] for r in rows]
