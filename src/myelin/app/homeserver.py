@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     from myelin.handlers.account import AccountLifecycleHandler
     from myelin.handlers.auth import AuthHandler
     from myelin.handlers.devices import DeviceHandler
+    from myelin.handlers.directory import DirectoryHandler
     from myelin.handlers.events import EventCreationHandler, EventPersister
     from myelin.handlers.membership import MembershipHandler
+    from myelin.handlers.profile import ProfileHandler
     from myelin.handlers.redactions import RedactionHandler
     from myelin.handlers.registration import RegistrationHandler
     from myelin.handlers.room_reads import RoomReadHandler
@@ -164,6 +166,18 @@ class HomeServer:
         from myelin.handlers.redactions import RedactionHandler
 
         return RedactionHandler(self)
+
+    @cached_property
+    def directory(self) -> DirectoryHandler:
+        from myelin.handlers.directory import DirectoryHandler
+
+        return DirectoryHandler(self)
+
+    @cached_property
+    def profile(self) -> ProfileHandler:
+        from myelin.handlers.profile import ProfileHandler
+
+        return ProfileHandler(self)
 
     # -- helpers -------------------------------------------------------------
     def qualify_user_id(self, user: str) -> str:

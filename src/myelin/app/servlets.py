@@ -47,6 +47,8 @@ def _optional_tables() -> list[RouteTable]:
 
 OPTIONAL_MODULES: list[str] = [
     "myelin.api.client.rooms",
+    "myelin.api.client.directory",
+    "myelin.api.client.profile",
 ]
 
 

@@ -466,3 +466,16 @@ class EventStore:
         rows = await self.db.fetchall(
             "SELECT room_alias FROM room_aliases WHERE room_id = ? ORDER BY room_alias", room_id)
         return [r[0] for r in rows]
+
+    # -- directory -----------------------------------------------------------
+    async def get_joined_member_counts(self, room_ids: Sequence[str]) -> dict[str, int]:
+        """Number of joined members of each room (rooms with none are absent)."""
+        out: dict[str, int] = {}
+        for start in range(0, len(room_ids), 200):
+            chunk = list(room_ids[start:start + 200])
+            marks = ",".join("?" * len(chunk))
+            rows = await self.db.fetchall(
+                f"SELECT room_id, COUNT(*) FROM room_memberships WHERE membership = 'join'"
+                f" AND room_id IN ({marks}) GROUP BY room_id", *chunk)
+            out.update({r[0]: int(r[1]) for r in rows})
+        return out
