@@ -91,13 +91,18 @@ class Request:
         length = self.raw.content_length
         if length is not None and length > limit:
             raise too_large(f"Request body exceeds {limit} bytes")
-        try:
-            data = await self.raw.content.read(limit + 1)
-        except ValueError:
-            raise too_large() from None
-        if len(data) > limit:
-            raise too_large(f"Request body exceeds {limit} bytes")
-        return data
+        # read() returns what has arrived so far, not the whole body: loop to EOF.
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            chunk = await self.raw.content.read(65536)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:
+                raise too_large(f"Request body exceeds {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def json(self, *, allow_empty: bool = False) -> dict[str, Any]:
         """The body as a JSON object: ``M_NOT_JSON`` / ``M_BAD_JSON`` otherwise."""
