@@ -20,6 +20,13 @@ from myelin.replication.streams import Streams
 from myelin.storage.engines import Database
 
 if TYPE_CHECKING:
+    from myelin.handlers.typing import TypingHandler
+    from myelin.handlers.receipts import ReceiptHandler
+    from myelin.handlers.presence import PresenceHandler
+    from myelin.handlers.to_device import ToDeviceHandler
+    from myelin.handlers.account_data import AccountDataHandler
+    from myelin.handlers.sync import SyncHandler
+    from myelin.handlers.filters import FilterHandler
     from myelin.handlers.account import AccountLifecycleHandler
     from myelin.handlers.auth import AuthHandler
     from myelin.handlers.devices import DeviceHandler
@@ -42,12 +49,23 @@ logger = logging.getLogger(__name__)
 class Stores:
     """The stores of this process, all over one database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, streams: Streams, instance_name: str) -> None:
+        from myelin.storage.stores.account_data import AccountDataStore
         from myelin.storage.stores.accounts import AccountStore
+        from myelin.storage.stores.device_lists import DeviceListStore
         from myelin.storage.stores.events import EventStore
+        from myelin.storage.stores.presence import PresenceStore
+        from myelin.storage.stores.receipts import ReceiptStore
+        from myelin.storage.stores.to_device import ToDeviceStore
 
+        gens = streams.generators
         self.accounts = AccountStore(db)
         self.events = EventStore(db)
+        self.receipts = ReceiptStore(db, gens["receipts"], instance_name)
+        self.presence = PresenceStore(db, gens["presence"])
+        self.to_device = ToDeviceStore(db, gens["to_device"], instance_name)
+        self.account_data = AccountDataStore(db, gens["account_data"], instance_name)
+        self.device_lists = DeviceListStore(db, gens["device_lists"])
 
 
 class HomeServer:
@@ -55,9 +73,9 @@ class HomeServer:
         self.config = config
         self.db = db
         self.server_name = config.server_name
-        self.stores = Stores(db)
-        self.listeners: list[Listener] = []
         self.streams = Streams(db)
+        self.stores = Stores(db, self.streams, config.instance_name)
+        self.listeners: list[Listener] = []
         self.notifier = Notifier()
         self.signing_key = self._load_signing_key()
 
@@ -168,6 +186,48 @@ class HomeServer:
         return RedactionHandler(self)
 
     @cached_property
+    def typing(self) -> TypingHandler:
+        from myelin.handlers.typing import TypingHandler
+
+        return TypingHandler(self)
+
+    @cached_property
+    def receipts(self) -> ReceiptHandler:
+        from myelin.handlers.receipts import ReceiptHandler
+
+        return ReceiptHandler(self)
+
+    @cached_property
+    def presence(self) -> PresenceHandler:
+        from myelin.handlers.presence import PresenceHandler
+
+        return PresenceHandler(self)
+
+    @cached_property
+    def to_device(self) -> ToDeviceHandler:
+        from myelin.handlers.to_device import ToDeviceHandler
+
+        return ToDeviceHandler(self)
+
+    @cached_property
+    def account_data(self) -> AccountDataHandler:
+        from myelin.handlers.account_data import AccountDataHandler
+
+        return AccountDataHandler(self)
+
+    @cached_property
+    def sync(self) -> SyncHandler:
+        from myelin.handlers.sync import SyncHandler
+
+        return SyncHandler(self)
+
+    @cached_property
+    def filters(self) -> FilterHandler:
+        from myelin.handlers.filters import FilterHandler
+
+        return FilterHandler(self)
+
+    @cached_property
     def directory(self) -> DirectoryHandler:
         from myelin.handlers.directory import DirectoryHandler
 
@@ -197,10 +257,13 @@ class HomeServer:
         """Load stream positions and start background work."""
         await self.stores.events.setup()
         await self.streams.setup()
+        await self.presence.start()
 
     async def stop(self) -> None:
         """Stop background work; wake long-polls so they can finish."""
         self.notifier.shutdown()
+        await self.presence.stop()
+        self.typing.stop()
 
     async def leave_all_rooms(self, user_id: str) -> None:
         await self.membership.leave_all_rooms(user_id)

@@ -47,6 +47,9 @@ def _optional_tables() -> list[RouteTable]:
 
 OPTIONAL_MODULES: list[str] = [
     "myelin.api.client.rooms",
+    "myelin.api.client.sync",
+    "myelin.api.client.ephemeral",
+    "myelin.api.client.account_data",
     "myelin.api.client.directory",
     "myelin.api.client.profile",
 ]

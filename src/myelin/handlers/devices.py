@@ -26,10 +26,13 @@ class DeviceHandler:
             tokens = await self.store.delete_devices(txn, user_id, device_ids)
         self.hs.auth.invalidate_tokens(tokens)
         for device_id in device_ids:
+            await self.hs.stores.to_device.delete_device_inbox(user_id, device_id)
+        for device_id in device_ids:
             await self.notify_device_change(user_id, device_id)
 
     async def notify_device_change(self, user_id: str, device_id: str) -> None:
         """Record that ``user_id``'s device list changed (the device_lists stream)."""
-        streams = getattr(self.hs, "streams", None)
-        if streams is not None and hasattr(streams, "device_lists"):
-            await streams.device_lists.record_change(user_id, device_id)
+        await self.hs.stores.device_lists.record_change(user_id, device_id)
+        # Everyone sharing a room with this user learns of the change in /sync.
+        rooms = await self.hs.stores.events.get_rooms_for_user(user_id)
+        self.hs.notifier.notify(rooms=[m.room_id for m in rooms], users=[user_id])

@@ -1,0 +1,54 @@
+"""Account data, global and per room, and room tags (``m.tag``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from myelin.http.errors import MatrixError
+from myelin.storage.stores.account_data import GLOBAL
+
+if TYPE_CHECKING:
+    from myelin.app.homeserver import HomeServer
+
+# Types the server manages itself; clients may not set them directly.
+SERVER_MANAGED = ("m.fully_read", "m.push_rules")
+
+
+class AccountDataHandler:
+    def __init__(self, hs: HomeServer) -> None:
+        self.hs = hs
+        self.store = hs.stores.account_data
+
+    async def put(self, user_id: str, room_id: str, data_type: str,
+                  content: dict[str, Any]) -> None:
+        await self.store.put(user_id, room_id, data_type, content)
+        self.hs.notifier.notify(users=[user_id])
+
+    async def put_from_client(self, user_id: str, room_id: str, data_type: str,
+                              content: dict[str, Any]) -> None:
+        if data_type in SERVER_MANAGED:
+            raise MatrixError(400, "M_BAD_JSON", f"Cannot set {data_type} through this API")
+        await self.put(user_id, room_id, data_type, content)
+
+    async def get(self, user_id: str, room_id: str, data_type: str) -> dict[str, Any] | None:
+        return await self.store.get(user_id, room_id, data_type)
+
+    async def get_tags(self, user_id: str, room_id: str) -> dict[str, Any]:
+        content = await self.store.get(user_id, room_id, "m.tag") or {}
+        tags = content.get("tags")
+        return tags if isinstance(tags, dict) else {}
+
+    async def set_tag(self, user_id: str, room_id: str, tag: str,
+                      content: dict[str, Any]) -> None:
+        tags = await self.get_tags(user_id, room_id)
+        tags[tag] = content
+        await self.put(user_id, room_id, "m.tag", {"tags": tags})
+
+    async def remove_tag(self, user_id: str, room_id: str, tag: str) -> None:
+        tags = await self.get_tags(user_id, room_id)
+        tags.pop(tag, None)
+        await self.put(user_id, room_id, "m.tag", {"tags": tags})
+
+    @staticmethod
+    def is_global(room_id: str) -> bool:
+        return room_id == GLOBAL

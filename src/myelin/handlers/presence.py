@@ -1,0 +1,135 @@
+"""Presence: online / unavailable / offline, set explicitly or by syncing.
+
+A user who syncs is online; one whose last sync is older than
+``SYNC_TIMEOUT_S`` and who has no sync in flight goes offline; an online user
+idle for ``IDLE_TIMEOUT_S`` becomes unavailable. A periodic sweep applies
+the timeouts; changes are rows on the `presence` stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from myelin.http.errors import MatrixError
+from myelin.storage.stores.presence import PresenceState
+
+if TYPE_CHECKING:
+    from myelin.app.homeserver import HomeServer
+
+logger = logging.getLogger(__name__)
+
+STATES = ("online", "unavailable", "offline")
+SYNC_TIMEOUT_S = 30.0
+IDLE_TIMEOUT_S = 300.0
+SWEEP_INTERVAL_S = 5.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class PresenceHandler:
+    def __init__(self, hs: HomeServer) -> None:
+        self.hs = hs
+        self.store = hs.stores.presence
+        self._syncing: dict[str, int] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    async def get_state(self, user_id: str) -> PresenceState | None:
+        return (await self.store.get([user_id])).get(user_id)
+
+    async def set_state(self, user_id: str, state: str, status_msg: str | None = None,
+                        *, keep_status: bool = False, from_sync: bool = False) -> None:
+        if state not in STATES:
+            raise MatrixError(400, "M_INVALID_PARAM", f"Unknown presence state {state!r}")
+        current = await self.get_state(user_id)
+        now = now_ms()
+        if keep_status and current is not None:
+            status_msg = current.status_msg
+        last_active = now if state == "online" else (current.last_active_ts if current else now)
+        last_sync = now if from_sync else (current.last_user_sync_ts if current else now)
+        if from_sync and current is not None and current.state == state and \
+                current.status_msg == status_msg and now - current.last_user_sync_ts < 10_000:
+            return  # nothing a client could notice has changed
+        await self.store.update(user_id, state, status_msg, last_active, last_sync,
+                                state == "online")
+        await self._notify(user_id)
+
+    async def _notify(self, user_id: str) -> None:
+        rooms = await self.hs.stores.events.get_rooms_for_user(user_id)
+        self.hs.notifier.notify(rooms=[m.room_id for m in rooms], users=[user_id])
+
+    def sync_started(self, user_id: str) -> None:
+        self._syncing[user_id] = self._syncing.get(user_id, 0) + 1
+
+    def sync_finished(self, user_id: str) -> None:
+        count = self._syncing.get(user_id, 0) - 1
+        if count <= 0:
+            self._syncing.pop(user_id, None)
+        else:
+            self._syncing[user_id] = count
+
+    async def user_syncing(self, user_id: str, set_presence: str) -> None:
+        if set_presence == "offline":
+            return
+        current = await self.get_state(user_id)
+        if current is not None and current.state == "unavailable" and set_presence == "online" \
+                and now_ms() - current.last_active_ts < IDLE_TIMEOUT_S * 1000 \
+                and not current.currently_active:
+            set_presence = "unavailable"  # an explicit "away" sticks while syncing
+        await self.set_state(user_id, set_presence, keep_status=True, from_sync=True)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("presence sweep failed")
+
+    async def sweep(self) -> None:
+        now = now_ms()
+        for state in await self.store.all_active():
+            if state.user_id in self._syncing:
+                continue
+            if now - state.last_user_sync_ts > SYNC_TIMEOUT_S * 1000:
+                await self.store.update(state.user_id, "offline", state.status_msg,
+                                        state.last_active_ts, state.last_user_sync_ts, False)
+                await self._notify(state.user_id)
+            elif state.state == "online" and now - state.last_active_ts > IDLE_TIMEOUT_S * 1000:
+                await self.store.update(state.user_id, "unavailable", state.status_msg,
+                                        state.last_active_ts, state.last_user_sync_ts, False)
+                await self._notify(state.user_id)
+
+    async def can_see(self, viewer: str, user_id: str) -> bool:
+        if viewer == user_id:
+            return True
+        mine = {m.room_id for m in await self.hs.stores.events.get_rooms_for_user(viewer)}
+        theirs = {m.room_id for m in await self.hs.stores.events.get_rooms_for_user(user_id)}
+        return bool(mine & theirs)
+
+    @staticmethod
+    def format(state: PresenceState, *, include_user: bool = False) -> dict[str, Any]:
+        content: dict[str, Any] = {
+            "presence": state.state,
+            "last_active_ago": max(0, now_ms() - state.last_active_ts),
+            "currently_active": state.currently_active,
+        }
+        if state.status_msg is not None:
+            content["status_msg"] = state.status_msg
+        if include_user:
+            content["user_id"] = state.user_id
+        return content

@@ -1,0 +1,38 @@
+"""Device list changes (the `device_lists` stream) and end-to-end key counts."""
+
+from __future__ import annotations
+
+from myelin.storage.engines import Database
+from myelin.storage.id_generators import StreamIdGenerator
+
+
+class DeviceListStore:
+    def __init__(self, db: Database, id_gen: StreamIdGenerator) -> None:
+        self.db = db
+        self.id_gen = id_gen
+
+    async def record_change(self, user_id: str, device_id: str) -> int:
+        async with self.id_gen.transaction() as ptxn:
+            position = await ptxn.next_position()
+            await ptxn.txn.execute(
+                "INSERT INTO device_lists_stream (stream_id, user_id, device_id)"
+                " VALUES (?, ?, ?)", position, user_id, device_id)
+        return position
+
+    async def users_changed_between(self, from_id: int, to_id: int) -> set[str]:
+        rows = await self.db.fetchall(
+            "SELECT DISTINCT user_id FROM device_lists_stream WHERE stream_id > ?"
+            " AND stream_id <= ?", from_id, to_id)
+        return {r[0] for r in rows}
+
+    async def one_time_key_counts(self, user_id: str, device_id: str) -> dict[str, int]:
+        rows = await self.db.fetchall(
+            "SELECT algorithm, COUNT(*) FROM e2e_one_time_keys WHERE user_id = ?"
+            " AND device_id = ? GROUP BY algorithm", user_id, device_id)
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
+        rows = await self.db.fetchall(
+            "SELECT algorithm FROM e2e_fallback_keys WHERE user_id = ? AND device_id = ?"
+            " AND used = 0", user_id, device_id)
+        return [r[0] for r in rows]

@@ -1,0 +1,81 @@
+"""Read receipts (the `receipts` stream)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from myelin.storage.engines import Database
+from myelin.storage.id_generators import StreamIdGenerator
+
+MAIN_THREAD = ""  # receipts without a thread_id ("unthreaded")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    stream_id: int
+    room_id: str
+    receipt_type: str
+    user_id: str
+    thread_id: str
+    event_id: str
+    data: dict[str, Any]
+
+
+class ReceiptStore:
+    def __init__(self, db: Database, id_gen: StreamIdGenerator, instance_name: str) -> None:
+        self.db = db
+        self.id_gen = id_gen
+        self.instance_name = instance_name
+
+    async def upsert(self, room_id: str, receipt_type: str, user_id: str, thread_id: str,
+                     event_id: str, event_stream_ordering: int | None,
+                     data: dict[str, Any]) -> int:
+        async with self.id_gen.transaction() as ptxn:
+            position = await ptxn.next_position()
+            await ptxn.txn.execute(
+                "INSERT INTO receipts (stream_id, instance_name, room_id, receipt_type, user_id,"
+                " thread_id, event_id, event_stream_ordering, data)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET"
+                " stream_id = excluded.stream_id, instance_name = excluded.instance_name,"
+                " event_id = excluded.event_id,"
+                " event_stream_ordering = excluded.event_stream_ordering, data = excluded.data",
+                position, self.instance_name, room_id, receipt_type, user_id, thread_id,
+                event_id, event_stream_ordering, orjson.dumps(data).decode())
+        return position
+
+    async def get_receipt_position(self, room_id: str, user_id: str, receipt_types: Sequence[str],
+                                   ) -> int | None:
+        """The stream position of the newest event this user has read in the room."""
+        marks = ",".join("?" * len(receipt_types))
+        value = await self.db.fetchval(
+            f"SELECT MAX(event_stream_ordering) FROM receipts WHERE room_id = ? AND user_id = ?"
+            f" AND receipt_type IN ({marks})", room_id, user_id, *receipt_types)
+        return int(value) if value is not None else None
+
+    async def get_for_rooms(self, room_ids: Sequence[str], from_id: int | None, to_id: int,
+                            ) -> list[Receipt]:
+        if not room_ids:
+            return []
+        out: list[Receipt] = []
+        for start in range(0, len(room_ids), 200):
+            chunk = list(room_ids[start:start + 200])
+            marks = ",".join("?" * len(chunk))
+            lower = "" if from_id is None else " AND stream_id > ?"
+            args: list[Any] = [*chunk, to_id] + ([] if from_id is None else [from_id])
+            rows = await self.db.fetchall(
+                f"SELECT stream_id, room_id, receipt_type, user_id, thread_id, event_id, data"
+                f" FROM receipts WHERE room_id IN ({marks}) AND stream_id <= ?{lower}", *args)
+            out.extend(Receipt(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6]))
+                       for r in rows)
+        return out
+
+    async def rooms_with_receipts_between(self, from_id: int, to_id: int) -> set[str]:
+        rows = await self.db.fetchall(
+            "SELECT DISTINCT room_id FROM receipts WHERE stream_id > ? AND stream_id <= ?",
+            from_id, to_id)
+        return {r[0] for r in rows}
