@@ -20,25 +20,25 @@ from myelin.replication.streams import Streams
 from myelin.storage.engines import Database
 
 if TYPE_CHECKING:
-    from myelin.handlers.typing import TypingHandler
-    from myelin.handlers.receipts import ReceiptHandler
-    from myelin.handlers.presence import PresenceHandler
-    from myelin.handlers.to_device import ToDeviceHandler
-    from myelin.handlers.account_data import AccountDataHandler
-    from myelin.handlers.sync import SyncHandler
-    from myelin.handlers.filters import FilterHandler
     from myelin.handlers.account import AccountLifecycleHandler
+    from myelin.handlers.account_data import AccountDataHandler
     from myelin.handlers.auth import AuthHandler
     from myelin.handlers.devices import DeviceHandler
     from myelin.handlers.directory import DirectoryHandler
     from myelin.handlers.events import EventCreationHandler, EventPersister
+    from myelin.handlers.filters import FilterHandler
     from myelin.handlers.membership import MembershipHandler
+    from myelin.handlers.presence import PresenceHandler
     from myelin.handlers.profile import ProfileHandler
+    from myelin.handlers.receipts import ReceiptHandler
     from myelin.handlers.redactions import RedactionHandler
     from myelin.handlers.registration import RegistrationHandler
     from myelin.handlers.room_reads import RoomReadHandler
     from myelin.handlers.rooms import RoomCreationHandler
     from myelin.handlers.serialize import EventSerializer
+    from myelin.handlers.sync import SyncHandler
+    from myelin.handlers.to_device import ToDeviceHandler
+    from myelin.handlers.typing import TypingHandler
     from myelin.handlers.visibility import VisibilityHandler
     from myelin.http.ratelimiters import Ratelimiters
     from myelin.http.server import Listener

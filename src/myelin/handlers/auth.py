@@ -173,11 +173,11 @@ class AuthHandler:
         flows = [{"stages": ["m.login.password"]}]
         auth = body.get("auth")
         if not isinstance(auth, dict):
-            session = secrets.token_urlsafe(18)
-            await self.store.create_uia_session(session, uri, method, {"user_id":
-                                                                        requester.user_id})
+            new_session = secrets.token_urlsafe(18)
+            await self.store.create_uia_session(new_session, uri, method,
+                                                {"user_id": requester.user_id})
             raise MatrixError(401, "M_UNAUTHORIZED", f"Authentication needed to {description}",
-                              flows=flows, params={}, session=session, completed=[])
+                              flows=flows, params={}, session=new_session, completed=[])
         session = auth.get("session")
         if auth.get("type") != "m.login.password":
             raise MatrixError(401, "M_UNRECOGNIZED", "Unsupported auth type", flows=flows,

@@ -16,7 +16,7 @@ from myelin.http.request import Requester
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
 
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     "private_chat": {"join_rules": "invite", "history_visibility": "shared",
                      "guest_access": "can_join", "invitees_are_admins": False},
     "trusted_private_chat": {"join_rules": "invite", "history_visibility": "shared",
@@ -56,7 +56,8 @@ class RoomCreationHandler:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
 
-    async def create_room(self, requester: Requester, body: dict[str, Any]) -> tuple[str, str | None]:
+    async def create_room(self, requester: Requester, body: dict[str, Any],
+                          ) -> tuple[str, str | None]:
         hs = self.hs
         user_id = requester.user_id
         version_id = body.get("room_version", hs.config.default_room_version)

@@ -38,9 +38,9 @@ class EventSerializer:
         if user_id is not None and device_id is not None:
             for stored in events:
                 if stored.event.sender == user_id:
-                    key = await self.store.get_txn_id_for_event(stored.event.event_id)
-                    if key and key[0] == user_id and key[1] == device_id:
-                        txn_ids[stored.event.event_id] = key[2]
+                    txn_key = await self.store.get_txn_id_for_event(stored.event.event_id)
+                    if txn_key and txn_key[0] == user_id and txn_key[1] == device_id:
+                        txn_ids[stored.event.event_id] = txn_key[2]
         now = int(time.time() * 1000)
         out = []
         for stored in events:

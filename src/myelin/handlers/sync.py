@@ -449,7 +449,8 @@ class SyncHandler:
             for member in await self.store.get_members(room_id):
                 if member.user_id not in sharing:
                     left.add(member.user_id)
-        changed.discard(req.user_id) if not (req.user_id in changed_users) else None
+        if req.user_id not in changed_users:
+            changed.discard(req.user_id)
         return changed, left
 
 

@@ -29,7 +29,7 @@ class Listener:
     def woken(self) -> bool:
         return self._event.is_set()
 
-    async def wait(self, timeout: float) -> bool:
+    async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109 - a deadline, not a cancel scope
         """True if woken, False on timeout."""
         if self._event.is_set():
             return True

@@ -8,7 +8,7 @@ notifications are only meaningful for a few seconds.
 
 from __future__ import annotations
 
-from myelin.replication.tokens import SyncToken, StreamPosition
+from myelin.replication.tokens import StreamPosition, SyncToken
 from myelin.storage.engines import Database
 from myelin.storage.id_generators import StreamIdGenerator
 

@@ -27,6 +27,8 @@ async def available(request: Request) -> dict[str, Any]:
 @routes.get(client_v1_path("/register/m.login.registration_token/validity"))
 async def token_validity(request: Request) -> dict[str, Any]:
     request.hs.ratelimiters.registration.check(request.client_ip)
+    if not request.hs.config.enable_registration:
+        raise forbidden("Registration is not enabled on this homeserver.")
     if not request.query_str("token"):
         raise MatrixError(400, "M_MISSING_PARAM", "token is required")
     # Myelin has no registration tokens yet: none is valid.
@@ -48,9 +50,9 @@ async def register(request: Request) -> Any:
         hs.ratelimiters.registration.check(request.client_ip)
         localpart = await hs.registration.generate_localpart()
         user_id = await hs.registration.register_user(localpart, None, is_guest=True)
-        device_id, token = await hs.auth.issue_session(
+        guest_device, token = await hs.auth.issue_session(
             user_id, None, body.get("initial_device_display_name"))
-        return {"user_id": user_id, "access_token": token, "device_id": device_id,
+        return {"user_id": user_id, "access_token": token, "device_id": guest_device,
                 "home_server": hs.server_name}
 
     if not hs.config.enable_registration:

@@ -162,7 +162,7 @@ def _membership_servlet(action: str, membership: str, needs_target: bool) -> Non
         if action == "forget":
             await request.hs.membership.forget(requester, room_id)
             return {}
-        target = requester.user_id
+        target: Any = requester.user_id
         if needs_target:
             target = body.get("user_id")
             if not isinstance(target, str):
