@@ -16,7 +16,8 @@ routes = RouteTable("keys")
 KEY_VALIDITY_MS = 7 * 24 * 3600 * 1000
 
 
-@routes.get(plain_path("/_matrix/key/v2/server"), plain_path("/_matrix/key/v2/server/{keyId}"))
+@routes.get(plain_path("/_matrix/key/v2/server"),
+             plain_path("/_matrix/key/v2/server", "/{keyId}"))
 async def server_keys(request: Request) -> dict[str, Any]:
     hs = request.hs
     key = hs.signing_key
