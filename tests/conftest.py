@@ -6,6 +6,7 @@ PostgreSQL server is started once per session from Debian's binaries.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -56,7 +57,8 @@ async def db(engine: str, pg: PostgresServer | None, tmp_path: os.PathLike[str],
         assert pg is not None
         _counter += 1
         name = f"unit_{os.getpid()}_{_counter}"
-        create_database(pg, name)
+        # create_database runs its own event loop: keep it off this one.
+        await asyncio.to_thread(create_database, pg, name)
         config = DatabaseConfig(engine="postgres", user=pg.user, host=pg.host, port=pg.port,
                                 database=name, cp_min=1, cp_max=5)
     database = await open_database(config)

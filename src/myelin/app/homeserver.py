@@ -15,7 +15,9 @@ from aiohttp import web
 from signedjson.key import read_signing_keys
 
 from myelin.config import HomeserverConfig
+from myelin.replication.bus import Bus, InMemoryBus
 from myelin.replication.notifier import Notifier
+from myelin.replication.positions import PositionAnnouncer, PositionTracker
 from myelin.replication.streams import Streams
 from myelin.storage.engines import Database
 
@@ -77,6 +79,12 @@ class HomeServer:
         self.stores = Stores(db, self.streams, config.instance_name)
         self.listeners: list[Listener] = []
         self.notifier = Notifier()
+        self.bus: Bus = InMemoryBus()
+        self.positions = PositionTracker()
+        self.bus.subscribe(self.positions.on_command)
+        announcer = PositionAnnouncer(self.bus, config.instance_name)
+        for name, generator in self.streams.generators.items():
+            announcer.attach(name, generator)
         self.signing_key = self._load_signing_key()
 
     def _load_signing_key(self) -> Any:
@@ -262,6 +270,7 @@ class HomeServer:
     async def stop(self) -> None:
         """Stop background work; wake long-polls so they can finish."""
         self.notifier.shutdown()
+        await self.bus.close()
         await self.presence.stop()
         self.typing.stop()
 

@@ -1,0 +1,129 @@
+"""Replication commands: small typed records carried by the bus.
+
+Each command class has a NAME and a parse/serialise pair; on the wire a
+command is one line, ``NAME <json>``. ``ALLOWED_SENDERS`` records who may
+send it ("writer": only the instance that writes the stream it names;
+"any": every process; "main": the main process).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import orjson
+
+
+@dataclass(frozen=True)
+class Command:
+    NAME: ClassVar[str] = ""
+    ALLOWED_SENDERS: ClassVar[str] = "any"
+
+    def to_line(self) -> str:
+        return f"{self.NAME} {orjson.dumps(asdict(self)).decode()}"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Command:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class RdataCommand(Command):
+    """A new row on a stream, at ``token``, written by ``instance``."""
+
+    NAME: ClassVar[str] = "RDATA"
+    ALLOWED_SENDERS: ClassVar[str] = "writer"
+    stream: str
+    instance: str
+    token: int
+    row: Any
+
+
+@dataclass(frozen=True)
+class PositionCommand(Command):
+    """``instance`` has persisted everything on ``stream`` up to ``new_token``."""
+
+    NAME: ClassVar[str] = "POSITION"
+    ALLOWED_SENDERS: ClassVar[str] = "writer"
+    stream: str
+    instance: str
+    prev_token: int
+    new_token: int
+
+
+@dataclass(frozen=True)
+class ReplicateCommand(Command):
+    """Ask every writer to announce its current positions (sent on connect)."""
+
+    NAME: ClassVar[str] = "REPLICATE"
+
+
+@dataclass(frozen=True)
+class UserSyncCommand(Command):
+    """A user started or stopped syncing on ``instance`` (drives presence)."""
+
+    NAME: ClassVar[str] = "USER_SYNC"
+    instance: str
+    user_id: str
+    active: bool
+    last_sync_ms: int
+
+
+@dataclass(frozen=True)
+class ClearUserCacheCommand(Command):
+    NAME: ClassVar[str] = "CLEAR_USER_CACHE"
+    user_id: str
+
+
+@dataclass(frozen=True)
+class FederationAckCommand(Command):
+    NAME: ClassVar[str] = "FEDERATION_ACK"
+    instance: str
+    token: int
+
+
+@dataclass(frozen=True)
+class RemoteServerUpCommand(Command):
+    NAME: ClassVar[str] = "REMOTE_SERVER_UP"
+    server: str
+
+
+@dataclass(frozen=True)
+class UserIpCommand(Command):
+    NAME: ClassVar[str] = "USER_IP"
+    user_id: str
+    access_token: str
+    ip: str
+    user_agent: str
+    device_id: str | None
+    last_seen_ms: int
+
+
+@dataclass(frozen=True)
+class PingCommand(Command):
+    NAME: ClassVar[str] = "PING"
+    instance: str
+    ts: int
+
+
+COMMANDS: dict[str, type[Command]] = {
+    cls.NAME: cls for cls in (RdataCommand, PositionCommand, ReplicateCommand, UserSyncCommand,
+                              ClearUserCacheCommand, FederationAckCommand,
+                              RemoteServerUpCommand, UserIpCommand, PingCommand)
+}
+
+
+class CommandParseError(ValueError):
+    pass
+
+
+def parse_command(line: str) -> Command:
+    name, _, payload = line.partition(" ")
+    cls = COMMANDS.get(name)
+    if cls is None:
+        raise CommandParseError(f"unknown command {name!r}")
+    try:
+        data = orjson.loads(payload) if payload else {}
+        return cls.from_json(data)
+    except (orjson.JSONDecodeError, TypeError) as e:
+        raise CommandParseError(f"bad {name} command: {e}") from None
