@@ -95,6 +95,18 @@ class RoomCreationHandler:
             if key in body and not isinstance(body[key], str):
                 raise bad_json(f"{key} must be a string")
 
+        if room_version.creators_infinite_power:
+            # v12 creators have no power level entry; auth would reject the
+            # power levels event only after the room exists, half-built.
+            creators = {user_id}
+            extra = creation_content.get("additional_creators")
+            if isinstance(extra, list):
+                creators.update(u for u in extra if isinstance(u, str))
+            users = (override or {}).get("users")
+            if isinstance(users, dict) and creators & set(users):
+                raise bad_json("power_level_content_override cannot give room creators a "
+                               "power level in this room version")
+
         alias = None
         alias_name = body.get("room_alias_name")
         if alias_name:
