@@ -16,6 +16,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cached_property
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -134,6 +135,7 @@ class EventCreationHandler:
         self.store = hs.stores.events
         self.locks = RoomLocks()
 
+    @cached_property
     def _signing_key(self) -> Any:
         from myelin.events.signing import SigningKey
 
@@ -151,7 +153,7 @@ class EventCreationHandler:
         if not room_version.implicit_room_creator:
             pdu.setdefault("origin", self.hs.server_name)
         try:
-            signed = sign_event(pdu, self.hs.server_name, self._signing_key(), room_version)
+            signed = sign_event(pdu, self.hs.server_name, self._signing_key, room_version)
             size = len(encode_canonical_json(signed))
         except CanonicalJSONError as e:
             raise MatrixError(400, "M_BAD_JSON", f"Invalid event content: {e}") from None

@@ -139,6 +139,20 @@ class SyncHandler:
         newly_joined: set[str] = set()
         left_ids: set[str] = set()
         since_pos = req.since["events"] if req.since else None
+        # Which joined rooms have anything new at all: one query per stream
+        # rather than one per room, so an idle account with many rooms syncs
+        # cheaply.
+        busy: set[str] | None = None
+        if req.since is not None and not req.full_state:
+            busy = await self.store.get_rooms_with_events_between(
+                joined_ids, req.since["events"], now_pos)
+            busy |= await self.hs.stores.receipts.rooms_with_receipts_between(
+                req.since["receipts"], req.now["receipts"])
+            busy |= {r for r in joined_ids
+                     if self.hs.typing.changed_since(r, req.since["typing"])}
+            changed_data = await self.hs.stores.account_data.changed_since(
+                user_id, req.since["account_data"], req.now["account_data"])
+            busy |= set(changed_data)
 
         for membership in memberships:
             room_id = membership.room_id
@@ -146,6 +160,8 @@ class SyncHandler:
                 continue
             changed = since_pos is None or membership.stream_ordering > since_pos
             if membership.membership == "join":
+                if busy is not None and not changed and room_id not in busy:
+                    continue
                 was_joined = not changed or (since_pos is not None and
                                              await self._was_joined_at(room_id, user_id,
                                                                        since_pos))
