@@ -27,11 +27,13 @@ if TYPE_CHECKING:
     from myelin.handlers.auth import AuthHandler
     from myelin.handlers.devices import DeviceHandler
     from myelin.handlers.directory import DirectoryHandler
+    from myelin.handlers.e2e_keys import E2EKeysHandler
     from myelin.handlers.events import EventCreationHandler, EventPersister
     from myelin.handlers.filters import FilterHandler
     from myelin.handlers.membership import MembershipHandler
     from myelin.handlers.presence import PresenceHandler
     from myelin.handlers.profile import ProfileHandler
+    from myelin.handlers.push_rules import PushRulesHandler
     from myelin.handlers.receipts import ReceiptHandler
     from myelin.handlers.redactions import RedactionHandler
     from myelin.handlers.registration import RegistrationHandler
@@ -55,8 +57,10 @@ class Stores:
         from myelin.storage.stores.account_data import AccountDataStore
         from myelin.storage.stores.accounts import AccountStore
         from myelin.storage.stores.device_lists import DeviceListStore
+        from myelin.storage.stores.e2e_keys import E2EKeyStore
         from myelin.storage.stores.events import EventStore
         from myelin.storage.stores.presence import PresenceStore
+        from myelin.storage.stores.push_rules import PushRuleStore
         from myelin.storage.stores.receipts import ReceiptStore
         from myelin.storage.stores.to_device import ToDeviceStore
 
@@ -68,6 +72,8 @@ class Stores:
         self.to_device = ToDeviceStore(db, gens["to_device"], instance_name)
         self.account_data = AccountDataStore(db, gens["account_data"], instance_name)
         self.device_lists = DeviceListStore(db, gens["device_lists"])
+        self.push_rules = PushRuleStore(db, gens["push_rules"])
+        self.e2e_keys = E2EKeyStore(db)
 
 
 class HomeServer:
@@ -246,6 +252,18 @@ class HomeServer:
         from myelin.handlers.profile import ProfileHandler
 
         return ProfileHandler(self)
+
+    @cached_property
+    def push_rules(self) -> PushRulesHandler:
+        from myelin.handlers.push_rules import PushRulesHandler
+
+        return PushRulesHandler(self)
+
+    @cached_property
+    def e2e_keys(self) -> E2EKeysHandler:
+        from myelin.handlers.e2e_keys import E2EKeysHandler
+
+        return E2EKeysHandler(self)
 
     # -- helpers -------------------------------------------------------------
     def qualify_user_id(self, user: str) -> str:

@@ -52,6 +52,8 @@ OPTIONAL_MODULES: list[str] = [
     "myelin.api.client.account_data",
     "myelin.api.client.directory",
     "myelin.api.client.profile",
+    "myelin.api.client.push_rules",
+    "myelin.api.client.keys",
 ]
 
 

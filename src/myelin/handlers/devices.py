@@ -27,6 +27,7 @@ class DeviceHandler:
         self.hs.auth.invalidate_tokens(tokens)
         for device_id in device_ids:
             await self.hs.stores.to_device.delete_device_inbox(user_id, device_id)
+            await self.hs.e2e_keys.delete_device_keys(user_id, device_id)
         for device_id in device_ids:
             await self.notify_device_change(user_id, device_id)
 

@@ -433,8 +433,17 @@ class SyncHandler:
         since = None if req.since is None else req.since["account_data"]
         changed = await self.hs.stores.account_data.changed_since(
             req.user_id, since, req.now["account_data"])
-        return [{"type": t, "content": c} for t, c in changed.get("", {}).items()
-                if f.allows_type(t)]
+        events = [{"type": t, "content": c} for t, c in changed.get("", {}).items()
+                  if f.allows_type(t) and t != "m.push_rules"]
+        # Push rules live in their own stream; they are sent as account data.
+        if f.allows_type("m.push_rules") and (req.since is None or
+                                              await self.hs.push_rules.changed_between(
+                                                  req.user_id, req.since["push_rules"],
+                                                  req.now["push_rules"])):
+            events.append({"type": "m.push_rules",
+                           "content": {"global": await self.hs.push_rules.get_ruleset(
+                               req.user_id)}})
+        return events
 
     async def _to_device(self, req: SyncRequest) -> tuple[list[dict[str, Any]], int | None]:
         device_id = req.requester.device_id

@@ -1,0 +1,378 @@
+"""End-to-end encryption keys: upload, query, claim, changes, cross-signing and signatures.
+
+Only local users are served; keys of users on other servers answer as
+``failures`` until federation queries exist.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from signedjson.key import decode_verify_key_bytes
+from signedjson.sign import SignatureVerifyException, verify_signed_json
+from unpaddedbase64 import decode_base64
+
+from myelin.http.errors import MatrixError, bad_json, forbidden
+from myelin.http.request import Requester
+from myelin.replication.tokens import SyncToken
+
+if TYPE_CHECKING:
+    from myelin.app.homeserver import HomeServer
+
+logger = logging.getLogger(__name__)
+
+CROSS_SIGNING_TYPES = {"master_key": "master", "self_signing_key": "self_signing",
+                       "user_signing_key": "user_signing"}
+
+
+def _invalid(message: str) -> MatrixError:
+    return MatrixError(400, "M_INVALID_PARAM", message)
+
+
+def _split_key_id(full: str) -> tuple[str, str]:
+    algorithm, sep, key_id = full.partition(":")
+    if not sep or not algorithm or not key_id:
+        raise _invalid(f"Invalid key id {full!r}: expected <algorithm>:<key_id>")
+    return algorithm, key_id
+
+
+def _strip(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in ("signatures", "unsigned")}
+
+
+def _ed25519_public_key(key: dict[str, Any]) -> str | None:
+    """The public key of a cross-signing key (its one ``ed25519:<pub>`` entry)."""
+    keys = key.get("keys")
+    if not isinstance(keys, dict) or len(keys) != 1:
+        return None
+    (key_id, value), = keys.items()
+    if not isinstance(key_id, str) or not key_id.startswith("ed25519:") \
+            or not isinstance(value, str):
+        return None
+    return value
+
+
+def _verify(obj: dict[str, Any], signer_user: str, key_id: str, public_key: str) -> bool:
+    """Does ``obj`` carry a valid signature by ``signer_user``'s ed25519 key ``key_id``?"""
+    try:
+        verify_key = decode_verify_key_bytes(f"ed25519:{key_id}", decode_base64(public_key))
+        verify_signed_json(obj, signer_user, verify_key)
+    except (SignatureVerifyException, ValueError, TypeError, KeyError):
+        return False
+    except Exception:  # a malformed key or signature: not valid either
+        logger.debug("signature check failed", exc_info=True)
+        return False
+    return True
+
+
+def _add_signatures(obj: dict[str, Any], rows: list[tuple[str, str, str]]) -> dict[str, Any]:
+    if not rows:
+        return obj
+    signatures = dict(obj.get("signatures") or {})
+    for signer, signer_key, signature in rows:
+        signatures[signer] = {**signatures.get(signer, {}), signer_key: signature}
+    return {**obj, "signatures": signatures}
+
+
+class E2EKeysHandler:
+    def __init__(self, hs: HomeServer) -> None:
+        self.hs = hs
+        self.store = hs.stores.e2e_keys
+
+    # -- upload ------------------------------------------------------------
+    async def upload(self, requester: Requester, body: dict[str, Any]) -> dict[str, Any]:
+        user_id, device_id = requester.user_id, requester.device_id
+        if not device_id:
+            raise _invalid("This access token has no device: cannot upload keys")
+        device_keys = body.get("device_keys")
+        if device_keys is not None:
+            if not isinstance(device_keys, dict):
+                raise bad_json("device_keys must be an object")
+            if device_keys.get("user_id") != user_id or \
+                    device_keys.get("device_id") != device_id:
+                raise _invalid("Can only upload keys for the current user and device")
+            if not isinstance(device_keys.get("keys"), dict):
+                raise bad_json("device_keys.keys must be an object")
+            stored = {k: v for k, v in device_keys.items() if k != "unsigned"}
+            if await self.store.set_device_keys(user_id, device_id, stored):
+                await self.hs.devices.notify_device_change(user_id, device_id)
+
+        one_time_keys = body.get("one_time_keys")
+        if one_time_keys is not None:
+            await self._add_one_time_keys(user_id, device_id, one_time_keys)
+
+        fallback_keys = body.get("fallback_keys", body.get("org.matrix.msc2732.fallback_keys"))
+        if fallback_keys is not None:
+            if not isinstance(fallback_keys, dict):
+                raise bad_json("fallback_keys must be an object")
+            for full_id, key in fallback_keys.items():
+                algorithm, key_id = _split_key_id(full_id)
+                if not isinstance(key, dict | str):
+                    raise bad_json("fallback keys must be objects or strings")
+                await self.store.set_fallback_key(user_id, device_id, algorithm, key_id, key)
+
+        counts = await self.store.count_one_time_keys(user_id, device_id)
+        # Clients take a missing count as "unknown"; say 0 for the usual algorithm.
+        counts.setdefault("signed_curve25519", 0)
+        return {"one_time_key_counts": counts}
+
+    async def _add_one_time_keys(self, user_id: str, device_id: str, keys: Any) -> None:
+        if not isinstance(keys, dict):
+            raise bad_json("one_time_keys must be an object")
+        parsed: list[tuple[str, str, Any]] = []
+        for full_id, key in keys.items():
+            algorithm, key_id = _split_key_id(full_id)
+            if not isinstance(key, dict | str):
+                raise bad_json("one-time keys must be objects or strings")
+            parsed.append((algorithm, key_id, key))
+        existing = await self.store.get_one_time_keys(
+            user_id, device_id, [(a, k) for a, k, _ in parsed])
+        new = []
+        for algorithm, key_id, key in parsed:
+            old = existing.get((algorithm, key_id))
+            if old is None:
+                new.append((algorithm, key_id, key))
+            elif orjson.loads(old) != key:
+                raise MatrixError(400, "M_UNKNOWN",
+                                  f"One-time key {algorithm}:{key_id} already exists")
+        await self.store.add_one_time_keys(user_id, device_id, new)
+
+    # -- query -------------------------------------------------------------
+    async def query(self, requester: Requester, body: dict[str, Any]) -> dict[str, Any]:
+        wanted = body.get("device_keys")
+        if not isinstance(wanted, dict):
+            raise bad_json("device_keys must be an object")
+        result: dict[str, Any] = {"device_keys": {}, "failures": {}, "master_keys": {},
+                                  "self_signing_keys": {}, "user_signing_keys": {}}
+        for user_id, device_ids in wanted.items():
+            if not isinstance(user_id, str) or not isinstance(device_ids, list) or \
+                    not all(isinstance(d, str) for d in device_ids):
+                raise bad_json("device_keys must map user IDs to lists of device IDs")
+            if not self.hs.is_mine(user_id):
+                server = user_id.split(":", 1)[-1]
+                result["failures"][server] = {"status": 503,
+                                              "message": "Federation is not available"}
+                continue
+            result["device_keys"][user_id] = await self._device_keys_for(
+                user_id, device_ids or None)
+            cross = await self._cross_signing_for(user_id, requester.user_id)
+            for key_type, key in cross.items():
+                if key_type == "user_signing" and user_id != requester.user_id:
+                    continue
+                result[f"{key_type}_keys"][user_id] = key
+        return result
+
+    async def _device_keys_for(self, user_id: str, device_ids: list[str] | None,
+                               ) -> dict[str, Any]:
+        keys = await self.store.get_users_device_keys(user_id, device_ids)
+        if not keys:
+            return {}
+        names = {d.device_id: d.display_name
+                 for d in await self.hs.devices.get_devices(user_id)}
+        signatures = await self.store.get_signatures(user_id, list(keys))
+        out: dict[str, Any] = {}
+        for device_id, key in keys.items():
+            if device_id not in names:
+                continue  # keys of a device that is gone
+            key = _add_signatures(key, signatures.get(device_id, []))
+            unsigned: dict[str, Any] = {}
+            if names[device_id]:
+                unsigned["device_display_name"] = names[device_id]
+            out[device_id] = {**key, "unsigned": unsigned}
+        return out
+
+    async def _cross_signing_for(self, user_id: str, viewer: str) -> dict[str, dict[str, Any]]:
+        keys = await self.store.get_cross_signing_keys(user_id)
+        if not keys:
+            return {}
+        by_pub = {pub: key_type for key_type, key in keys.items()
+                  if (pub := _ed25519_public_key(key))}
+        signatures = await self.store.get_signatures(user_id, list(by_pub))
+        for pub, key_type in by_pub.items():
+            # Others' signatures of a master key are private to the signer.
+            rows = [r for r in signatures.get(pub, []) if r[0] in (user_id, viewer)]
+            keys[key_type] = _add_signatures(keys[key_type], rows)
+        return keys
+
+    # -- claim -------------------------------------------------------------
+    async def claim(self, body: dict[str, Any]) -> dict[str, Any]:
+        wanted = body.get("one_time_keys")
+        if not isinstance(wanted, dict):
+            raise bad_json("one_time_keys must be an object")
+        claimed: dict[str, Any] = {}
+        failures: dict[str, Any] = {}
+        for user_id, devices in wanted.items():
+            if not isinstance(devices, dict):
+                raise bad_json("one_time_keys must map users to devices to algorithms")
+            if not self.hs.is_mine(user_id):
+                failures[user_id.split(":", 1)[-1]] = {
+                    "status": 503, "message": "Federation is not available"}
+                continue
+            for device_id, algorithm in devices.items():
+                if not isinstance(algorithm, str):
+                    raise bad_json("algorithms must be strings")
+                got = await self.store.claim_one_time_key(user_id, device_id, algorithm)
+                if got is None:
+                    got = await self.store.claim_fallback_key(user_id, device_id, algorithm)
+                if got is None:
+                    continue
+                key_id, key = got
+                claimed.setdefault(user_id, {}).setdefault(device_id, {})[
+                    f"{algorithm}:{key_id}"] = key
+        return {"one_time_keys": claimed, "failures": failures}
+
+    # -- changes -----------------------------------------------------------
+    async def changes(self, requester: Requester, from_token: str,
+                      to_token: str | None) -> dict[str, Any]:
+        since = SyncToken.parse(from_token)
+        until = SyncToken.parse(to_token) if to_token else self.hs.streams.current_token()
+        changed = await self.hs.stores.device_lists.users_changed_between(
+            since["device_lists"], until["device_lists"])
+        sharing = await self.store.users_sharing_rooms_with(requester.user_id)
+        return {"changed": sorted(u for u in changed if u in sharing), "left": []}
+
+    # -- cross-signing -----------------------------------------------------
+    async def upload_cross_signing(self, requester: Requester, body: dict[str, Any],
+                                   uri: str) -> None:
+        user_id = requester.user_id
+        existing = await self.store.get_cross_signing_keys(user_id)
+        new: dict[str, tuple[str, dict[str, Any]]] = {}
+        for field, key_type in CROSS_SIGNING_TYPES.items():
+            key = body.get(field)
+            if key is None:
+                continue
+            if not isinstance(key, dict):
+                raise bad_json(f"{field} must be an object")
+            if key.get("user_id") != user_id:
+                raise _invalid(f"{field} is not for {user_id}")
+            usage = key.get("usage")
+            if not isinstance(usage, list) or key_type not in usage:
+                raise _invalid(f"{field} must have usage {key_type!r}")
+            pub = _ed25519_public_key(key)
+            if pub is None:
+                raise _invalid(f"{field} must have exactly one ed25519 key")
+            new[key_type] = (pub, key)
+        if not new:
+            return
+        all_same = existing.get("master") is not None and all(
+            existing.get(t) == k for t, (_, k) in new.items())
+        if all_same:
+            return  # an idempotent retry: nothing new, no UIA needed
+        if "master" in existing:
+            await self.hs.auth.check_user_interactive_auth(
+                requester, body, uri, "POST", "set up cross-signing keys")
+
+        master = new.get("master") or (
+            (_ed25519_public_key(existing["master"]) or "", existing["master"])
+            if "master" in existing else None)
+        for key_type in ("self_signing", "user_signing"):
+            if key_type not in new:
+                continue
+            if master is None:
+                raise MatrixError(400, "M_MISSING_PARAM", "No master signing key available")
+            if not _verify(new[key_type][1], user_id, master[0], master[0]):
+                raise MatrixError(400, "M_INVALID_SIGNATURE",
+                                  f"Invalid signature on {key_type} key")
+        device_ids = {d.device_id for d in await self.hs.devices.get_devices(user_id)}
+        if any(pub in device_ids for pub, _ in new.values()):
+            raise forbidden("A cross-signing key may not share its id with a device")
+        await self.store.set_cross_signing_keys(user_id, new)
+        await self.hs.devices.notify_device_change(user_id, new.get(
+            "master", next(iter(new.values())))[0])
+
+    # -- signatures --------------------------------------------------------
+    async def upload_signatures(self, requester: Requester,
+                                body: dict[str, Any]) -> dict[str, Any]:
+        signer = requester.user_id
+        failures: dict[str, dict[str, Any]] = {}
+        rows: list[tuple[str, str, str, str, str]] = []
+        changed_users: set[str] = set()
+        own_cross = await self.store.get_cross_signing_keys(signer)
+        for target_user, objects in body.items():
+            if not isinstance(objects, dict):
+                raise bad_json("signatures must map users to key ids to signed objects")
+            for target_key, signed in objects.items():
+                try:
+                    found = await self._check_signature(signer, own_cross, target_user,
+                                                        target_key, signed)
+                except MatrixError as e:
+                    failures.setdefault(target_user, {})[target_key] = e.to_json()
+                    continue
+                rows.extend((target_user, target_key, signer, key_id, sig)
+                            for key_id, sig in found)
+                changed_users.add(target_user)
+        await self.store.add_signatures(rows)
+        for user_id in sorted(changed_users):
+            await self.hs.devices.notify_device_change(user_id, "")
+        return {"failures": failures}
+
+    async def _check_signature(self, signer: str, own_cross: dict[str, dict[str, Any]],
+                               target_user: str, target_key: str, signed: Any,
+                               ) -> list[tuple[str, str]]:
+        """The (signer key id, signature) pairs of ``signed`` that verify."""
+        def invalid(message: str) -> MatrixError:
+            return MatrixError(400, "M_INVALID_SIGNATURE", message)
+
+        if not isinstance(signed, dict):
+            raise bad_json("signed object must be an object")
+        sigs = (signed.get("signatures") or {}).get(signer)
+        if not isinstance(sigs, dict) or not sigs:
+            raise invalid("No signature by the uploader")
+        if not self.hs.is_mine(target_user):
+            raise MatrixError(400, "M_UNKNOWN", "Signing remote keys is not supported")
+
+        stored: dict[str, Any] | None = None
+        signing_keys: dict[str, str] = {}  # key id (after "ed25519:") -> public key
+        if target_user == signer:
+            device = await self.store.get_device_keys_json(signer, target_key)
+            cross = {_ed25519_public_key(k): k for k in own_cross.values()}
+            if device is not None:
+                # One of my devices, signed by my self-signing key.
+                stored = device
+                ssk = own_cross.get("self_signing")
+                pub = _ed25519_public_key(ssk) if ssk else None
+                if pub:
+                    signing_keys[pub] = pub
+            elif target_key in cross and own_cross.get("master") is cross[target_key]:
+                # My master key, signed by one of my devices.
+                stored = cross[target_key]
+                for device_id, keys in (await self.store.get_users_device_keys(
+                        signer, None)).items():
+                    pub = (keys.get("keys") or {}).get(f"ed25519:{device_id}")
+                    if isinstance(pub, str):
+                        signing_keys[device_id] = pub
+            else:
+                raise invalid("Unknown key")
+        else:
+            theirs = await self.store.get_cross_signing_keys(target_user)
+            master = theirs.get("master")
+            if master is None or _ed25519_public_key(master) != target_key:
+                raise invalid("Can only sign another user's master key")
+            stored = master
+            usk = own_cross.get("user_signing")
+            pub = _ed25519_public_key(usk) if usk else None
+            if pub:
+                signing_keys[pub] = pub
+        if _strip(stored) != _strip(signed):
+            raise invalid("Signed object does not match the stored key")
+        found = []
+        for full_id, signature in sigs.items():
+            if not isinstance(full_id, str) or not full_id.startswith("ed25519:"):
+                continue
+            key_id = full_id.split(":", 1)[1]
+            pub = signing_keys.get(key_id)
+            if pub is None:
+                continue
+            if not _verify({**_strip(signed), "signatures": {signer: {full_id: signature}}},
+                           signer, key_id, pub):
+                raise invalid("Invalid signature")
+            found.append((full_id, signature))
+        if not found:
+            raise invalid("No signature by a key that may sign this key")
+        return found
+
+    # -- devices -----------------------------------------------------------
+    async def delete_device_keys(self, user_id: str, device_id: str) -> None:
+        await self.store.delete_device(user_id, device_id)
