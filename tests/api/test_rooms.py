@@ -532,6 +532,7 @@ def test_redaction(api: Api) -> None:
     in_history = {e["event_id"]: e for e in alice.all_messages(room)}
     assert in_history[from_bob]["content"] == {}
     assert in_history[redaction]["redacts"] == from_bob
+    assert in_history[redaction]["content"]["redacts"] == from_bob  # for newer clients
     self_redaction = bob.ok("POST", f"/rooms/{q(room)}/redact/{q(bob.send(room, 'mine'))}",
                             {})["event_id"]
     assert self_redaction.startswith("$")
@@ -549,6 +550,7 @@ def test_redaction(api: Api) -> None:
     rid = alice.ok("POST", f"/rooms/{q(v11)}/redact/{q(target)}", {})["event_id"]
     event = alice.ok("GET", f"/rooms/{q(v11)}/event/{q(rid)}")
     assert event["content"]["redacts"] == target
+    assert event["redacts"] == target  # also top-level, for older clients
     assert alice.ok("GET", f"/rooms/{q(v11)}/event/{q(target)}")["content"] == {}
 
 

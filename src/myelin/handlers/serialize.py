@@ -66,6 +66,7 @@ class EventSerializer:
             if event_format == "client":
                 for key in _FEDERATION_ONLY:
                     pdu.pop(key, None)
+                _both_redacts(pdu)
             pdu["unsigned"] = unsigned
             if only_fields is not None:
                 pdu = _only_fields(pdu, only_fields)
@@ -78,11 +79,27 @@ class EventSerializer:
         pdu.pop("unsigned", None)
         for key in _FEDERATION_ONLY:
             pdu.pop(key, None)
+        _both_redacts(pdu)
         pdu["unsigned"] = {"age": max(0, now - stored.event.origin_server_ts)}
         return pdu
 
     async def serialize_one(self, stored: StoredEvent, **kwargs: Any) -> dict[str, Any]:
         return (await self.serialize([stored], **kwargs))[0]
+
+
+def _both_redacts(pdu: dict[str, Any]) -> None:
+    """Serve a redaction's target both top-level (v1-v10) and in content (v11+),
+    as room version 11 asks, so old and new clients both find it."""
+    if pdu.get("type") != "m.room.redaction":
+        return
+    content = pdu.get("content")
+    if not isinstance(content, dict):
+        return
+    redacts = pdu.get("redacts", content.get("redacts"))
+    if isinstance(redacts, str):
+        pdu["redacts"] = redacts
+        if "redacts" not in content:
+            pdu["content"] = {**content, "redacts": redacts}
 
 
 def _only_fields(pdu: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]:
