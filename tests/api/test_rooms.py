@@ -649,7 +649,24 @@ def test_malformed_bodies_change_nothing(api: Api) -> None:
     alice.err("POST", "/createRoom", {"name": 5}, status=400, errcode="M_BAD_JSON")
     alice.err("POST", "/createRoom", {"power_level_content_override": []}, status=400,
               errcode="M_BAD_JSON")
+    alice.err("POST", "/createRoom", {"initial_state": [
+        {"type": "m.room.topic", "state_key": 5, "content": {"topic": "x"}}]}, status=400,
+        errcode="M_BAD_JSON")
+    alice.err("POST", "/createRoom", {"topic": "x", "initial_state": [
+        {"type": "org.example.float", "content": {"f": 0.5}}]}, status=400,
+        errcode="M_BAD_JSON")
+    alice.err("POST", "/createRoom", {"room_alias_name": "toolong", "name": "n" * 70000},
+              status=413, errcode="M_TOO_LARGE")
+    alice.err("POST", "/createRoom", {"room_alias_name": "nobody",
+                                      "invite": ["@nobody:test.localhost"]}, status=404)
+    # Power levels the auth rules refuse only show up once the room exists: the
+    # half-built room is left behind, not added to the creator's rooms.
+    alice.err("POST", "/createRoom", {"room_alias_name": "badpower", "initial_state": [
+        {"type": "m.room.power_levels", "content": {"users": {alice.user_id: "high"}}}]},
+        status=403)
     assert alice.ok("GET", "/joined_rooms")["joined_rooms"] == rooms_before
+    for alias in ("toolong", "nobody", "badpower"):
+        alice.err("GET", f"/directory/room/{q(f'#{alias}:test.localhost')}", status=404)
 
     room = alice.create_room(preset="public_chat")
     before = alice.all_messages(room)

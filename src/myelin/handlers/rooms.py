@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import secrets
 import string
 import time
 from typing import TYPE_CHECKING, Any
 
-from myelin.events.room_versions import KNOWN_ROOM_VERSIONS, get_room_version
-from myelin.http.errors import MatrixError, bad_json
+from myelin.events.canonical import CanonicalJSONError, encode_canonical_json
+from myelin.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
+from myelin.handlers.events import MAX_PDU_SIZE
+from myelin.http.errors import MatrixError, bad_json, too_large
 from myelin.http.request import Requester
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
+
+logger = logging.getLogger(__name__)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "private_chat": {"join_rules": "invite", "history_visibility": "shared",
@@ -89,8 +94,10 @@ class RoomCreationHandler:
                 raise bad_json(f"Invalid user ID to invite: {invitee!r}")
         for state in initial_state:
             if not isinstance(state, dict) or not isinstance(state.get("type"), str) \
-                    or not isinstance(state.get("content", {}), dict):
-                raise bad_json("initial_state entries need a type and a content object")
+                    or not isinstance(state.get("content", {}), dict) \
+                    or not isinstance(state.get("state_key", ""), str):
+                raise bad_json("initial_state entries need a type, a content object and a"
+                               " string state_key")
         for key in ("name", "topic", "room_alias_name"):
             if key in body and not isinstance(body[key], str):
                 raise bad_json(f"{key} must be a string")
@@ -106,6 +113,14 @@ class RoomCreationHandler:
             if isinstance(users, dict) and creators & set(users):
                 raise bad_json("power_level_content_override cannot give room creators a "
                                "power level in this room version")
+
+        self._check_contents(room_version, [creation_content, override or {},
+                                            *(st.get("content", {}) for st in initial_state),
+                                            {"name": body.get("name")},
+                                            {"topic": body.get("topic")}])
+        for invitee in invitees:
+            if hs.is_mine(invitee) and await hs.stores.accounts.get_user(invitee) is None:
+                raise MatrixError(404, "M_NOT_FOUND", f"Unknown user {invitee}")
 
         alias = None
         alias_name = body.get("room_alias_name")
@@ -136,6 +151,44 @@ class RoomCreationHandler:
         room_id = create_event.room_id
         await hs.persister.persist(create_event, {}, None,
                                    new_room=(version_id, user_id, visibility == "public"))
+
+        try:
+            await self._populate(requester, body, room_id, room_version, preset, alias,
+                                 invitees, override, initial_state)
+        except MatrixError:
+            # The room exists but is half-built: its creator leaves, so that it
+            # does not linger among their rooms; the error is the answer.
+            try:
+                await hs.membership.update_membership(requester, room_id, user_id, "leave",
+                                                      ratelimit=False)
+            except MatrixError:
+                logger.warning("could not leave half-created room %s", room_id)
+            if alias is not None and (await hs.stores.events.get_alias(alias) or ("",))[0] \
+                    == room_id:
+                await hs.stores.events.delete_alias(alias)
+            raise
+        return room_id, alias
+
+    @staticmethod
+    def _check_contents(room_version: RoomVersion, contents: list[dict[str, Any]]) -> None:
+        """Refuse, before anything exists, contents that could never be sent."""
+        for content in contents:
+            try:
+                size = len(encode_canonical_json(content,
+                                                 strict=room_version.strict_canonicaljson))
+            except CanonicalJSONError as e:
+                raise bad_json(f"Invalid event content: {e}") from None
+            if size > MAX_PDU_SIZE - 1024:
+                raise too_large(f"Event content is {size} bytes; events are limited to "
+                                f"{MAX_PDU_SIZE}")
+
+    async def _populate(self, requester: Requester, body: dict[str, Any], room_id: str,
+                        room_version: RoomVersion, preset: dict[str, Any], alias: str | None,
+                        invitees: list[str], override: dict[str, Any] | None,
+                        initial_state: list[dict[str, Any]]) -> None:
+        hs = self.hs
+        user_id = requester.user_id
+        creation = hs.event_creation
 
         async def send_state(etype: str, content: dict[str, Any], state_key: str = "") -> None:
             await creation.send(user_id, room_id, etype, content, state_key=state_key)
@@ -174,4 +227,3 @@ class RoomCreationHandler:
             extra = {"is_direct": True} if body.get("is_direct") else {}
             await hs.membership.update_membership(requester, room_id, invitee, "invite",
                                                   extra_content=extra, ratelimit=False)
-        return room_id, alias
