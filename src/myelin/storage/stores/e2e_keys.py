@@ -125,7 +125,7 @@ class E2EKeyStore:
 
     # -- fallback keys -----------------------------------------------------
     async def set_fallback_key(self, user_id: str, device_id: str, algorithm: str,
-                               key_id: str, key: dict[str, Any]) -> None:
+                               key_id: str, key: dict[str, Any] | str) -> None:
         """Replace the fallback key of ``algorithm``; re-uploading the same key keeps its state."""
         key_json = _dumps(key)
         async with self.db.transaction() as txn:
