@@ -56,12 +56,14 @@ try:
     def jdumps(v: Any) -> bytes:
         return orjson.dumps(v)
 
-    jloads = orjson.loads
+    def jloads(raw: bytes) -> Any:
+        return orjson.loads(raw)
 except ImportError:  # pragma: no cover
     def jdumps(v: Any) -> bytes:
         return json.dumps(v).encode()
 
-    jloads = json.loads
+    def jloads(raw: bytes) -> Any:
+        return json.loads(raw)
 
 BENCH_MSGTYPE = "m.text"
 
@@ -190,7 +192,7 @@ class Run:
 
     # -- HTTP ---------------------------------------------------------------
     async def call(self, method: str, path: str, body: Any = None, token: str | None = None,
-                   params: dict[str, str] | None = None, timeout: float = 60.0,
+                   params: dict[str, str] | None = None, total_s: float = 60.0,
                    what: str = "") -> tuple[Any, float]:
         """One JSON request; returns (decoded body, wall time when the body was read)."""
         assert self.session is not None
@@ -203,7 +205,7 @@ class Run:
             headers["Content-Type"] = "application/json"
         async with self.session.request(method, self.base + path, data=data, headers=headers,
                                         params=params,
-                                        timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                                        timeout=aiohttp.ClientTimeout(total=total_s)) as resp:
             raw = await resp.read()
             t = time.time()
             try:
@@ -316,7 +318,7 @@ class Run:
             return
         key = mark.get("k")
         sent = self.sent.get(key) if isinstance(key, str) else None
-        if sent is None:
+        if sent is None or not isinstance(key, str):
             self.stats.foreign += 1
             return
         event_id = event.get("event_id", "")
@@ -374,10 +376,10 @@ class Run:
                 body, arrival = await self.call(
                     "GET", "/_matrix/client/v3/sync", token=u.token,
                     params={**params, "since": since},
-                    timeout=self.args.sync_timeout_ms / 1000 + 30, what="sync")
+                    total_s=self.args.sync_timeout_ms / 1000 + 30, what="sync")
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001 - counted and retried
+            except Exception as e:
                 self.note_error("sync", e)
                 await asyncio.sleep(0.2)
                 continue
@@ -396,7 +398,7 @@ class Run:
                     try:
                         missed = await self.backfill(u, room_id, timeline["prev_batch"], since,
                                                      arrival)
-                    except Exception as e:  # noqa: BLE001
+                    except Exception as e:
                         self.note_error("backfill", e)
                         missed = []
                     t_bf = time.time()
@@ -448,7 +450,7 @@ class Run:
                     what="send")
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 self.note_error("send", e)
                 self.sent_failed += 1
                 del self.sent[key]
@@ -478,7 +480,7 @@ class Run:
             self.send_started = time.time()
             senders = [asyncio.create_task(self.sender(s)) for s in range(a.senders)]
             # senders stop on their own at the deadline; bound the wait anyway
-            done, pending = await asyncio.wait(senders, timeout=a.duration + 120)
+            _, pending = await asyncio.wait(senders, timeout=a.duration + 120)
             for t in pending:
                 t.cancel()
             self.send_ended = time.time()
@@ -487,7 +489,7 @@ class Run:
             # drain: wait for outstanding deliveries, bounded
             expected = self.expected_deliveries()
             drain_deadline = time.monotonic() + a.drain_timeout
-            while self.stats.delivered < expected and time.monotonic() < drain_deadline:
+            while self.stats.delivered < expected and time.monotonic() < drain_deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             drain_secs = time.time() - self.send_ended
             self.stop_sync.set()

@@ -46,6 +46,22 @@ def proc_cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def read_loadavg() -> list[float]:
+    with open("/proc/loadavg") as f:
+        return [float(x) for x in f.read().split()[:3]]
+
+
+def git_describe() -> str:
+    try:
+        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "src"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty-src" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def children_of(ppid: int) -> list[int]:
     out = []
     for name in os.listdir("/proc"):
@@ -81,6 +97,11 @@ class CpuSampler(threading.Thread):
                 if v is not None:
                     self._last[name][pid] = v
             row[name] = sum(self._last[name].values())
+        # the whole machine (busy, all CPUs) and the hypervisor's steal, in CPU seconds
+        with open("/proc/stat") as f:
+            cpu = [int(x) for x in f.readline().split()[1:]]
+        row["machine"] = (cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6] + cpu[7]) / CLK_TCK
+        row["steal"] = cpu[7] / CLK_TCK
         self.samples.append((time.time(), row))
 
     def run(self) -> None:
@@ -107,7 +128,10 @@ class CpuSampler(threading.Thread):
         span = b[0] - a[0]
         if span <= 0:
             return {}
-        return {k: round(100 * (b[1][k] - a[1].get(k, 0.0)) / span, 1) for k in b[1]}
+        out = {k: round(100 * (b[1][k] - a[1].get(k, 0.0)) / span, 1) for k in b[1]}
+        out["others"] = round(out["machine"] - out["server"] - out["postgres"]
+                              - out["loadgen"], 1)
+        return out
 
 
 LOADS: dict[str, list[str]] = {
@@ -127,11 +151,13 @@ def run_one(engine: str, load: str, pg: PostgresServer | None, out_dir: str, rep
     server: ServerProcess = launch_server(engine, pg)
     assert server.proc is not None
     server_pid = server.proc.pid
-    pg_pids: Any = (lambda: [])
+    postmaster: int | None = None
     if pg is not None:
         with open(os.path.join(pg.datadir, "postmaster.pid")) as f:
             postmaster = int(f.readline())
-        pg_pids = (lambda: [postmaster, *children_of(postmaster)])
+
+    def pg_pids() -> list[int]:
+        return [] if postmaster is None else [postmaster, *children_of(postmaster)]
     json_out = os.path.join(out_dir, f"{engine}-{load}-{rep}.json")
     cmd = [sys.executable, os.path.join(ROOT, "bench", "loadgen.py"),
            "--base-url", server.base_url, "--shared-secret", server.shared_secret,
@@ -142,6 +168,7 @@ def run_one(engine: str, load: str, pg: PostgresServer | None, out_dir: str, rep
                           "loadgen": lambda: [holder["pid"]] if "pid" in holder else []})
     sampler.start()
     t_begin = time.time()
+    loadavg_before = read_loadavg()
     try:
         lg = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         holder["pid"] = lg.pid
@@ -153,11 +180,14 @@ def run_one(engine: str, load: str, pg: PostgresServer | None, out_dir: str, rep
         sampler.stop()
         print(output, end="")
         with open(json_out) as f:
-            summary = json.load(f)
+            summary: dict[str, Any] = json.load(f)
         summary["loadgen_exit"] = lg.returncode
         summary["cpu_percent_send_phase"] = sampler.cpu_percent(summary["send_started"],
                                                                 summary["send_ended"])
         summary["engine"], summary["load"], summary["repeat"] = engine, load, rep
+        summary["loadavg_before"] = loadavg_before
+        summary["loadavg_after"] = read_loadavg()
+        summary["git"] = git_describe()
         summary["wall_s"] = round(time.time() - t_begin, 1)
         with open(json_out, "w") as f:
             json.dump(summary, f, indent=2)
@@ -183,7 +213,7 @@ def med(values: list[Any]) -> Any:
 def table(results: list[dict[str, Any]]) -> str:
     cols = ["engine", "load", "n", "sent/s", "deliv/s", "send p50/p95/p99 ms",
             "deliv(done) p50/p95/p99 ms", "deliv(start) p50/p95/p99 ms", "srv CPU%",
-            "pg CPU%", "lg CPU%", "errors", "ok"]
+            "pg CPU%", "lg CPU%", "others CPU%", "load1", "errors", "ok"]
     rows = []
     keys = sorted({(r["engine"], r["load"]) for r in results})
     for engine, load in keys:
@@ -198,7 +228,9 @@ def table(results: list[dict[str, Any]]) -> str:
                      str(med([r["delivered_per_s"] for r in rs])), trip("send_latency_ms"),
                      trip("delivery_from_send_done_ms"), trip("delivery_from_send_start_ms"),
                      cpu("server"), cpu("postgres") if engine == "postgres" else "-",
-                     cpu("loadgen"), str(sum(r["error_count"] for r in rs)),
+                     cpu("loadgen"), cpu("others"),
+                     str(med([r["loadavg_before"][0] for r in rs])),
+                     str(sum(r["error_count"] for r in rs)),
                      "yes" if all(r["ok"] for r in rs) else "NO"])
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     lines = [" | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)),
