@@ -27,7 +27,7 @@ class AccountDataHandler:
     async def put_from_client(self, user_id: str, room_id: str, data_type: str,
                               content: dict[str, Any]) -> None:
         if data_type in SERVER_MANAGED:
-            raise MatrixError(400, "M_BAD_JSON", f"Cannot set {data_type} through this API")
+            raise MatrixError(405, "M_BAD_JSON", f"Cannot set {data_type} through this API")
         await self.put(user_id, room_id, data_type, content)
 
     async def get(self, user_id: str, room_id: str, data_type: str) -> dict[str, Any] | None:
