@@ -59,7 +59,11 @@ class TypingHandler:
             self._changed(room_id)
 
     def _changed(self, room_id: str) -> None:
-        self.hs.streams.typing_position += 1
+        # The stream lives in memory, so it restarts with the process; positions
+        # follow the wall clock (in ms) so that the first change after a restart is
+        # still ahead of the tokens clients got from the previous process.
+        streams = self.hs.streams
+        streams.typing_position = max(streams.typing_position + 1, int(time.time() * 1000))
         self._room_serial[room_id] = self.hs.streams.typing_position
         self.hs.notifier.notify(rooms=[room_id])
 
