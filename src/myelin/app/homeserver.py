@@ -85,13 +85,21 @@ class HomeServer:
         self.stores = Stores(db, self.streams, config.instance_name)
         self.listeners: list[Listener] = []
         self.notifier = Notifier()
-        self.bus: Bus = InMemoryBus()
+        self.bus: Bus = self._make_bus()
         self.positions = PositionTracker()
         self.bus.subscribe(self.positions.on_command)
         announcer = PositionAnnouncer(self.bus, config.instance_name)
         for name, generator in self.streams.generators.items():
             announcer.attach(name, generator)
         self.signing_key = self._load_signing_key()
+
+    def _make_bus(self) -> Bus:
+        """Redis pub/sub in a fleet, in-memory for a single process."""
+        if self.config.redis.enabled:
+            from myelin.replication.redis_bus import RedisBus
+
+            return RedisBus(self.config.redis, f"myelin:{self.server_name}:replication")
+        return InMemoryBus()
 
     def _load_signing_key(self) -> Any:
         return self._check_signing_key_file(self.config)
@@ -283,6 +291,9 @@ class HomeServer:
         """Load stream positions and start background work."""
         await self.stores.events.setup()
         await self.streams.setup()
+        start_bus = getattr(self.bus, "start", None)
+        if start_bus is not None:
+            await start_bus()
         await self.presence.start()
 
     async def stop(self) -> None:
