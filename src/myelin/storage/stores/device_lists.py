@@ -29,7 +29,9 @@ class DeviceListStore:
         rows = await self.db.fetchall(
             "SELECT algorithm, COUNT(*) FROM e2e_one_time_keys WHERE user_id = ?"
             " AND device_id = ? GROUP BY algorithm", user_id, device_id)
-        return {r[0]: int(r[1]) for r in rows}
+        counts = {"signed_curve25519": 0}
+        counts.update({r[0]: int(r[1]) for r in rows})
+        return counts
 
     async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
         rows = await self.db.fetchall(
