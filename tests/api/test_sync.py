@@ -544,7 +544,8 @@ def test_filter_upload_get_and_use_by_id(api: Api) -> None:
 
 # -- tokens ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("token", ["garbage", "s", "s1_x", "s-4", "sm1~a.b", "s1__2",
-                                   "s" + "_".join(["1"] * 40), "t1-2"])
+                                   "s" + "_".join(["1"] * 40), "t1-2", "s+1", "s 1",
+                                   "s" + str(2**63), "s1_" + str(2**64)])
 def test_garbage_since_token_is_invalid_param(api: Api, token: str) -> None:
     alice = new_user(api, "alice")
     status, body = sync_raw(alice, since=token)

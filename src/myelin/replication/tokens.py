@@ -10,9 +10,24 @@ reads the missing streams as 0. Anything else is ``M_INVALID_PARAM``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 from myelin.http.errors import MatrixError
+
+MAX_POSITION = 2**63 - 1  # a database stream position is a signed 64-bit integer
+_NUMBER = re.compile(r"0|[1-9][0-9]{0,18}")
+
+
+def _number(text: str) -> int:
+    """A position as written by us: plain ASCII digits within the database's range."""
+    if not _NUMBER.fullmatch(text):
+        raise ValueError(text)
+    value = int(text)
+    if value > MAX_POSITION:
+        raise ValueError(text)
+    return value
+
 
 SYNC_STREAMS = ("events", "typing", "receipts", "presence", "to_device", "account_data",
                 "device_lists", "push_rules")
@@ -38,15 +53,12 @@ class StreamPosition:
             writers = []
             for part in rest:
                 instance, _, position = part.partition(".")
-                writers.append((int(instance), int(position)))
-            minimum = int(head)
-            if minimum < 0 or any(p < minimum for _, p in writers):
+                writers.append((_number(instance), _number(position)))
+            minimum = _number(head)
+            if any(p < minimum for _, p in writers):
                 raise ValueError(text)
             return cls(minimum, tuple(sorted(writers)))
-        value = int(text)
-        if value < 0:
-            raise ValueError(text)
-        return cls(value)
+        return cls(_number(text))
 
     @property
     def maximum(self) -> int:
