@@ -16,8 +16,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import cached_property
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from myelin.events.auth import AuthError, auth_types_for_event, check_auth
@@ -124,6 +124,8 @@ class EventPersister:
                 replaces_state=replaces_state, txn_key=txn_key)
         if event.state_key is not None:
             self.store.remember_current_state(event.room_id, state_after)
+            if event.type == "m.room.member":
+                self.store.invalidate_membership(event.room_id, event.state_key)
         users = [event.state_key] if event.type == "m.room.member" and event.state_key else []
         self.hs.notifier.notify(rooms=[event.room_id], users=users)
         return SentEvent(event, position, state_after)

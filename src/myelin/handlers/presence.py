@@ -37,6 +37,7 @@ class PresenceHandler:
         self.hs = hs
         self.store = hs.stores.presence
         self._syncing: dict[str, int] = {}
+        self._cache: dict[str, PresenceState | None] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -49,7 +50,22 @@ class PresenceHandler:
                 await self._sweeper
 
     async def get_state(self, user_id: str) -> PresenceState | None:
-        return (await self.store.get([user_id])).get(user_id)
+        # Syncing asks for the syncing user's presence on every request: keep
+        # the states this process has read or written in memory.
+        if user_id in self._cache:
+            return self._cache[user_id]
+        state = (await self.store.get([user_id])).get(user_id)
+        self._cache[user_id] = state
+        return state
+
+    async def _write(self, user_id: str, state: str, status_msg: str | None,
+                     last_active_ts: int, last_user_sync_ts: int, currently_active: bool,
+                     ) -> None:
+        position = await self.store.update(user_id, state, status_msg, last_active_ts,
+                                           last_user_sync_ts, currently_active)
+        self._cache[user_id] = PresenceState(user_id, position, state, status_msg,
+                                             last_active_ts, last_user_sync_ts,
+                                             currently_active)
 
     async def set_state(self, user_id: str, state: str, status_msg: str | None = None,
                         *, keep_status: bool = False, from_sync: bool = False) -> None:
@@ -64,8 +80,8 @@ class PresenceHandler:
         if from_sync and current is not None and current.state == state and \
                 current.status_msg == status_msg and now - current.last_user_sync_ts < 10_000:
             return  # nothing a client could notice has changed
-        await self.store.update(user_id, state, status_msg, last_active, last_sync,
-                                state == "online")
+        await self._write(user_id, state, status_msg, last_active, last_sync,
+                          state == "online")
         await self._notify(user_id)
 
     async def _notify(self, user_id: str) -> None:
@@ -106,12 +122,12 @@ class PresenceHandler:
             if state.user_id in self._syncing:
                 continue
             if now - state.last_user_sync_ts > SYNC_TIMEOUT_S * 1000:
-                await self.store.update(state.user_id, "offline", state.status_msg,
-                                        state.last_active_ts, state.last_user_sync_ts, False)
+                await self._write(state.user_id, "offline", state.status_msg,
+                                  state.last_active_ts, state.last_user_sync_ts, False)
                 await self._notify(state.user_id)
             elif state.state == "online" and now - state.last_active_ts > IDLE_TIMEOUT_S * 1000:
-                await self.store.update(state.user_id, "unavailable", state.status_msg,
-                                        state.last_active_ts, state.last_user_sync_ts, False)
+                await self._write(state.user_id, "unavailable", state.status_msg,
+                                  state.last_active_ts, state.last_user_sync_ts, False)
                 await self._notify(state.user_id)
 
     async def can_see(self, viewer: str, user_id: str) -> bool:

@@ -42,6 +42,10 @@ class SyncRequest:
     def user_id(self) -> str:
         return self.requester.user_id
 
+    def moved(self, stream: str) -> bool:
+        """Could ``stream`` hold anything new for this request?"""
+        return self.since is None or self.since[stream] < self.now[stream]
+
 
 @dataclass
 class SyncResult:
@@ -55,6 +59,8 @@ class SyncHandler:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
         self.store = hs.stores.events
+        # (user, device) -> to-device position already deleted as acknowledged
+        self._acked_to_device: dict[tuple[str, str], int] = {}
 
     async def sync(self, requester: Requester, since: SyncToken | None, timeout_ms: int,
                    full_state: bool, set_presence: str, sync_filter: SyncFilter,
@@ -146,13 +152,15 @@ class SyncHandler:
         if req.since is not None and not req.full_state:
             busy = await self.store.get_rooms_with_events_between(
                 joined_ids, req.since["events"], now_pos)
-            busy |= await self.hs.stores.receipts.rooms_with_receipts_between(
-                req.since["receipts"], req.now["receipts"])
+            if req.moved("receipts"):
+                busy |= await self.hs.stores.receipts.rooms_with_receipts_between(
+                    req.since["receipts"], req.now["receipts"])
             busy |= {r for r in joined_ids
                      if self.hs.typing.changed_since(r, req.since["typing"])}
-            changed_data = await self.hs.stores.account_data.changed_since(
-                user_id, req.since["account_data"], req.now["account_data"])
-            busy |= set(changed_data)
+            if req.moved("account_data"):
+                changed_data = await self.hs.stores.account_data.changed_since(
+                    user_id, req.since["account_data"], req.now["account_data"])
+                busy |= set(changed_data)
 
         for membership in memberships:
             room_id = membership.room_id
@@ -246,7 +254,8 @@ class SyncHandler:
                     "account_data": {"events": account_data},
                     "unread_notifications": await self._unread(req, room_id)}
         start_pos = events[0].stream_ordering - 1 if events else now_pos
-        state_at_start = await self._state_at(room_id, start_pos)
+        needs_state = initial or req.full_state or limited or req.filter.lazy_load_members
+        state_at_start = await self._state_at(room_id, start_pos) if needs_state else {}
         if initial or req.full_state:
             state_ids = state_at_start
         elif limited:
@@ -311,7 +320,7 @@ class SyncHandler:
                 or (since_typing is not None and typing.changed_since(room_id, since_typing))):
             out.append({"type": "m.typing",
                         "content": {"user_ids": typing.typing_users(room_id)}})
-        if f.allows_type("m.receipt"):
+        if f.allows_type("m.receipt") and (initial or req.moved("receipts")):
             since_receipts = None if initial or req.since is None else req.since["receipts"]
             receipts = await self.hs.stores.receipts.get_for_rooms(
                 [room_id], since_receipts, req.now["receipts"])
@@ -324,6 +333,8 @@ class SyncHandler:
                                  ) -> list[dict[str, Any]]:
         f = req.filter.room_account_data
         if f.blocks_everything or not f.allows_room(room_id):
+            return []
+        if not initial and not req.moved("account_data"):
             return []
         since = None if initial or req.since is None else req.since["account_data"]
         changed = await self.hs.stores.account_data.changed_since(
@@ -404,6 +415,8 @@ class SyncHandler:
         if f.blocks_everything or not f.allows_type("m.presence"):
             return []
         store = self.hs.stores.presence
+        if not req.moved("presence"):
+            return []
         if req.since is None:
             changed = await store.all_active()
         else:
@@ -417,29 +430,26 @@ class SyncHandler:
 
     async def _users_sharing_rooms(self, user_id: str, joined_ids: list[str]) -> set[str]:
         users = {user_id}
-        for start in range(0, len(joined_ids), 200):
-            chunk = joined_ids[start:start + 200]
-            marks = ",".join("?" * len(chunk))
-            rows = await self.store.db.fetchall(
-                f"SELECT DISTINCT user_id FROM room_memberships WHERE membership = 'join'"
-                f" AND room_id IN ({marks})", *chunk)
-            users.update(r[0] for r in rows)
+        for room_id in joined_ids:
+            users.update(m.user_id for m in await self.store.get_members(room_id))
         return users
 
     async def _global_account_data(self, req: SyncRequest) -> list[dict[str, Any]]:
         f = req.filter.account_data
         if f.blocks_everything:
             return []
-        since = None if req.since is None else req.since["account_data"]
-        changed = await self.hs.stores.account_data.changed_since(
-            req.user_id, since, req.now["account_data"])
-        events = [{"type": t, "content": c} for t, c in changed.get("", {}).items()
-                  if f.allows_type(t) and t != "m.push_rules"]
+        events: list[dict[str, Any]] = []
+        if req.moved("account_data"):
+            since = None if req.since is None else req.since["account_data"]
+            changed = await self.hs.stores.account_data.changed_since(
+                req.user_id, since, req.now["account_data"])
+            events = [{"type": t, "content": c} for t, c in changed.get("", {}).items()
+                      if f.allows_type(t) and t != "m.push_rules"]
         # Push rules live in their own stream; they are sent as account data.
-        if f.allows_type("m.push_rules") and (req.since is None or
+        if f.allows_type("m.push_rules") and (req.since is None or (req.moved("push_rules") and
                                               await self.hs.push_rules.changed_between(
                                                   req.user_id, req.since["push_rules"],
-                                                  req.now["push_rules"])):
+                                                  req.now["push_rules"]))):
             events.append({"type": "m.push_rules",
                            "content": {"global": await self.hs.push_rules.get_ruleset(
                                req.user_id)}})
@@ -451,9 +461,13 @@ class SyncHandler:
             return [], None
         store = self.hs.stores.to_device
         since = req.since["to_device"] if req.since else 0
-        if since:
+        key = (req.user_id, device_id)
+        if since > self._acked_to_device.get(key, 0):
             # The client has seen everything up to `since`: it is acknowledged.
             await store.delete_up_to(req.user_id, device_id, since)
+            self._acked_to_device[key] = since
+        if not req.moved("to_device"):
+            return [], None
         messages, reached = await store.get_messages(req.user_id, device_id, since,
                                                      req.now["to_device"], TO_DEVICE_LIMIT)
         return messages, reached
@@ -461,7 +475,8 @@ class SyncHandler:
     async def _device_lists(self, req: SyncRequest, joined_ids: list[str],
                             newly_joined: set[str], left_rooms: set[str],
                             ) -> tuple[set[str], set[str]]:
-        if req.since is None:
+        if req.since is None or (not req.moved("device_lists") and not newly_joined
+                                 and not left_rooms):
             return set(), set()
         changed_users = await self.hs.stores.device_lists.users_changed_between(
             req.since["device_lists"], req.now["device_lists"])

@@ -68,6 +68,9 @@ class EventStore:
         self._state_groups: LruCache = LruCache(5_000)
         self._room_versions: dict[str, RoomVersion] = {}
         self._current_state: LruCache = LruCache(10_000)
+        self._user_memberships: LruCache = LruCache(50_000)
+        self._room_members: LruCache = LruCache(10_000)
+        self._invalidations = 0
         self._next_state_group = 0
 
     async def setup(self) -> None:
@@ -325,34 +328,61 @@ class EventStore:
         self._current_state.pop(room_id, None)
 
     # -- memberships ---------------------------------------------------------
-    async def get_membership(self, room_id: str, user_id: str) -> Membership | None:
-        row = await self.db.fetchone(
+    async def _memberships_of_user(self, user_id: str) -> list[tuple[Membership, bool]]:
+        """Every membership of a user with its forgotten flag (cached per user)."""
+        cached = self._user_memberships.get_or(user_id)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        generation = self._invalidations
+        rows = await self.db.fetchall(
+            "SELECT room_id, user_id, membership, event_id, stream_ordering, forgotten"
+            " FROM room_memberships WHERE user_id = ?", user_id)
+        result = [(Membership(*r[:5]), bool(r[5])) for r in rows]
+        # A change that committed while we read may not be in `rows`: don't cache then.
+        if generation == self._invalidations:
+            self._user_memberships.put(user_id, result)
+        return result
+
+    async def _members_of_room(self, room_id: str) -> list[Membership]:
+        cached = self._room_members.get_or(room_id)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        generation = self._invalidations
+        rows = await self.db.fetchall(
             "SELECT room_id, user_id, membership, event_id, stream_ordering"
-            " FROM room_memberships WHERE room_id = ? AND user_id = ?", room_id, user_id)
-        return Membership(*row) if row else None
+            " FROM room_memberships WHERE room_id = ?", room_id)
+        result = [Membership(*r) for r in rows]
+        if generation == self._invalidations:
+            self._room_members.put(room_id, result)
+        return result
+
+    def invalidate_membership(self, room_id: str, user_id: str) -> None:
+        """Called after a membership change commits (and, in a fleet, from the
+        caches stream)."""
+        self._invalidations += 1
+        self._user_memberships.pop(user_id, None)
+        self._room_members.pop(room_id, None)
+
+    async def get_membership(self, room_id: str, user_id: str) -> Membership | None:
+        for membership, _ in await self._memberships_of_user(user_id):
+            if membership.room_id == room_id:
+                return membership
+        return None
 
     async def get_rooms_for_user(self, user_id: str, memberships: Sequence[str] = ("join",),
                                  include_forgotten: bool = False) -> list[Membership]:
-        marks = ",".join("?" * len(memberships))
-        forgotten = "" if include_forgotten else " AND forgotten = 0"
-        rows = await self.db.fetchall(
-            f"SELECT room_id, user_id, membership, event_id, stream_ordering FROM room_memberships"
-            f" WHERE user_id = ? AND membership IN ({marks}){forgotten}",
-            user_id, *memberships)
-        return [Membership(*r) for r in rows]
+        return [m for m, forgotten in await self._memberships_of_user(user_id)
+                if m.membership in memberships and (include_forgotten or not forgotten)]
 
     async def get_members(self, room_id: str, memberships: Sequence[str] = ("join",),
                           ) -> list[Membership]:
-        marks = ",".join("?" * len(memberships))
-        rows = await self.db.fetchall(
-            f"SELECT room_id, user_id, membership, event_id, stream_ordering FROM room_memberships"
-            f" WHERE room_id = ? AND membership IN ({marks})", room_id, *memberships)
-        return [Membership(*r) for r in rows]
+        return [m for m in await self._members_of_room(room_id) if m.membership in memberships]
 
     async def forget_room(self, user_id: str, room_id: str) -> None:
         await self.db.execute(
             "UPDATE room_memberships SET forgotten = 1 WHERE user_id = ? AND room_id = ?",
             user_id, room_id)
+        self.invalidate_membership(room_id, user_id)
 
     async def get_membership_changes(self, user_id: str, from_pos: int, to_pos: int,
                                      ) -> list[Membership]:
