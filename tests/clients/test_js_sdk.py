@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -78,7 +79,6 @@ def test_accounts_register_login_devices_logout(server: ServerProcess) -> None:
     assert status == 200 and body["user_id"] == user_id
 
 
-@pytest.mark.xfail(reason="rooms/sync not landed yet", strict=False)
 def test_chat_two_syncing_clients(server: ServerProcess) -> None:
     alice, bob = server.register("alice"), server.register("bob")
     r = run_js("chat", baseUrl=server.base_url, alice=_creds(alice), bob=_creds(bob),
@@ -97,3 +97,27 @@ def test_chat_two_syncing_clients(server: ServerProcess) -> None:
     assert all(m["sender"] == "@alice:test.localhost" for m in live)
     assert not [m for m in r["bobMessages"] if m["toStartOfTimeline"]]
     assert r["syncStates"] == {"alice": "SYNCING", "bob": "SYNCING"}
+
+
+def test_pagination_scrollback_to_room_creation(server: ServerProcess) -> None:
+    alice, bob = server.register("alice"), server.register("bob")
+    r = run_js("pagination", baseUrl=server.base_url, alice=_creds(alice), bob=_creds(bob),
+               messages=40, initialSyncLimit=5, pageSize=7)
+    assert r["initialCount"] <= 10  # the initial sync did not hand over everything
+    assert r["atStart"] and r["scrollbacks"] >= 3
+
+    # The room's full history, straight from the server.
+    status, history = server.request(
+        "GET", f"/_matrix/client/v3/rooms/{quote(r['roomId'], safe='')}/messages?dir=b&limit=1000",
+        token=alice["access_token"])
+    assert status == 200, history
+    full = [e["event_id"] for e in reversed(history["chunk"])]
+    assert history["chunk"][-1]["type"] == "m.room.create"
+
+    ids = [e["event_id"] for e in r["timeline"]]
+    assert len(ids) == len(set(ids)), "duplicates in the scrolled-back timeline"
+    assert r["timeline"][0]["type"] == "m.room.create"
+    assert ids == full, "scrollback + sync differs from the room's history"
+    assert ids[-1] == r["liveId"]
+    messages = [e["event_id"] for e in r["timeline"] if e["type"] == "m.room.message"]
+    assert messages == [*r["sent"], r["liveId"]]
