@@ -22,6 +22,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -34,6 +35,7 @@ from tests.support.postgres import PostgresServer, start_postgres  # noqa: E402
 from tests.support.server import ServerProcess, launch_server  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+CODE_UNDER_TEST = ""
 
 
 def proc_cpu_seconds(pid: int) -> float | None:
@@ -141,8 +143,24 @@ LOADS: dict[str, list[str]] = {
     # 5 events/s in total: the "delivered within a few ms" figure
     "light": ["--users", "20", "--rooms", "5", "--senders", "5", "--rate", "5",
               "--duration", "20"],
+    # one sender, two users, one room, 2 events/s: the notifier path with no queueing
+    "solo": ["--users", "2", "--rooms", "1", "--senders", "1", "--rate", "2",
+             "--duration", "15"],
 }
-QUICK = {"heavy": ["--duration", "5"], "light": ["--duration", "5"]}
+QUICK = {"heavy": ["--duration", "5"], "light": ["--duration", "5"], "solo": ["--duration", "5"]}
+
+
+def snapshot_src(ref: str) -> tuple[str, str]:
+    """Export ``src/`` at a git ref into a temp dir, so edits to the working tree
+    (others keep committing while a long benchmark runs) cannot change the code
+    under test halfway. Returns (directory holding the ``myelin`` package, commit)."""
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", ref], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    dest = tempfile.mkdtemp(prefix=f"myelin-src-{commit}-")
+    archive = subprocess.run(["git", "-C", ROOT, "archive", commit, "src"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", dest], input=archive, check=True)
+    return os.path.join(dest, "src"), commit
 
 
 def run_one(engine: str, load: str, pg: PostgresServer | None, out_dir: str, rep: int,
@@ -187,13 +205,16 @@ def run_one(engine: str, load: str, pg: PostgresServer | None, out_dir: str, rep
         summary["engine"], summary["load"], summary["repeat"] = engine, load, rep
         summary["loadavg_before"] = loadavg_before
         summary["loadavg_after"] = read_loadavg()
-        summary["git"] = git_describe()
+        summary["git"] = CODE_UNDER_TEST or git_describe()
+        summary["server_exit"] = server.proc.poll()
         summary["wall_s"] = round(time.time() - t_begin, 1)
         with open(json_out, "w") as f:
             json.dump(summary, f, indent=2)
-        if summary["error_count"] or not summary["ok"]:
+        if summary["error_count"] or not summary["ok"] or summary["server_exit"] is not None:
+            shutil.copy(server.log_path, json_out.replace(".json", "-server.log"))
             tail = server.log()[-3000:]
-            print(f"--- server log tail ({engine}) ---\n{tail}\n---")
+            print(f"--- server exit {summary['server_exit']}; log tail ({engine}) ---\n"
+                  f"{tail}\n---")
         return summary
     finally:
         if sampler.is_alive():
@@ -242,18 +263,28 @@ def table(results: list[dict[str, Any]]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--engines", default="sqlite,postgres")
-    p.add_argument("--loads", default="heavy,light")
+    p.add_argument("--loads", default="heavy,light",
+                   help=f"comma-separated, from {', '.join(LOADS)}")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="5 s runs, for a smoke test")
     p.add_argument("--out-dir", default=os.path.join(ROOT, "bench", "results",
                                                      time.strftime("%Y%m%d-%H%M%S")))
     p.add_argument("--log-level", default="WARNING",
                    help="server MYELIN_LOG_LEVEL (INFO logs every request)")
+    p.add_argument("--src-ref", default="HEAD",
+                   help="git ref whose src/ the server runs (exported to a temp dir); "
+                        "'worktree' runs the working tree as it is")
     p.add_argument("loadgen_args", nargs="*", help="extra loadgen args after --")
     a = p.parse_args()
     engines = [e for e in a.engines.split(",") if e]
     loads = [x for x in a.loads.split(",") if x]
     os.makedirs(a.out_dir, exist_ok=True)
+    global CODE_UNDER_TEST
+    src_dir = ""
+    if a.src_ref != "worktree":
+        src_dir, CODE_UNDER_TEST = snapshot_src(a.src_ref)
+        os.environ["PYTHONPATH"] = src_dir + os.pathsep + os.environ.get("PYTHONPATH", "")
+        print(f"server code: src/ at {CODE_UNDER_TEST} ({src_dir})")
     pg = start_postgres() if "postgres" in engines else None
     results: list[dict[str, Any]] = []
     try:
@@ -268,6 +299,8 @@ def main() -> int:
     finally:
         if pg is not None:
             pg.stop()
+        if a.src_ref != "worktree":
+            shutil.rmtree(os.path.dirname(src_dir), ignore_errors=True)
     text = table(results)
     print("\nMedians over repeats:\n" + text)
     with open(os.path.join(a.out_dir, "table.txt"), "w") as f:
