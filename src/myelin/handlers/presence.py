@@ -38,6 +38,9 @@ class PresenceHandler:
         self.store = hs.stores.presence
         self._syncing: dict[str, int] = {}
         self._cache: dict[str, PresenceState | None] = {}
+        # user -> time (ms) of their last sync that changed nothing others could see:
+        # kept here instead of on the stream, so it wakes nobody (not even themselves).
+        self._synced_at: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -78,8 +81,10 @@ class PresenceHandler:
         last_active = now if state == "online" else (current.last_active_ts if current else now)
         last_sync = now if from_sync else (current.last_user_sync_ts if current else now)
         if from_sync and current is not None and current.state == state and \
-                current.status_msg == status_msg and now - current.last_user_sync_ts < 10_000:
-            return  # nothing a client could notice has changed
+                current.status_msg == status_msg and \
+                current.currently_active == (state == "online"):
+            self._synced_at[user_id] = now  # nothing a client could notice has changed
+            return
         await self._write(user_id, state, status_msg, last_active, last_sync,
                           state == "online")
         await self._notify(user_id)
@@ -121,11 +126,15 @@ class PresenceHandler:
         for state in await self.store.all_active():
             if state.user_id in self._syncing:
                 continue
-            if now - state.last_user_sync_ts > SYNC_TIMEOUT_S * 1000:
+            synced_at = max(state.last_user_sync_ts, self._synced_at.get(state.user_id, 0))
+            # Syncing while online counts as activity.
+            active_at = max(state.last_active_ts, synced_at) if state.state == "online" \
+                else state.last_active_ts
+            if now - synced_at > SYNC_TIMEOUT_S * 1000:
                 await self._write(state.user_id, "offline", state.status_msg,
                                   state.last_active_ts, state.last_user_sync_ts, False)
                 await self._notify(state.user_id)
-            elif state.state == "online" and now - state.last_active_ts > IDLE_TIMEOUT_S * 1000:
+            elif state.state == "online" and now - active_at > IDLE_TIMEOUT_S * 1000:
                 await self._write(state.user_id, "unavailable", state.status_msg,
                                   state.last_active_ts, state.last_user_sync_ts, False)
                 await self._notify(state.user_id)
