@@ -197,8 +197,18 @@ def run_one(engine: str, load: str, pg: PostgresServer | None, out_dir: str, rep
             output, _ = lg.communicate()
         sampler.stop()
         print(output, end="")
+        server_exit = server.proc.poll()
+        shutil.copy(server.log_path, json_out.replace(".json", "-server.log"))
+        if not os.path.exists(json_out):
+            # the load generator died (e.g. the server went away during setup)
+            print(f"--- no summary; loadgen exit {lg.returncode}, server exit {server_exit};"
+                  f" server log tail ---\n{server.log()[-3000:]}\n---")
+            return {"engine": engine, "load": load, "repeat": rep, "failed": True,
+                    "loadgen_exit": lg.returncode, "server_exit": server_exit,
+                    "output_tail": output[-3000:]}
         with open(json_out) as f:
             summary: dict[str, Any] = json.load(f)
+        summary["failed"] = False
         summary["loadgen_exit"] = lg.returncode
         summary["cpu_percent_send_phase"] = sampler.cpu_percent(summary["send_started"],
                                                                 summary["send_ended"])
@@ -206,12 +216,11 @@ def run_one(engine: str, load: str, pg: PostgresServer | None, out_dir: str, rep
         summary["loadavg_before"] = loadavg_before
         summary["loadavg_after"] = read_loadavg()
         summary["git"] = CODE_UNDER_TEST or git_describe()
-        summary["server_exit"] = server.proc.poll()
+        summary["server_exit"] = server_exit
         summary["wall_s"] = round(time.time() - t_begin, 1)
         with open(json_out, "w") as f:
             json.dump(summary, f, indent=2)
-        if summary["error_count"] or not summary["ok"] or summary["server_exit"] is not None:
-            shutil.copy(server.log_path, json_out.replace(".json", "-server.log"))
+        if summary["error_count"] or not summary["ok"] or server_exit is not None:
             tail = server.log()[-3000:]
             print(f"--- server exit {summary['server_exit']}; log tail ({engine}) ---\n"
                   f"{tail}\n---")
@@ -238,7 +247,10 @@ def table(results: list[dict[str, Any]]) -> str:
     rows = []
     keys = sorted({(r["engine"], r["load"]) for r in results})
     for engine, load in keys:
-        rs = [r for r in results if r["engine"] == engine and r["load"] == load]
+        rs = [r for r in results if r["engine"] == engine and r["load"] == load
+              and not r.get("failed")]
+        if not rs:
+            continue
 
         def trip(name: str, rs: list[dict[str, Any]] = rs) -> str:
             return "/".join(str(med([r[name][p] for r in rs])) for p in ("p50", "p95", "p99"))
@@ -257,6 +269,11 @@ def table(results: list[dict[str, Any]]) -> str:
     lines = [" | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)),
              "-+-".join("-" * w for w in widths)]
     lines += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    failed = [r for r in results if r.get("failed")]
+    if failed:
+        lines.append(f"({len(failed)} run(s) produced no summary and are left out: "
+                     + ", ".join(f"{r['engine']}/{r['load']}#{r['repeat']}" for r in failed)
+                     + ")")
     return "\n".join(lines)
 
 
@@ -308,7 +325,8 @@ def main() -> int:
     with open(os.path.join(a.out_dir, "all.json"), "w") as f:
         json.dump(results, f, indent=2)
     print(f"\nraw results in {a.out_dir}")
-    return 0 if all(r["ok"] and not r["error_count"] for r in results) else 1
+    return 0 if all(not r.get("failed") and r["ok"] and not r["error_count"]
+                    for r in results) else 1
 
 
 if __name__ == "__main__":
