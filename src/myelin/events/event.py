@@ -196,6 +196,15 @@ class Event:
         out["room_id"] = self.room_id
         return out
 
+    def shallow_dict(self) -> dict[str, Any]:
+        """A top-level copy of the PDU with ``event_id`` and ``room_id``, for
+        serving: nested values are shared with this event, so callers may
+        replace top-level keys but must not mutate anything below them."""
+        out = dict(self._pdu)
+        out["event_id"] = self.event_id
+        out["room_id"] = self.room_id
+        return out
+
     def __repr__(self) -> str:
         return (
             f"<Event {self.event_id} type={self.type!r} state_key={self.state_key!r} "

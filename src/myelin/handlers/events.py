@@ -122,10 +122,9 @@ class EventPersister:
             position = await self.store.persist_event(
                 ptxn, event, instance_name=self.hs.config.instance_name, state_group=group,
                 replaces_state=replaces_state, txn_key=txn_key)
+        self.store.event_persisted(StoredEvent(event, position, group, None, txn_key))
         if event.state_key is not None:
             self.store.remember_current_state(event.room_id, state_after)
-            if event.type == "m.room.member":
-                self.store.invalidate_membership(event.room_id, event.state_key)
         users = [event.state_key] if event.type == "m.room.member" and event.state_key else []
         self.hs.notifier.notify(rooms=[event.room_id], users=users)
         return SentEvent(event, position, state_after)
@@ -170,7 +169,9 @@ class EventCreationHandler:
         room_version = await self.room_version(room_id)
         async with self.locks.hold(room_id):
             if txn_key is not None:
-                existing = await self.store.get_txn_event(*txn_key)
+                # The servlet already looked in the database; under the room
+                # lock only a concurrent retry in this process can have won.
+                existing = self.store.get_recent_txn_event(*txn_key)
                 if existing is not None:
                     stored = await self.store.get_event(existing)
                     assert stored is not None

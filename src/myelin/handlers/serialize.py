@@ -28,8 +28,8 @@ class EventSerializer:
                         ) -> list[dict[str, Any]]:
         if not events:
             return []
-        ids = [e.event.event_id for e in events]
-        redactions = await self.store.get_redactions(ids)
+        redactions: dict[str, str] = {e.event.event_id: e.redacted_by for e in events
+                                      if e.redacted_by}
         needed = set(redactions.values())
         needed.update(e.event.unsigned["replaces_state"] for e in events
                       if "replaces_state" in e.event.unsigned)
@@ -37,16 +37,14 @@ class EventSerializer:
         txn_ids: dict[str, str] = {}
         if user_id is not None and device_id is not None:
             for stored in events:
-                if stored.event.sender == user_id:
-                    txn_key = await self.store.get_txn_id_for_event(stored.event.event_id)
-                    if txn_key and txn_key[0] == user_id and txn_key[1] == device_id:
-                        txn_ids[stored.event.event_id] = txn_key[2]
+                sent_by = stored.txn_key
+                if sent_by is not None and sent_by[0] == user_id and sent_by[1] == device_id:
+                    txn_ids[stored.event.event_id] = sent_by[2]
         now = int(time.time() * 1000)
         out = []
         for stored in events:
             event = stored.event
-            pdu = event.get_dict()
-            pdu.pop("unsigned", None)
+            pdu = event.shallow_dict()
             redaction_id = redactions.get(event.event_id)
             if redaction_id is not None and redaction_id in related:
                 pdu = prune_event_dict(pdu, event.room_version)
@@ -75,8 +73,7 @@ class EventSerializer:
 
     @staticmethod
     def _client_dict(stored: StoredEvent, now: int) -> dict[str, Any]:
-        pdu = stored.event.get_dict()
-        pdu.pop("unsigned", None)
+        pdu = stored.event.shallow_dict()
         for key in _FEDERATION_ONLY:
             pdu.pop(key, None)
         _both_redacts(pdu)

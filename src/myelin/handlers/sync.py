@@ -119,11 +119,10 @@ class SyncHandler:
         changed, left = await self._device_lists(req, joined_ids, newly_joined_ids, left_ids)
         body["device_lists"] = {"changed": sorted(changed), "left": sorted(left)}
         if req.requester.device_id:
-            store = self.hs.stores.device_lists
-            body["device_one_time_keys_count"] = await store.one_time_key_counts(
+            counts, fallback = await self.hs.stores.e2e_keys.key_counts_for_sync(
                 req.user_id, req.requester.device_id)
-            body["device_unused_fallback_key_types"] = await store.unused_fallback_key_types(
-                req.user_id, req.requester.device_id)
+            body["device_one_time_keys_count"] = counts
+            body["device_unused_fallback_key_types"] = fallback
         has_updates = has_updates or bool(presence or account_data or to_device or changed
                                           or left)
         return SyncResult(body, next_batch, has_updates, joined_ids)
@@ -211,6 +210,24 @@ class SyncHandler:
             " AND state_key = ? AND stream_ordering <= ? LIMIT 1", room_id, user_id, position)
         return row is None
 
+    async def _state_before(self, room_id: str, events: list[StoredEvent],
+                            position: int) -> StateMap:
+        """The state at the start of a timeline: derived from the (cached)
+        state group of its first event when there is one, else looked up."""
+        group = events[0].state_group if events else None
+        if group is not None:
+            first = events[0]
+            state = await self.store.get_state_for_group(group)
+            event = first.event
+            if event.state_key is not None:
+                replaced = event.unsigned.get("replaces_state")
+                if replaced:
+                    state[(event.type, event.state_key)] = replaced
+                else:
+                    state.pop((event.type, event.state_key), None)
+            return state
+        return await self._state_at(room_id, position)
+
     async def _state_at(self, room_id: str, position: int) -> StateMap:
         """The room's state after the last event at or before ``position``."""
         ids = await self.store.get_room_stream_ids(room_id, from_pos=position, to_pos=None,
@@ -255,7 +272,8 @@ class SyncHandler:
                     "unread_notifications": await self._unread(req, room_id)}
         start_pos = events[0].stream_ordering - 1 if events else now_pos
         needs_state = initial or req.full_state or limited or req.filter.lazy_load_members
-        state_at_start = await self._state_at(room_id, start_pos) if needs_state else {}
+        state_at_start = (await self._state_before(room_id, events, start_pos)
+                          if needs_state else {})
         if initial or req.full_state:
             state_ids = state_at_start
         elif limited:
@@ -343,15 +361,12 @@ class SyncHandler:
                 if f.allows_type(t)]
 
     async def _unread(self, req: SyncRequest, room_id: str) -> dict[str, int]:
-        read_up_to = await self.hs.stores.receipts.get_receipt_position(
-            room_id, req.user_id, ("m.read", "m.read.private"))
+        read_up_to = await self.hs.stores.receipts.get_read_position(room_id, req.user_id)
         membership = await self.store.get_membership(room_id, req.user_id)
         lower = max(read_up_to or 0, membership.stream_ordering if membership else 0)
-        count = await self.store.db.fetchval(
-            "SELECT COUNT(*) FROM events WHERE room_id = ? AND stream_ordering > ?"
-            " AND stream_ordering <= ? AND sender != ? AND type IN (?, ?)",
-            room_id, lower, req.now["events"], req.user_id, *UNREAD_TYPES)
-        return {"notification_count": int(count or 0), "highlight_count": 0}
+        count = await self.store.count_events_between(
+            room_id, lower, req.now["events"], UNREAD_TYPES, not_sender=req.user_id)
+        return {"notification_count": count, "highlight_count": 0}
 
     async def _summary(self, user_id: str, room_id: str) -> dict[str, Any]:
         members = await self.store.get_members(room_id, ("join", "invite"))
@@ -386,7 +401,7 @@ class SyncHandler:
         since_pos = req.since["events"] if req.since else None
         events, limited = await self._timeline(req, room_id, upper, since_pos, membership)
         start_pos = events[0].stream_ordering - 1 if events else upper
-        state_at_start = await self._state_at(room_id, start_pos)
+        state_at_start = await self._state_before(room_id, events, start_pos)
         if since_pos is None or limited:
             state_ids = state_at_start
             if since_pos is not None:

@@ -18,7 +18,19 @@ class Transaction(ABC):
         """Run one statement; returns the number of rows changed where known."""
 
     @abstractmethod
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for many rows. Engines may defer it until the
+        next statement that returns something, or the commit."""
+
+    @abstractmethod
+    def defer(self, sql: str, *args: Any) -> None:
+        """Queue a statement whose result is not needed. It runs, in order,
+        before the next statement that is awaited, or at commit; on SQLite
+        this turns a write transaction into one or two thread hops."""
+
+    @abstractmethod
+    async def flush(self) -> None:
+        """Run every deferred statement now."""
 
     @abstractmethod
     async def fetchall(self, sql: str, *args: Any) -> list[Row]: ...

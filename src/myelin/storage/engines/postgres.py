@@ -41,16 +41,28 @@ def _rowcount(status: str) -> int:
 class PostgresTransaction(Transaction):
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+
+    def defer(self, sql: str, *args: Any) -> None:
+        self._pending.append((sql, args))
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for sql, args in pending:
+            await self._conn.execute(to_postgres(sql), *args)
 
     async def execute(self, sql: str, *args: Any) -> int:
+        await self.flush()
         return _rowcount(await self._conn.execute(to_postgres(sql), *args))
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self.flush()
         rows = list(rows)
         if rows:
             await self._conn.executemany(to_postgres(sql), rows)
 
     async def fetchall(self, sql: str, *args: Any) -> list[Row]:
+        await self.flush()
         return list(await self._conn.fetch(to_postgres(sql), *args))
 
 
@@ -73,7 +85,9 @@ class PostgresDatabase(Database):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self._pool.acquire() as conn, conn.transaction():
-            yield PostgresTransaction(conn)
+            txn = PostgresTransaction(conn)
+            yield txn
+            await txn.flush()
 
     async def fetchall(self, sql: str, *args: Any) -> list[Row]:
         return list(await self._pool.fetch(to_postgres(sql), *args))

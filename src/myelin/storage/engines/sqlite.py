@@ -54,29 +54,67 @@ class _Connection:
 
 
 class SqliteTransaction(Transaction):
+    """Statements whose result nobody needs (``defer``, BEGIN, COMMIT) are
+    queued and sent to the connection's thread together with the next
+    statement that does need one, so a typical write transaction costs one
+    or two thread hops instead of one per statement."""
+
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
+        self._pending: list[tuple[str, Sequence[Any], bool]] = []
 
     def _c(self) -> sqlite3.Connection:
         assert self._conn.conn is not None
         return self._conn.conn
 
+    def _run_pending(self, pending: list[tuple[str, Sequence[Any], bool]]) -> None:
+        conn = self._c()
+        for sql, args, many in pending:
+            if many:
+                conn.executemany(sql, args)
+            else:
+                conn.execute(sql, args)
+
+    def _take_pending(self) -> list[tuple[str, Sequence[Any], bool]]:
+        pending, self._pending = self._pending, []
+        return pending
+
+    def defer(self, sql: str, *args: Any) -> None:
+        self._pending.append((sql, args, False))
+
+    async def flush(self) -> None:
+        pending = self._take_pending()
+        if pending:
+            await self._conn.run(lambda: self._run_pending(pending))
+
     async def execute(self, sql: str, *args: Any) -> int:
-        return await self._conn.run(lambda: self._c().execute(sql, args).rowcount)
+        pending = self._take_pending()
+
+        def work() -> int:
+            self._run_pending(pending)
+            return int(self._c().execute(sql, args).rowcount)
+
+        return await self._conn.run(work)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
         if rows:
-            await self._conn.run(lambda: self._c().executemany(sql, rows))
+            self._pending.append((sql, rows, True))
 
     async def fetchall(self, sql: str, *args: Any) -> list[Row]:
-        return await self._conn.run(lambda: self._c().execute(sql, args).fetchall())
+        pending = self._take_pending()
+
+        def work() -> list[Row]:
+            self._run_pending(pending)
+            return self._c().execute(sql, args).fetchall()
+
+        return await self._conn.run(work)
 
 
 class SqliteDatabase(Database):
     engine = "sqlite"
 
-    def __init__(self, path: str, readers: int = 2) -> None:
+    def __init__(self, path: str, readers: int = 4) -> None:
         self.path = path
         self._writer = _Connection(path, "sqlite-writer")
         self._write_lock = asyncio.Lock()
@@ -95,13 +133,17 @@ class SqliteDatabase(Database):
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self._write_lock:
             txn = SqliteTransaction(self._writer)
-            await txn.execute("BEGIN IMMEDIATE")
+            txn.defer("BEGIN IMMEDIATE")
             try:
                 yield txn
+                txn.defer("COMMIT")
+                await txn.flush()
             except BaseException:
-                await txn.execute("ROLLBACK")
+                txn._take_pending()
+                if self._writer.conn is not None and self._writer.conn.in_transaction:
+                    await self._writer.run(lambda: self._writer.conn.execute("ROLLBACK")
+                                           if self._writer.conn else None)
                 raise
-            await txn.execute("COMMIT")
 
     async def fetchall(self, sql: str, *args: Any) -> list[Row]:
         if not self._readers:

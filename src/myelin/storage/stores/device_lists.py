@@ -1,4 +1,4 @@
-"""Device list changes (the `device_lists` stream) and end-to-end key counts."""
+"""Device list changes (the `device_lists` stream)."""
 
 from __future__ import annotations
 
@@ -24,17 +24,3 @@ class DeviceListStore:
             "SELECT DISTINCT user_id FROM device_lists_stream WHERE stream_id > ?"
             " AND stream_id <= ?", from_id, to_id)
         return {r[0] for r in rows}
-
-    async def one_time_key_counts(self, user_id: str, device_id: str) -> dict[str, int]:
-        rows = await self.db.fetchall(
-            "SELECT algorithm, COUNT(*) FROM e2e_one_time_keys WHERE user_id = ?"
-            " AND device_id = ? GROUP BY algorithm", user_id, device_id)
-        counts = {"signed_curve25519": 0}
-        counts.update({r[0]: int(r[1]) for r in rows})
-        return counts
-
-    async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
-        rows = await self.db.fetchall(
-            "SELECT algorithm FROM e2e_fallback_keys WHERE user_id = ? AND device_id = ?"
-            " AND used = 0", user_id, device_id)
-        return [r[0] for r in rows]

@@ -25,6 +25,7 @@ def _dumps(value: Any) -> str:
 class E2EKeyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._key_counts: dict[tuple[str, str], tuple[dict[str, int], list[str]]] = {}
 
     # -- device keys -------------------------------------------------------
     async def get_device_keys_json(self, user_id: str, device_id: str) -> dict[str, Any] | None:
@@ -65,6 +66,24 @@ class E2EKeyStore:
                 f" AND device_id IN ({marks})", user_id, *wanted)
         return {r[0]: orjson.loads(r[1]) for r in rows}
 
+    def _keys_changed(self, user_id: str, device_id: str) -> None:
+        self._key_counts.pop((user_id, device_id), None)
+
+    async def key_counts_for_sync(self, user_id: str, device_id: str,
+                                  ) -> tuple[dict[str, int], list[str]]:
+        """One-time key counts and unused fallback key types, as /sync reports
+        them on every response (cached until this device's keys change)."""
+        cached = self._key_counts.get((user_id, device_id))
+        if cached is not None:
+            return cached
+        counts = {"signed_curve25519": 0}
+        counts.update(await self.count_one_time_keys(user_id, device_id))
+        result = (counts, await self.unused_fallback_key_types(user_id, device_id))
+        if len(self._key_counts) > 100_000:
+            self._key_counts.clear()
+        self._key_counts[(user_id, device_id)] = result
+        return result
+
     async def delete_device(self, user_id: str, device_id: str) -> None:
         async with self.db.transaction() as txn:
             for table in ("e2e_device_keys", "e2e_one_time_keys", "e2e_fallback_keys"):
@@ -73,6 +92,7 @@ class E2EKeyStore:
             await txn.execute(
                 "DELETE FROM e2e_key_signatures WHERE target_user_id = ? AND target_key_id = ?",
                 user_id, device_id)
+        self._keys_changed(user_id, device_id)
 
     # -- one-time keys -----------------------------------------------------
     async def get_one_time_keys(self, user_id: str, device_id: str,
@@ -98,6 +118,7 @@ class E2EKeyStore:
                 "INSERT INTO e2e_one_time_keys (user_id, device_id, algorithm, key_id, key_json)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [(user_id, device_id, alg, key_id, _dumps(key)) for alg, key_id, key in keys])
+        self._keys_changed(user_id, device_id)
 
     async def count_one_time_keys(self, user_id: str, device_id: str) -> dict[str, int]:
         rows = await self.db.fetchall(
@@ -120,6 +141,7 @@ class E2EKeyStore:
                     "DELETE FROM e2e_one_time_keys WHERE user_id = ? AND device_id = ?"
                     " AND algorithm = ? AND key_id = ?", user_id, device_id, algorithm, key_id)
                 if deleted == 1:
+                    self._keys_changed(user_id, device_id)
                     return key_id, orjson.loads(key_json)
             # Every candidate went to a concurrent claim: look again.
 
@@ -139,6 +161,7 @@ class E2EKeyStore:
                 " used) VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT (user_id, device_id, algorithm)"
                 " DO UPDATE SET key_id = excluded.key_id, key_json = excluded.key_json,"
                 " used = 0", user_id, device_id, algorithm, key_id, key_json)
+        self._keys_changed(user_id, device_id)
 
     async def claim_fallback_key(self, user_id: str, device_id: str, algorithm: str,
                                  ) -> tuple[str, dict[str, Any]] | None:
@@ -152,6 +175,7 @@ class E2EKeyStore:
             await txn.execute(
                 "UPDATE e2e_fallback_keys SET used = 1 WHERE user_id = ? AND device_id = ?"
                 " AND algorithm = ?", user_id, device_id, algorithm)
+        self._keys_changed(user_id, device_id)
         return row[0], orjson.loads(row[1])
 
     async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:

@@ -7,9 +7,10 @@ cached per room and replaced by the persister after each commit.
 
 from __future__ import annotations
 
+import fnmatch
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -24,6 +25,12 @@ StateMap = dict[StateKey, str]
 
 # A state group chain is cut with a full snapshot this often, bounding reads.
 MAX_STATE_CHAIN = 50
+RECENT_EVENTS_PER_ROOM = 200
+
+
+def _type_matches(event_type: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(event_type, p) if "*" in p else event_type == p
+               for p in patterns)
 
 
 class LruCache(OrderedDict[Any, Any]):
@@ -46,10 +53,15 @@ class LruCache(OrderedDict[Any, Any]):
 
 @dataclass(frozen=True)
 class StoredEvent:
-    """An event with where it sits on the events stream."""
+    """An event with what the read paths need to know about it, loaded at once:
+    its place on the events stream, the state group after it, the redaction
+    that redacted it (if any) and the transaction that sent it (if any)."""
 
     event: Event
     stream_ordering: int
+    state_group: int | None = None
+    redacted_by: str | None = None
+    txn_key: tuple[str, str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,12 @@ class EventStore:
         self._user_memberships: LruCache = LruCache(50_000)
         self._room_members: LruCache = LruCache(10_000)
         self._invalidations = 0
+        self._extremities: LruCache = LruCache(10_000)
+        self._recent_txns: LruCache = LruCache(10_000)
+        self._chain_lengths: LruCache = LruCache(10_000)
+        # room -> (complete_after, [(position, event_id, type, sender)]): the
+        # newest events of rooms this process persisted to, for /sync.
+        self._timelines: LruCache = LruCache(10_000)
         self._next_state_group = 0
 
     async def setup(self) -> None:
@@ -122,39 +140,43 @@ class EventStore:
         for chunk_start in range(0, len(missing), 200):
             chunk = missing[chunk_start:chunk_start + 200]
             marks = ",".join("?" * len(chunk))
+            generation = self._invalidations
             rows = await self.db.fetchall(
-                f"SELECT e.event_id, e.json, e.stream_ordering, r.room_version, e.replaces_state"
+                f"SELECT e.event_id, e.json, e.stream_ordering, r.room_version, e.replaces_state,"
+                f" sg.state_group, red.event_id, t.user_id, t.device_id, t.txn_id"
                 f" FROM events e JOIN rooms r ON r.room_id = e.room_id"
+                f" LEFT JOIN event_to_state_groups sg ON sg.event_id = e.event_id"
+                f" LEFT JOIN redactions red ON red.redacts = e.event_id"
+                f" LEFT JOIN event_txn_ids t ON t.event_id = e.event_id"
                 f" WHERE e.event_id IN ({marks})", *chunk)
-            for event_id, raw, stream_ordering, version, replaces_state in rows:
+            for (event_id, raw, stream_ordering, version, replaces_state, group, redacted_by,
+                 txn_user, txn_device, txn_id) in rows:
+                if event_id in found:
+                    continue  # an event redacted twice: the first redaction is enough
                 event = Event(orjson.loads(raw), get_room_version(version), event_id=event_id)
                 if replaces_state:
                     event.unsigned["replaces_state"] = replaces_state
-                stored = StoredEvent(event, stream_ordering)
-                self._events.put(event_id, stored)
+                txn_key = (txn_user, txn_device, txn_id) if txn_id is not None else None
+                stored = StoredEvent(event, stream_ordering, group, redacted_by, txn_key)
+                if generation == self._invalidations:
+                    self._events.put(event_id, stored)
                 found[event_id] = stored
         return found
 
     async def get_event(self, event_id: str) -> StoredEvent | None:
         return (await self.get_events([event_id])).get(event_id)
 
-    async def get_redactions(self, event_ids: Sequence[str]) -> dict[str, str]:
-        """Map of redacted event id -> id of the redaction event."""
-        if not event_ids:
-            return {}
-        out: dict[str, str] = {}
-        for start in range(0, len(event_ids), 200):
-            chunk = list(event_ids[start:start + 200])
-            marks = ",".join("?" * len(chunk))
-            rows = await self.db.fetchall(
-                f"SELECT redacts, event_id FROM redactions WHERE redacts IN ({marks})", *chunk)
-            out.update({r[0]: r[1] for r in rows})
-        return out
-
     async def get_forward_extremities(self, room_id: str) -> list[str]:
+        cached = self._extremities.get_or(room_id)
+        if cached is not None:
+            return list(cached)
+        generation = self._invalidations
         rows = await self.db.fetchall(
             "SELECT event_id FROM room_forward_extremities WHERE room_id = ?", room_id)
-        return [r[0] for r in rows]
+        extremities = [r[0] for r in rows]
+        if generation == self._invalidations:
+            self._extremities.put(room_id, extremities)
+        return list(extremities)
 
     async def get_max_depth(self, event_ids: Sequence[str]) -> int:
         events = await self.get_events(event_ids)
@@ -169,6 +191,11 @@ class EventStore:
                                   ) -> list[tuple[str, int]]:
         """Event ids of a room in stream order. ``from_pos`` is exclusive going
         forwards, and the first position *not* returned going backwards."""
+        if backwards and from_pos is not None and to_pos is not None:
+            recent = self._recent_timeline(room_id, from_pos, to_pos, limit, types, not_types,
+                                           senders, not_senders)
+            if recent is not None:
+                return recent
         clauses = ["room_id = ?"]
         args: list[Any] = [room_id]
         if backwards:
@@ -212,6 +239,51 @@ class EventStore:
             f" ORDER BY stream_ordering {order} LIMIT ?", *args)
         return [(r[0], r[1]) for r in rows]
 
+    def _recent_timeline(self, room_id: str, upper: int, lower: int, limit: int,
+                         types: Sequence[str] | None, not_types: Sequence[str] | None,
+                         senders: Sequence[str] | None, not_senders: Sequence[str] | None,
+                         ) -> list[tuple[str, int]] | None:
+        """Serve an incremental sync's "events in (lower, upper]" from memory
+        when this process holds every event of the room after ``lower``."""
+        ring = self._timelines.get_or(room_id)
+        if ring is None or lower < ring[0]:
+            return None
+        out: list[tuple[str, int]] = []
+        for position, event_id, etype, sender in reversed(ring[1]):
+            if position > upper:
+                continue
+            if position <= lower or len(out) >= limit:
+                break
+            if types is not None and not _type_matches(etype, types):
+                continue
+            if not_types and _type_matches(etype, not_types):
+                continue
+            if senders is not None and sender not in senders:
+                continue
+            if not_senders and sender in not_senders:
+                continue
+            out.append((event_id, position))
+        return out
+
+    async def count_events_between(self, room_id: str, lower: int, upper: int,
+                                   types: Sequence[str], not_sender: str) -> int:
+        """How many events of ``types`` not sent by ``not_sender`` are in (lower, upper]."""
+        ring = self._timelines.get_or(room_id)
+        if ring is not None and lower >= ring[0]:
+            count = 0
+            for position, _, etype, sender in reversed(ring[1]):
+                if position <= lower:
+                    break
+                if position <= upper and etype in types and sender != not_sender:
+                    count += 1
+            return count
+        marks = ",".join("?" * len(types))
+        value = await self.db.fetchval(
+            f"SELECT COUNT(*) FROM events WHERE room_id = ? AND stream_ordering > ?"
+            f" AND stream_ordering <= ? AND sender != ? AND type IN ({marks})",
+            room_id, lower, upper, not_sender, *types)
+        return int(value or 0)
+
     async def get_event_at_ts(self, room_id: str, ts: int, forwards: bool) -> str | None:
         if forwards:
             sql = ("SELECT event_id FROM events WHERE room_id = ? AND origin_server_ts >= ?"
@@ -222,28 +294,25 @@ class EventStore:
         value = await self.db.fetchval(sql, room_id, ts)
         return str(value) if value is not None else None
 
+    def get_recent_txn_event(self, user_id: str, device_id: str, txn_id: str) -> str | None:
+        """The event a transaction sent, if this process persisted it lately."""
+        found = self._recent_txns.get_or((user_id, device_id, txn_id))
+        return str(found) if found is not None else None
+
     async def get_txn_event(self, user_id: str, device_id: str, txn_id: str) -> str | None:
+        recent = self.get_recent_txn_event(user_id, device_id, txn_id)
+        if recent is not None:
+            return recent
         value = await self.db.fetchval(
             "SELECT event_id FROM event_txn_ids WHERE user_id = ? AND device_id = ?"
             " AND txn_id = ?", user_id, device_id, txn_id)
         return str(value) if value is not None else None
 
-    async def get_txn_id_for_event(self, event_id: str) -> tuple[str, str, str] | None:
-        row = await self.db.fetchone(
-            "SELECT user_id, device_id, txn_id FROM event_txn_ids WHERE event_id = ?", event_id)
-        return (row[0], row[1], row[2]) if row else None
-
     # -- state groups ------------------------------------------------------
     async def get_state_group_for_events(self, event_ids: Sequence[str]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for start in range(0, len(event_ids), 200):
-            chunk = list(event_ids[start:start + 200])
-            marks = ",".join("?" * len(chunk))
-            rows = await self.db.fetchall(
-                f"SELECT event_id, state_group FROM event_to_state_groups"
-                f" WHERE event_id IN ({marks})", *chunk)
-            out.update({r[0]: r[1] for r in rows})
-        return out
+        events = await self.get_events(event_ids)
+        return {event_id: stored.state_group for event_id, stored in events.items()
+                if stored.state_group is not None}
 
     async def get_state_for_group(self, group: int) -> StateMap:
         """The full state of a group (a fresh dict the caller may change)."""
@@ -282,8 +351,10 @@ class EventStore:
         """Store the state after ``event_id`` as a delta on ``prev_group``."""
         chain_length = 0
         if prev_group is not None:
-            prev_len = await txn.fetchval("SELECT chain_length FROM state_groups WHERE id = ?",
-                                          prev_group)
+            prev_len = self._chain_lengths.get_or(prev_group)
+            if prev_len is None:
+                prev_len = await txn.fetchval(
+                    "SELECT chain_length FROM state_groups WHERE id = ?", prev_group)
             chain_length = int(prev_len or 0) + 1
             if chain_length > MAX_STATE_CHAIN:
                 prev_group, chain_length, delta = None, 0, full_state
@@ -294,13 +365,14 @@ class EventStore:
         else:
             self._next_state_group += 1
             group = self._next_state_group
-        await txn.execute(
+        txn.defer(
             "INSERT INTO state_groups (id, room_id, event_id, prev_group, chain_length)"
             " VALUES (?, ?, ?, ?, ?)", group, room_id, event_id, prev_group, chain_length)
         await txn.executemany(
             "INSERT INTO state_groups_state (state_group, type, state_key, event_id)"
             " VALUES (?, ?, ?, ?)", [(group, t, k, e) for (t, k), e in delta.items()])
         self._state_groups.put(group, dict(full_state))
+        self._chain_lengths.put(group, chain_length)
         return group
 
     # -- current state -----------------------------------------------------
@@ -397,8 +469,20 @@ class EventStore:
         if not room_ids or from_pos >= to_pos:
             return set()
         out: set[str] = set()
-        for start in range(0, len(room_ids), 200):
-            chunk = list(room_ids[start:start + 200])
+        unknown = []
+        for room_id in room_ids:
+            ring = self._timelines.get_or(room_id)
+            if ring is None or from_pos < ring[0]:
+                unknown.append(room_id)
+            else:
+                for entry in reversed(ring[1]):
+                    if entry[0] <= from_pos:
+                        break
+                    if entry[0] <= to_pos:
+                        out.add(room_id)
+                        break
+        for start in range(0, len(unknown), 200):
+            chunk = unknown[start:start + 200]
             marks = ",".join("?" * len(chunk))
             rows = await self.db.fetchall(
                 f"SELECT DISTINCT room_id FROM events WHERE stream_ordering > ?"
@@ -415,7 +499,7 @@ class EventStore:
         txn = ptxn.txn
         position = await ptxn.next_position()
         pdu = event.get_pdu_json()
-        await txn.execute(
+        txn.defer(
             "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
             " depth, origin_server_ts, membership, replaces_state, instance_name, json)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -431,28 +515,27 @@ class EventStore:
             [(event.event_id, a) for a in event.auth_event_ids])
         if event.prev_event_ids:
             marks = ",".join("?" * len(event.prev_event_ids))
-            await txn.execute(
+            txn.defer(
                 f"DELETE FROM room_forward_extremities WHERE room_id = ?"
                 f" AND event_id IN ({marks})", event.room_id, *event.prev_event_ids)
-        await txn.execute(
+        txn.defer(
             "INSERT INTO room_forward_extremities (room_id, event_id) VALUES (?, ?)",
             event.room_id, event.event_id)
-        await txn.execute(
+        txn.defer(
             "INSERT INTO event_to_state_groups (event_id, state_group) VALUES (?, ?)",
             event.event_id, state_group)
         if event.redacts is not None and event.type == "m.room.redaction":
-            await txn.execute(
+            txn.defer(
                 "INSERT INTO redactions (event_id, redacts) VALUES (?, ?)"
                 " ON CONFLICT (event_id) DO NOTHING", event.event_id, event.redacts)
-            self._events.pop(event.redacts, None)
         if event.state_key is not None:
-            await txn.execute(
+            txn.defer(
                 "INSERT INTO current_state_events (room_id, type, state_key, event_id)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT (room_id, type, state_key)"
                 " DO UPDATE SET event_id = excluded.event_id",
                 event.room_id, event.type, event.state_key, event.event_id)
             if event.type == "m.room.member":
-                await txn.execute(
+                txn.defer(
                     "INSERT INTO room_memberships (room_id, user_id, membership, event_id,"
                     " stream_ordering, forgotten) VALUES (?, ?, ?, ?, ?, 0)"
                     " ON CONFLICT (room_id, user_id) DO UPDATE SET"
@@ -461,15 +544,43 @@ class EventStore:
                     event.room_id, event.state_key, str(event.membership), event.event_id,
                     position)
         if txn_key is not None:
-            await txn.execute(
+            txn.defer(
                 "INSERT INTO event_txn_ids (user_id, device_id, txn_id, room_id, event_id,"
                 " inserted_ts) VALUES (?, ?, ?, ?, ?, ?)",
                 txn_key[0], txn_key[1], txn_key[2], event.room_id, event.event_id,
                 event.origin_server_ts)
         if replaces_state:
             event.unsigned["replaces_state"] = replaces_state
-        self._events.put(event.event_id, StoredEvent(event, position))
         return position
+
+    def event_persisted(self, stored: StoredEvent) -> None:
+        """Update caches once an event's transaction has committed."""
+        self._events.put(stored.event.event_id, stored)
+        event = stored.event
+        if stored.txn_key is not None:
+            self._recent_txns.put(stored.txn_key, event.event_id)
+        ring = self._timelines.get_or(event.room_id)
+        entry = (stored.stream_ordering, event.event_id, event.type, event.sender)
+        if ring is None or (ring[1] and ring[1][-1][0] >= stored.stream_ordering):
+            # Start (or restart) the ring: it holds every event after this one's predecessor.
+            self._timelines.put(event.room_id, (stored.stream_ordering - 1, [entry]))
+        else:
+            ring[1].append(entry)
+            if len(ring[1]) > RECENT_EVENTS_PER_ROOM:
+                dropped = ring[1].pop(0)
+                self._timelines.put(event.room_id, (dropped[0], ring[1]))
+        extremities = self._extremities.get_or(event.room_id)
+        if extremities is not None:
+            self._extremities.put(event.room_id, [
+                e for e in extremities if e not in event.prev_event_ids] + [event.event_id])
+        if event.type == "m.room.redaction" and event.redacts is not None:
+            # The redacted event is served pruned from now on.
+            self._invalidations += 1
+            target = self._events.get_or(event.redacts)
+            if target is not None and target.redacted_by is None:
+                self._events.put(event.redacts, replace(target, redacted_by=event.event_id))
+        if event.type == "m.room.member" and event.state_key is not None:
+            self.invalidate_membership(event.room_id, event.state_key)
 
     def remember_current_state(self, room_id: str, state: StateMap) -> None:
         self._current_state.put(room_id, dict(state))

@@ -30,6 +30,7 @@ class ReceiptStore:
         self.db = db
         self.id_gen = id_gen
         self.instance_name = instance_name
+        self._read_positions: dict[tuple[str, str], int | None] = {}
 
     async def upsert(self, room_id: str, receipt_type: str, user_id: str, thread_id: str,
                      event_id: str, event_stream_ordering: int | None,
@@ -46,16 +47,23 @@ class ReceiptStore:
                 " event_stream_ordering = excluded.event_stream_ordering, data = excluded.data",
                 position, self.instance_name, room_id, receipt_type, user_id, thread_id,
                 event_id, event_stream_ordering, orjson.dumps(data).decode())
+        self._read_positions.pop((room_id, user_id), None)
         return position
 
-    async def get_receipt_position(self, room_id: str, user_id: str, receipt_types: Sequence[str],
-                                   ) -> int | None:
-        """The stream position of the newest event this user has read in the room."""
-        marks = ",".join("?" * len(receipt_types))
+    async def get_read_position(self, room_id: str, user_id: str) -> int | None:
+        """The stream position of the newest event this user has read in the room
+        (public or private read receipt, any thread). Cached: /sync asks per room."""
+        key = (room_id, user_id)
+        if key in self._read_positions:
+            return self._read_positions[key]
         value = await self.db.fetchval(
-            f"SELECT MAX(event_stream_ordering) FROM receipts WHERE room_id = ? AND user_id = ?"
-            f" AND receipt_type IN ({marks})", room_id, user_id, *receipt_types)
-        return int(value) if value is not None else None
+            "SELECT MAX(event_stream_ordering) FROM receipts WHERE room_id = ? AND user_id = ?"
+            " AND receipt_type IN ('m.read', 'm.read.private')", room_id, user_id)
+        position = int(value) if value is not None else None
+        if len(self._read_positions) > 100_000:
+            self._read_positions.clear()
+        self._read_positions[key] = position
+        return position
 
     async def get_for_rooms(self, room_ids: Sequence[str], from_id: int | None, to_id: int,
                             ) -> list[Receipt]:
