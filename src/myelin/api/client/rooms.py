@@ -105,6 +105,7 @@ async def get_state(request: Request) -> Any:
 
 
 @routes.put(client_path("/rooms/{roomId}/redact/{eventId}/{txnId}", LEGACY))
+@routes.post(client_path("/rooms/{roomId}/redact/{eventId}/{txnId}", LEGACY))
 @routes.post(client_path("/rooms/{roomId}/redact/{eventId}", LEGACY))
 async def redact(request: Request) -> dict[str, Any]:
     requester = await request.requester()
