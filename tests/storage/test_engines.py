@@ -3,42 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from myelin.config import DatabaseConfig
-from myelin.storage.engines import Database, open_database
+from myelin.storage.engines import Database
 from myelin.storage.engines.postgres import to_postgres
 from myelin.storage.migrations import migration_scripts, run_migrations
-from tests.support.postgres import PostgresServer, create_database
-
-_names = itertools.count()
-
-
-@pytest.fixture
-async def db(engine: str, pg: PostgresServer | None, tmp_path: Path) -> AsyncIterator[Database]:
-    """A fresh, migrated database on each engine.
-
-    Shadows conftest's ``db``, whose PostgreSQL branch calls ``asyncio.run``
-    from inside the running loop; here the database is created off-loop.
-    """
-    if engine == "sqlite":
-        config = DatabaseConfig(engine="sqlite", path=str(tmp_path / "test.db"))
-    else:
-        assert pg is not None
-        name = f"engines_{os.getpid()}_{next(_names)}"
-        await asyncio.to_thread(create_database, pg, name)
-        config = DatabaseConfig(engine="postgres", user=pg.user, host=pg.host, port=pg.port,
-                                database=name, cp_min=1, cp_max=5)
-    database = await open_database(config)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 class Boom(Exception):
