@@ -160,7 +160,8 @@ def test_run_fails_when_postgres_unreachable(tmp_path: Path) -> None:
     result = myelin("run", "-c", path)
     assert result.returncode == 1
     (line,) = reason_lines(result.stderr)
-    assert line.startswith("myelin: cannot start: cannot open the database")
+    assert line.startswith("myelin: cannot start: cannot open the postgres database")
+    assert f"127.0.0.1:{dead_port}" in line  # says where it tried
     assert "refused" in line.lower()
     assert time.monotonic() - start < 30
 
@@ -172,7 +173,7 @@ def test_run_fails_when_postgres_database_missing(tmp_path: Path, postgres_serve
     result = myelin("run", "-c", path)
     assert result.returncode == 1
     (line,) = reason_lines(result.stderr)
-    assert line.startswith("myelin: cannot start: cannot open the database")
+    assert line.startswith("myelin: cannot start: cannot open the postgres database")
     assert "no_such_database" in line
 
 

@@ -20,13 +20,20 @@ class StartupError(Exception):
 
 
 async def build_homeserver(config: HomeserverConfig) -> HomeServer:
+    db_config = config.database
+    where = (db_config.path if db_config.engine == "sqlite" else
+             f"{db_config.database or '(default)'} at {db_config.host or 'localhost'}:"
+             f"{db_config.port}")
     try:
-        db = await open_database(config.database)
+        db = await open_database(db_config)
     except (OSError, ConnectionError) as e:
-        raise StartupError(f"cannot open the database: {e}") from e
+        reason = getattr(e, "strerror", None) or str(e)
+        raise StartupError(f"cannot open the {db_config.engine} database {where}: "
+                           f"{reason}") from e
     except Exception as e:
         if type(e).__module__.startswith(("asyncpg", "sqlite3")):
-            raise StartupError(f"cannot open the database: {e}") from e
+            raise StartupError(f"cannot open the {db_config.engine} database {where}: "
+                               f"{e}") from e
         raise
     return HomeServer(config, db)
 
