@@ -79,3 +79,18 @@ def server(engine: str, pg: PostgresServer | None) -> Iterator[ServerProcess]:
         if code not in (0, None):
             print(proc.log())
         shutil.rmtree(proc.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def hs(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    """One server per engine shared by a whole test module (tests use fresh users)."""
+    pg = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
+    proc = launch_server(request.param, pg)
+    try:
+        yield proc
+    finally:
+        died = proc.proc is not None and proc.proc.poll() is not None
+        code = proc.stop()
+        if died or code not in (0, None):
+            print(f"server exited (code {code}) during the module:\n{proc.log()}")
+        shutil.rmtree(proc.workdir, ignore_errors=True)

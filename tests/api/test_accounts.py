@@ -8,31 +8,16 @@ which keeps the suite fast without sharing any state a test relies on.
 from __future__ import annotations
 
 import itertools
-import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.support.server import ServerProcess, launch_server
+from tests.support.server import ServerProcess
 
 V3 = "/_matrix/client/v3"
 PASSWORD = "correct horse"
 
 _ids = itertools.count()
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def hs(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    pg = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
-    proc = launch_server(request.param, pg)
-    try:
-        yield proc
-    finally:
-        code = proc.stop()
-        if code not in (0, None):
-            print(proc.log())
-        shutil.rmtree(proc.workdir, ignore_errors=True)
 
 
 def fresh(prefix: str = "user") -> str:

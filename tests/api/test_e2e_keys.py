@@ -4,35 +4,19 @@ cross-signing and signatures, and what deleting a device does to its keys."""
 from __future__ import annotations
 
 import itertools
-import shutil
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
-import pytest
 from signedjson.key import generate_signing_key, get_verify_key
 from signedjson.sign import sign_json
 from unpaddedbase64 import encode_base64
 
-from tests.support.server import ServerProcess, launch_server
+from tests.support.server import ServerProcess
 
 V3 = "/_matrix/client/v3"
 PASSWORD = "correct horse"
 _ids = itertools.count()
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def hs(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    pg = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
-    proc = launch_server(request.param, pg)
-    try:
-        yield proc
-    finally:
-        code = proc.stop()
-        if code not in (0, None):
-            print(proc.log())
-        shutil.rmtree(proc.workdir, ignore_errors=True)
 
 
 class Client:

@@ -26,17 +26,6 @@ PASSWORD = "correct horse"
 _ids = itertools.count()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def hs(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    """One ordinary server per engine for the whole module."""
-    pg = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
-    proc = launch_server(request.param, pg)
-    try:
-        yield proc
-    finally:
-        stop(proc)
-
-
 def stop(proc: ServerProcess) -> None:
     code = proc.stop()
     if code not in (0, None):

@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 import itertools
-import shutil
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import pytest
-
-from tests.support.server import ServerProcess, launch_server
+from tests.support.server import ServerProcess
 
 V3 = "/_matrix/client/v3"
 _ids = itertools.count()
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def hs(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    pg = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
-    proc = launch_server(request.param, pg)
-    try:
-        yield proc
-    finally:
-        code = proc.stop()
-        if code not in (0, None):
-            print(proc.log())
-        shutil.rmtree(proc.workdir, ignore_errors=True)
 
 
 class Client:

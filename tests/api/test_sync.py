@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlencode
@@ -20,28 +18,13 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.api.rooms_support import V3, Api, User, q
-from tests.support.server import ServerProcess, launch_server
+from tests.support.server import ServerProcess
 
 _ids = itertools.count()
 
 
 def fresh(prefix: str) -> str:
     return f"{prefix}{next(_ids)}"
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def hs(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    pg = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
-    proc = launch_server(request.param, pg)
-    try:
-        yield proc
-    finally:
-        if proc.proc is not None and proc.proc.poll() is not None:
-            print(f"server died during the module (exit {proc.proc.returncode}):\n{proc.log()}")
-        code = proc.stop()
-        if code not in (0, None):
-            print(proc.log())
-        shutil.rmtree(proc.workdir, ignore_errors=True)
 
 
 @pytest.fixture

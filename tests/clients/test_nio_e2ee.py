@@ -22,7 +22,6 @@ from nio import (
     KeysClaimResponse,
     KeysQueryResponse,
     KeysUploadResponse,
-    LoginResponse,
     MegolmEvent,
     RoomCreateResponse,
     RoomMessageText,
@@ -32,12 +31,12 @@ from nio import (
 from nio.api import Api
 from nio.crypto import ENCRYPTION_ENABLED as NIO_HAS_E2E
 
+from tests.clients.nio_support import logged_in_pair, ok
 from tests.support.server import ServerProcess
 
 # MYELIN_TEST_NIO_PLAIN=1 runs the key API test as a client without Olm would.
 ENCRYPTION_ENABLED = NIO_HAS_E2E and not os.environ.get("MYELIN_TEST_NIO_PLAIN")
 
-PASSWORD = "correct horse"
 ENCRYPTION = {"type": "m.room.encryption", "state_key": "",
               "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
 
@@ -45,27 +44,9 @@ ENCRYPTION = {"type": "m.room.encryption", "state_key": "",
 @pytest.fixture
 async def clients(server: ServerProcess, tmp_path: os.PathLike[str],
                   ) -> AsyncIterator[tuple[AsyncClient, AsyncClient]]:
-    made = []
     config = AsyncClientConfig(encryption_enabled=ENCRYPTION_ENABLED, store_sync_tokens=False)
-    for name in ("alice", "bob"):
-        server.register(name, PASSWORD)
-        store = os.path.join(str(tmp_path), name)
-        os.makedirs(store)
-        client = AsyncClient(server.base_url, f"@{name}:{server.server_name}",
-                             store_path=store, config=config)
-        login = await client.login(PASSWORD, device_name=f"{name}'s nio")
-        assert isinstance(login, LoginResponse), login
-        made.append(client)
-    try:
-        yield made[0], made[1]
-    finally:
-        for client in made:
-            await client.close()
-
-
-def _ok(response: Any, kind: type) -> Any:
-    assert isinstance(response, kind), response
-    return response
+    async with logged_in_pair(server, config=config, store_dir=str(tmp_path)) as pair:
+        yield pair
 
 
 def _device_keys(client: AsyncClient, n: int) -> dict[str, Any]:
@@ -88,15 +69,15 @@ async def _raw(client: AsyncClient, method: str, path: str, body: Any = None) ->
 async def test_nio_key_apis(server: ServerProcess,
                             clients: tuple[AsyncClient, AsyncClient]) -> None:
     alice, bob = clients
-    room = _ok(await alice.room_create(invite=[bob.user_id]), RoomCreateResponse).room_id
-    _ok(await bob.join(room), JoinResponse)
-    since = _ok(await alice.sync(timeout=0), SyncResponse).next_batch
+    room = ok(await alice.room_create(invite=[bob.user_id]), RoomCreateResponse).room_id
+    ok(await bob.join(room), JoinResponse)
+    since = ok(await alice.sync(timeout=0), SyncResponse).next_batch
 
     if ENCRYPTION_ENABLED:
         # nio's Olm account makes and signs the keys; /sync tells it what to upload.
-        _ok(await bob.sync(timeout=0), SyncResponse)
+        ok(await bob.sync(timeout=0), SyncResponse)
         assert bob.should_upload_keys
-        uploaded = _ok(await bob.keys_upload(), KeysUploadResponse)
+        uploaded = ok(await bob.keys_upload(), KeysUploadResponse)
         assert uploaded.signed_curve25519_count > 0
         otk_count = uploaded.signed_curve25519_count
     else:
@@ -108,7 +89,7 @@ async def test_nio_key_apis(server: ServerProcess,
         assert otk_count == 3
 
     # Alice hears of Bob's device in /sync and through /keys/changes.
-    sync = _ok(await alice.sync(timeout=0, since=since), SyncResponse)
+    sync = ok(await alice.sync(timeout=0, since=since), SyncResponse)
     assert bob.user_id in sync.device_list.changed
     changes = await _raw(alice, "GET", f"/keys/changes?from={since}&to={sync.next_batch}")
     assert bob.user_id in changes["changed"]
@@ -116,17 +97,17 @@ async def test_nio_key_apis(server: ServerProcess,
     # Query through nio's own request and response parser.
     # (nio's keys_query() only asks about members of encrypted rooms; this one is not.)
     method, path, data = Api.keys_query(alice.access_token, {bob.user_id})
-    query = _ok(await alice._send(KeysQueryResponse, method, path, data), KeysQueryResponse)
+    query = ok(await alice._send(KeysQueryResponse, method, path, data), KeysQueryResponse)
     device = query.device_keys[bob.user_id][bob.device_id]
     assert device["unsigned"]["device_display_name"] == "bob's nio"
 
     # Claim one one-time key through nio's request and parser: exactly once.
     claims = {bob.user_id: [bob.device_id]}
     method, path, data = Api.keys_claim(alice.access_token, claims)
-    claimed = _ok(await alice._send(KeysClaimResponse, method, path, data), KeysClaimResponse)
+    claimed = ok(await alice._send(KeysClaimResponse, method, path, data), KeysClaimResponse)
     keys = claimed.one_time_keys[bob.user_id][bob.device_id]
     assert len(keys) == 1 and next(iter(keys)).startswith("signed_curve25519:")
-    second = _ok(await alice._send(KeysClaimResponse, method, path, data), KeysClaimResponse)
+    second = ok(await alice._send(KeysClaimResponse, method, path, data), KeysClaimResponse)
     assert second.one_time_keys[bob.user_id][bob.device_id].keys() != keys.keys()
     assert (await bob.sync(timeout=0)).device_key_count.signed_curve25519 == otk_count - 2
 
@@ -137,29 +118,29 @@ async def test_nio_encrypted_message(server: ServerProcess,
                                      clients: tuple[AsyncClient, AsyncClient]) -> None:
     alice, bob = clients
     for client in (alice, bob):
-        _ok(await client.sync(timeout=0), SyncResponse)
+        ok(await client.sync(timeout=0), SyncResponse)
         assert client.should_upload_keys
-        uploaded = _ok(await client.keys_upload(), KeysUploadResponse)
+        uploaded = ok(await client.keys_upload(), KeysUploadResponse)
     bob_otks = uploaded.signed_curve25519_count
 
-    room = _ok(await alice.room_create(invite=[bob.user_id], initial_state=[ENCRYPTION]),
+    room = ok(await alice.room_create(invite=[bob.user_id], initial_state=[ENCRYPTION]),
                RoomCreateResponse).room_id
-    _ok(await bob.sync(timeout=0), SyncResponse)
-    _ok(await bob.join(room), JoinResponse)
-    _ok(await alice.sync(timeout=0), SyncResponse)
+    ok(await bob.sync(timeout=0), SyncResponse)
+    ok(await bob.join(room), JoinResponse)
+    ok(await alice.sync(timeout=0), SyncResponse)
     assert alice.rooms[room].encrypted
     if alice.should_query_keys:
-        _ok(await alice.keys_query(), KeysQueryResponse)
+        ok(await alice.keys_query(), KeysQueryResponse)
     assert bob.device_id in alice.device_store[bob.user_id]
 
-    sent = _ok(await alice.room_send(room, "m.room.message",
+    sent = ok(await alice.room_send(room, "m.room.message",
                                      {"msgtype": "m.text", "body": "a secret for bob"},
                                      ignore_unverified_devices=True), RoomSendResponse)
 
     decrypted: list[RoomMessageText] = []
     undecryptable: list[MegolmEvent] = []
     for _ in range(5):
-        sync = _ok(await bob.sync(timeout=2000), SyncResponse)
+        sync = ok(await bob.sync(timeout=2000), SyncResponse)
         joined = sync.rooms.join.get(room)
         for event in joined.timeline.events if joined else []:
             if isinstance(event, RoomMessageText) and event.event_id == sent.event_id:

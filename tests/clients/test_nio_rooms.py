@@ -15,7 +15,6 @@ import pytest
 from nio import (
     AsyncClient,
     JoinResponse,
-    LoginResponse,
     MessageDirection,
     ProfileGetDisplayNameResponse,
     ProfileSetDisplayNameResponse,
@@ -35,30 +34,14 @@ from nio import (
 )
 
 from tests.api.rooms_support import Api
+from tests.clients.nio_support import logged_in_pair, ok
 from tests.support.server import ServerProcess
-
-PASSWORD = "correct horse"
 
 
 @pytest.fixture
 async def clients(server: ServerProcess) -> AsyncIterator[tuple[AsyncClient, AsyncClient]]:
-    made = []
-    for name in ("alice", "bob"):
-        server.register(name, PASSWORD)
-        client = AsyncClient(server.base_url, f"@{name}:{server.server_name}")
-        login = await client.login(PASSWORD, device_name=f"{name}'s nio")
-        assert isinstance(login, LoginResponse), login
-        made.append(client)
-    try:
-        yield made[0], made[1]
-    finally:
-        for client in made:
-            await client.close()
-
-
-def _ok(response: Any, kind: type) -> Any:
-    assert isinstance(response, kind), response
-    return response
+    async with logged_in_pair(server) as pair:
+        yield pair
 
 
 async def test_nio_room_lifecycle(server: ServerProcess,
@@ -66,10 +49,10 @@ async def test_nio_room_lifecycle(server: ServerProcess,
     alice, bob = clients
     seen: dict[str, dict[str, Any]] = {}
 
-    created = _ok(await alice.room_create(name="Nio Room", topic="talking through nio",
+    created = ok(await alice.room_create(name="Nio Room", topic="talking through nio",
                                           alias="nioroom"), RoomCreateResponse)
     room = created.room_id
-    resolved = _ok(await bob.room_resolve_alias(f"#nioroom:{server.server_name}"),
+    resolved = ok(await bob.room_resolve_alias(f"#nioroom:{server.server_name}"),
                    RoomResolveAliasResponse)
     assert resolved.room_id == room and resolved.servers == [server.server_name]
     missing = await bob.room_resolve_alias(f"#nothing:{server.server_name}")
@@ -78,21 +61,21 @@ async def test_nio_room_lifecycle(server: ServerProcess,
     # Private room: bob needs an invite.
     refused = await bob.join(room)
     assert not isinstance(refused, JoinResponse)
-    _ok(await alice.room_invite(room, bob.user_id), RoomInviteResponse)
-    _ok(await bob.join(room), JoinResponse)
+    ok(await alice.room_invite(room, bob.user_id), RoomInviteResponse)
+    ok(await bob.join(room), JoinResponse)
 
     sent = []
     for i in range(12):
         client = alice if i % 2 == 0 else bob
-        response = _ok(await client.room_send(room, "m.room.message",
+        response = ok(await client.room_send(room, "m.room.message",
                                               {"msgtype": "m.text", "body": f"msg {i}"}),
                        RoomSendResponse)
         sent.append(response.event_id)
     # A retried transaction is the same event.
-    first = _ok(await alice.room_send(room, "m.room.message", {"msgtype": "m.text",
+    first = ok(await alice.room_send(room, "m.room.message", {"msgtype": "m.text",
                                                                "body": "retry"},
                                       tx_id="nio-txn"), RoomSendResponse)
-    again = _ok(await alice.room_send(room, "m.room.message", {"msgtype": "m.text",
+    again = ok(await alice.room_send(room, "m.room.message", {"msgtype": "m.text",
                                                                "body": "retry"},
                                       tx_id="nio-txn"), RoomSendResponse)
     assert first.event_id == again.event_id
@@ -102,7 +85,7 @@ async def test_nio_room_lifecycle(server: ServerProcess,
     events = []
     token: str | None = None
     for _ in range(40):
-        page = _ok(await bob.room_messages(room, start=token, limit=4,
+        page = ok(await bob.room_messages(room, start=token, limit=4,
                                            direction=MessageDirection.back),
                    RoomMessagesResponse)
         events.extend(page.chunk)
@@ -119,12 +102,12 @@ async def test_nio_room_lifecycle(server: ServerProcess,
     seen.update({e.event_id: e.source for e in events})
 
     # State.
-    _ok(await alice.room_put_state(room, "org.example.nio", {"n": 1}, state_key="k"),
+    ok(await alice.room_put_state(room, "org.example.nio", {"n": 1}, state_key="k"),
         RoomPutStateResponse)
-    state = _ok(await bob.room_get_state_event(room, "org.example.nio", "k"),
+    state = ok(await bob.room_get_state_event(room, "org.example.nio", "k"),
                 RoomGetStateEventResponse)
     assert state.content == {"n": 1}
-    name = _ok(await bob.room_get_state_event(room, "m.room.name"), RoomGetStateEventResponse)
+    name = ok(await bob.room_get_state_event(room, "m.room.name"), RoomGetStateEventResponse)
     assert name.content == {"name": "Nio Room"}
     nothing = await bob.room_get_state_event(room, "org.example.nio", "other")
     assert isinstance(nothing, RoomGetStateEventError)
@@ -133,8 +116,8 @@ async def test_nio_room_lifecycle(server: ServerProcess,
 
     # Redaction: alice (creator) redacts bob's message.
     target = sent[1]
-    redaction = _ok(await alice.room_redact(room, target, reason="nope"), RoomRedactResponse)
-    page = _ok(await alice.room_messages(room, start=None, limit=30), RoomMessagesResponse)
+    redaction = ok(await alice.room_redact(room, target, reason="nope"), RoomRedactResponse)
+    page = ok(await alice.room_messages(room, start=None, limit=30), RoomMessagesResponse)
     by_id = {e.event_id: e for e in page.chunk}
     assert by_id[target].source["content"] == {}
     assert by_id[target].source["unsigned"]["redacted_because"]["event_id"] == \
@@ -144,28 +127,28 @@ async def test_nio_room_lifecycle(server: ServerProcess,
     seen.update({e.event_id: e.source for e in page.chunk})
 
     # Display names.
-    _ok(await bob.set_displayname("Bob the Builder"), ProfileSetDisplayNameResponse)
-    shown = _ok(await alice.get_displayname(bob.user_id), ProfileGetDisplayNameResponse)
+    ok(await bob.set_displayname("Bob the Builder"), ProfileSetDisplayNameResponse)
+    shown = ok(await alice.get_displayname(bob.user_id), ProfileGetDisplayNameResponse)
     assert shown.displayname == "Bob the Builder"
-    member = _ok(await alice.room_get_state_event(room, "m.room.member", bob.user_id),
+    member = ok(await alice.room_get_state_event(room, "m.room.member", bob.user_id),
                  RoomGetStateEventResponse)
     assert member.content["displayname"] == "Bob the Builder"
 
     # Kick, then ban.
-    _ok(await alice.room_kick(room, bob.user_id, reason="timeout"), RoomKickResponse)
-    member = _ok(await alice.room_get_state_event(room, "m.room.member", bob.user_id),
+    ok(await alice.room_kick(room, bob.user_id, reason="timeout"), RoomKickResponse)
+    member = ok(await alice.room_get_state_event(room, "m.room.member", bob.user_id),
                  RoomGetStateEventResponse)
     assert member.content["membership"] == "leave"
     assert isinstance(await bob.room_send(room, "m.room.message", {"body": "x"}), RoomSendError)
-    _ok(await alice.room_invite(room, bob.user_id), RoomInviteResponse)
-    _ok(await bob.join(room), JoinResponse)
-    _ok(await alice.room_ban(room, bob.user_id, reason="for good"), RoomBanResponse)
-    member = _ok(await alice.room_get_state_event(room, "m.room.member", bob.user_id),
+    ok(await alice.room_invite(room, bob.user_id), RoomInviteResponse)
+    ok(await bob.join(room), JoinResponse)
+    ok(await alice.room_ban(room, bob.user_id, reason="for good"), RoomBanResponse)
+    member = ok(await alice.room_get_state_event(room, "m.room.member", bob.user_id),
                  RoomGetStateEventResponse)
     assert member.content["membership"] == "ban"
     assert not isinstance(await bob.join(room), JoinResponse)
 
-    page = _ok(await alice.room_messages(room, start=None, limit=50), RoomMessagesResponse)
+    page = ok(await alice.room_messages(room, start=None, limit=50), RoomMessagesResponse)
     seen.update({e.event_id: e.source for e in page.chunk})
     checker = Api(server)
     # Ids only: nio rewrites some event sources as it parses them (it adds a

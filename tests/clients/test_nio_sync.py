@@ -18,7 +18,6 @@ import pytest
 from nio import (
     AsyncClient,
     JoinResponse,
-    LoginResponse,
     MatrixRoom,
     ReceiptEvent,
     RoomCreateResponse,
@@ -34,36 +33,20 @@ from nio import (
     UpdateReceiptMarkerResponse,
 )
 
+from tests.clients.nio_support import logged_in_pair, ok
 from tests.support.server import ServerProcess
-
-PASSWORD = "correct horse"
 
 
 @pytest.fixture
 async def clients(server: ServerProcess) -> AsyncIterator[tuple[AsyncClient, AsyncClient]]:
-    made = []
-    for name in ("alice", "bob"):
-        server.register(name, PASSWORD)
-        client = AsyncClient(server.base_url, f"@{name}:{server.server_name}")
-        login = await client.login(PASSWORD, device_name=f"{name}'s nio")
-        assert isinstance(login, LoginResponse), login
-        made.append(client)
-    try:
-        yield made[0], made[1]
-    finally:
-        for client in made:
-            await client.close()
-
-
-def _ok(response: Any, kind: type) -> Any:
-    assert isinstance(response, kind), response
-    return response
+    async with logged_in_pair(server) as pair:
+        yield pair
 
 
 async def shared_room(alice: AsyncClient, bob: AsyncClient) -> str:
-    room_id = _ok(await alice.room_create(name="nio sync"), RoomCreateResponse).room_id
-    _ok(await alice.room_invite(room_id, bob.user_id), RoomInviteResponse)
-    _ok(await bob.join(room_id), JoinResponse)
+    room_id = ok(await alice.room_create(name="nio sync"), RoomCreateResponse).room_id
+    ok(await alice.room_invite(room_id, bob.user_id), RoomInviteResponse)
+    ok(await bob.join(room_id), JoinResponse)
     return str(room_id)
 
 
@@ -108,7 +91,7 @@ async def test_nio_sync_loop_gets_messages_in_order_exactly_once(
     sent: list[tuple[str, str]] = []
     before = await alice.room_send(room_id, "m.room.message",
                                    {"msgtype": "m.text", "body": "before bob syncs"})
-    sent.append((_ok(before, RoomSendResponse).event_id, "before bob syncs"))
+    sent.append((ok(before, RoomSendResponse).event_id, "before bob syncs"))
 
     async with syncing(bob):
         # Bursts while bob is long-polling, with pauses in between.
@@ -117,7 +100,7 @@ async def test_nio_sync_loop_gets_messages_in_order_exactly_once(
                 body = f"burst {burst} message {i}"
                 response = await alice.room_send(room_id, "m.room.message",
                                                  {"msgtype": "m.text", "body": body})
-                sent.append((_ok(response, RoomSendResponse).event_id, body))
+                sent.append((ok(response, RoomSendResponse).event_id, body))
             await asyncio.sleep(0.3 * burst)
         await until(lambda: len(received) >= len(sent), 30, "bob receives every message")
         await asyncio.sleep(1.5)  # keep syncing: duplicates would show up now
@@ -146,18 +129,18 @@ async def test_nio_typing_and_receipt_callbacks(
 
     bob.add_ephemeral_callback(on_typing, TypingNoticeEvent)
     bob.add_ephemeral_callback(on_receipt, ReceiptEvent)
-    sent = _ok(await bob.room_send(room_id, "m.room.message",
+    sent = ok(await bob.room_send(room_id, "m.room.message",
                                    {"msgtype": "m.text", "body": "read this, alice"}),
                RoomSendResponse)
 
     async with syncing(bob):
-        _ok(await alice.room_typing(room_id, True, timeout=20000), RoomTypingResponse)
+        ok(await alice.room_typing(room_id, True, timeout=20000), RoomTypingResponse)
         await until(lambda: [alice.user_id] in typing_seen, 15, "bob sees alice typing")
         assert alice.user_id in bob.rooms[room_id].typing_users
-        _ok(await alice.room_typing(room_id, False), RoomTypingResponse)
+        ok(await alice.room_typing(room_id, False), RoomTypingResponse)
         await until(lambda: typing_seen[-1] == [], 15, "bob sees alice stop typing")
 
-        _ok(await alice.update_receipt_marker(room_id, sent.event_id),
+        ok(await alice.update_receipt_marker(room_id, sent.event_id),
             UpdateReceiptMarkerResponse)
         await until(lambda: (sent.event_id, "m.read", alice.user_id) in receipts_seen, 15,
                     "bob sees alice's read receipt")
@@ -178,10 +161,10 @@ async def test_nio_to_device_delivered_once(clients: tuple[AsyncClient, AsyncCli
     async with syncing(bob):
         for n in (1, 2):
             message = ToDeviceMessage("org.example.nio", bob.user_id, bob.device_id, {"n": n})
-            _ok(await alice.to_device(message, tx_id=f"nio-{n}"), ToDeviceResponse)
+            ok(await alice.to_device(message, tx_id=f"nio-{n}"), ToDeviceResponse)
         # A retried transaction is not delivered twice.
         message = ToDeviceMessage("org.example.nio", bob.user_id, bob.device_id, {"n": 1})
-        _ok(await alice.to_device(message, tx_id="nio-1"), ToDeviceResponse)
+        ok(await alice.to_device(message, tx_id="nio-1"), ToDeviceResponse)
         await until(lambda: len(got) >= 2, 15, "bob receives the to-device messages")
         await asyncio.sleep(1.5)
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from myelin.http.errors import MatrixError, bad_json, not_found
+from myelin.http.errors import bad_json, not_found
+from myelin.http.request import parse_json_object
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
@@ -169,11 +168,5 @@ class FilterHandler:
         if not value:
             return SyncFilter.parse({})
         if value.lstrip().startswith("{"):
-            try:
-                raw = orjson.loads(value)
-            except orjson.JSONDecodeError:
-                raise MatrixError(400, "M_NOT_JSON", "filter is not valid JSON") from None
-            if not isinstance(raw, dict):
-                raise bad_json("filter must be an object")
-            return SyncFilter.parse(raw)
+            return SyncFilter.parse(parse_json_object(value, "filter"))
         return SyncFilter.parse(await self.get(user_id, value))

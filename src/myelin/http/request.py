@@ -29,6 +29,17 @@ class Requester:
         return self.user_id[1:].split(":", 1)[0]
 
 
+def parse_json_object(data: str | bytes, what: str) -> dict[str, Any]:
+    """JSON text that must be an object: ``M_NOT_JSON`` / ``M_BAD_JSON`` otherwise."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise MatrixError(400, "M_NOT_JSON", f"{what} is not JSON.") from None
+    if not isinstance(value, dict):
+        raise bad_json(f"{what} must be a JSON object.")
+    return value
+
+
 class Request:
     """Wraps aiohttp's request with Matrix conventions."""
 
@@ -114,14 +125,14 @@ class Request:
                 self._body = {}
                 return {}
             raise MatrixError(400, "M_NOT_JSON", "Content not JSON.")
-        try:
-            body = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise MatrixError(400, "M_NOT_JSON", "Content not JSON.") from None
-        if not isinstance(body, dict):
-            raise bad_json("Content must be a JSON object.")
+        body = parse_json_object(data, "Content")
         self._body = body
         return body
+
+    def query_json(self, name: str) -> dict[str, Any] | None:
+        """A query parameter holding a JSON object (such as ``filter``), or None."""
+        raw = self.raw.query.get(name)
+        return parse_json_object(raw, name) if raw else None
 
     async def requester(self, *, allow_guest: bool = False,
                         allow_deactivated: bool = False) -> Requester:

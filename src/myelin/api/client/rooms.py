@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from myelin.http.errors import MatrixError, bad_json, forbidden
-from myelin.http.request import Request
+from myelin.http.request import Request, Requester
 from myelin.http.routing import RouteTable, client_path, client_v1_path
 
 routes = RouteTable("client")
@@ -37,17 +35,25 @@ async def send_event(request: Request) -> dict[str, Any]:
     hs = request.hs
     room_id, etype = request.param("roomId"), request.param("eventType")
     body = await request.json(allow_empty=True)
-    txn_id = request.params.get("txnId")
-    txn_key = (requester.user_id, requester.device_id or "", txn_id) if txn_id else None
-    if txn_key is not None:
-        existing = await hs.stores.events.get_txn_event(*txn_key)
-        if existing is not None:
-            return {"event_id": existing}
+    txn_key, existing = await _transaction(request, requester)
+    if existing is not None:
+        return {"event_id": existing}
     hs.ratelimiters.message.check(requester.user_id)
     await _require_joined(request, room_id)
     sent = await hs.event_creation.send(requester.user_id, room_id, etype, body,
                                         txn_key=txn_key)
     return {"event_id": sent.event.event_id}
+
+
+async def _transaction(request: Request, requester: Requester,
+                       ) -> tuple[tuple[str, str, str] | None, str | None]:
+    """The (user, device, txnId) key of a request, and the event it already
+    sent if this is a retry: a retried PUT answers the first event's id."""
+    txn_id = request.params.get("txnId")
+    if not txn_id:
+        return None, None
+    txn_key = (requester.user_id, requester.device_id or "", txn_id)
+    return txn_key, await request.hs.stores.events.get_txn_event(*txn_key)
 
 
 async def _require_joined(request: Request, room_id: str) -> None:
@@ -112,12 +118,9 @@ async def redact(request: Request) -> dict[str, Any]:
     hs = request.hs
     room_id, event_id = request.param("roomId"), request.param("eventId")
     body = await request.json(allow_empty=True)
-    txn_id = request.params.get("txnId")
-    txn_key = (requester.user_id, requester.device_id or "", txn_id) if txn_id else None
-    if txn_key is not None:
-        existing = await hs.stores.events.get_txn_event(*txn_key)
-        if existing is not None:
-            return {"event_id": existing}
+    txn_key, existing = await _transaction(request, requester)
+    if existing is not None:
+        return {"event_id": existing}
     await _require_joined(request, room_id)
     sent = await hs.redactions.redact(requester, room_id, event_id, body, txn_key)
     return {"event_id": sent.event.event_id}
@@ -195,26 +198,13 @@ for _action, _membership, _needs_target in (
 
 # -- reading ------------------------------------------------------------------
 
-def _parse_filter(request: Request) -> dict[str, Any] | None:
-    raw = request.query_str("filter")
-    if not raw:
-        return None
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise MatrixError(400, "M_NOT_JSON", "filter is not JSON") from None
-    if not isinstance(value, dict):
-        raise bad_json("filter must be a JSON object")
-    return value
-
-
 @routes.get(client_path("/rooms/{roomId}/messages", LEGACY))
 async def messages(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     direction = request.query_str("dir", "b")
     if direction not in ("b", "f"):
         raise MatrixError(400, "M_INVALID_PARAM", "dir must be b or f")
-    event_filter = _parse_filter(request)
+    event_filter = request.query_json("filter")
     limit = request.query_int("limit", 10, minimum=0, maximum=1000) or 10
     if event_filter and isinstance(event_filter.get("limit"), int):
         limit = max(1, min(event_filter["limit"], 1000))
@@ -230,7 +220,7 @@ async def context(request: Request) -> dict[str, Any]:
     limit = request.query_int("limit", 10, minimum=0, maximum=100) or 0
     return await request.hs.room_reads.context(requester, request.param("roomId"),
                                                request.param("eventId"), limit,
-                                               _parse_filter(request))
+                                               request.query_json("filter"))
 
 
 @routes.get(client_path("/rooms/{roomId}/event/{eventId}", LEGACY))
