@@ -38,6 +38,12 @@ def _rowcount(status: str) -> int:
         return 0
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset query on release: Myelin keeps no session state
+    (no session advisory locks, LISTEN or SET), and the reset is an extra
+    round trip per statement, a quarter of the server's database time."""
+
+
 class PostgresTransaction(Transaction):
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
@@ -78,7 +84,7 @@ class PostgresDatabase(Database):
                       ) -> PostgresDatabase:
         pool = await asyncpg.create_pool(
             user=user, password=password, database=database, host=host, port=port,
-            min_size=min_size, max_size=max_size, command_timeout=60,
+            min_size=min_size, max_size=max_size, command_timeout=60, reset=_keep_session,
         )
         return cls(pool)
 
