@@ -8,6 +8,7 @@ which keeps the suite fast without sharing any state a test relies on.
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any
 
 import pytest
@@ -149,6 +150,23 @@ def test_initial_device_display_name_shows_in_devices(hs: ServerProcess) -> None
     assert status == 200
     mine = [d for d in devices["devices"] if d["device_id"] == body["device_id"]]
     assert mine and mine[0]["display_name"] == "Work laptop"
+
+
+def test_devices_show_where_they_were_last_seen(hs: ServerProcess) -> None:
+    name = fresh()
+    hs.register(name)
+    body = login_ok(hs, name)
+    token = body["access_token"]
+    assert whoami(hs, token)[0] == 200  # any authenticated request counts as "seen"
+    deadline = time.monotonic() + 10
+    while True:
+        status, device = hs.request("GET", f"{V3}/devices/{body['device_id']}", token=token)
+        assert status == 200
+        if device.get("last_seen_ip") or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert device["last_seen_ip"] == "127.0.0.1"
+    assert abs(device["last_seen_ts"] - time.time() * 1000) < 60_000
 
 
 @pytest.mark.parametrize("who", ["wrong-password", "no-such-user"])

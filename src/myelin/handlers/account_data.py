@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from myelin.http.errors import MatrixError
-from myelin.storage.stores.account_data import GLOBAL
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
@@ -48,7 +47,3 @@ class AccountDataHandler:
         tags = await self.get_tags(user_id, room_id)
         tags.pop(tag, None)
         await self.put(user_id, room_id, "m.tag", {"tags": tags})
-
-    @staticmethod
-    def is_global(room_id: str) -> bool:
-        return room_id == GLOBAL

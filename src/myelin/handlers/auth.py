@@ -12,6 +12,7 @@ import asyncio
 import base64
 import secrets
 import string
+import time
 import zlib
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
 
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
+DEVICE_SEEN_INTERVAL_S = 60.0
 _BASE62 = string.digits + string.ascii_letters
 
 
@@ -86,6 +88,8 @@ class AuthHandler:
         self.hs = hs
         self.store = hs.stores.accounts
         self._token_cache: OrderedDict[str, Requester] = OrderedDict()
+        self._device_seen: dict[tuple[str, str], float] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def extract_token(raw: web.BaseRequest) -> str | None:
@@ -101,7 +105,29 @@ class AuthHandler:
         token = self.extract_token(raw)
         if not token:
             raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
-        return await self.requester_for_token(token)
+        requester = await self.requester_for_token(token)
+        if requester.device_id is not None:
+            self._note_device_seen(requester.user_id, requester.device_id, raw)
+        return requester
+
+    def _note_device_seen(self, user_id: str, device_id: str, raw: web.BaseRequest) -> None:
+        """Keep the device list's last_seen_ts/ip roughly current without a
+        write per request: at most one per device per ``DEVICE_SEEN_INTERVAL_S``."""
+        now = time.monotonic()
+        key = (user_id, device_id)
+        if now - self._device_seen.get(key, -DEVICE_SEEN_INTERVAL_S) < DEVICE_SEEN_INTERVAL_S:
+            return
+        self._device_seen[key] = now
+        if len(self._device_seen) > self.CACHE_SIZE:
+            self._device_seen.clear()
+        ip = raw.remote or ""
+        forwarded = raw.headers.get("X-Forwarded-For")
+        if forwarded and self.hs.trust_forwarded_for(raw):
+            ip = forwarded.split(",")[0].strip()
+        task = asyncio.get_running_loop().create_task(self.store.record_device_seen(
+            user_id, device_id, ip, raw.headers.get("User-Agent")))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def requester_for_token(self, token: str) -> Requester:
         cached = self._token_cache.get(token)

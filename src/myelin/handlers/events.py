@@ -219,6 +219,3 @@ class EventCreationHandler:
             check_auth(event, await self.auth_map(event, state_before))
         except AuthError as e:
             raise forbidden(str(e)) from None
-
-    async def get_visible_stored(self, event_id: str) -> StoredEvent | None:
-        return await self.store.get_event(event_id)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 Row = Sequence[Any]
@@ -75,7 +74,3 @@ class Database(ABC):
     async def fetchval(self, sql: str, *args: Any) -> Any:
         row = await self.fetchone(sql, *args)
         return None if row is None else row[0]
-
-    @asynccontextmanager
-    async def _no_transaction(self) -> AsyncIterator[None]:  # pragma: no cover - helper
-        yield

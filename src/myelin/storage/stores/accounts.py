@@ -98,9 +98,6 @@ class AccountStore:
         await txn.execute("UPDATE users SET deactivated = 1, password_hash = NULL"
                           " WHERE user_id = ?", user_id)
 
-    async def set_admin(self, user_id: str, admin: bool) -> None:
-        await self.db.execute("UPDATE users SET admin = ? WHERE user_id = ?", int(admin), user_id)
-
     # -- devices ------------------------------------------------------------
     async def upsert_device(self, txn: Transaction, user_id: str, device_id: str,
                             display_name: str | None) -> bool:

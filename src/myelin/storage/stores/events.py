@@ -396,9 +396,6 @@ class EventStore:
         stored = await self.get_event(event_id)
         return stored.event if stored else None
 
-    def invalidate_current_state(self, room_id: str) -> None:
-        self._current_state.pop(room_id, None)
-
     # -- memberships ---------------------------------------------------------
     async def _memberships_of_user(self, user_id: str) -> list[tuple[Membership, bool]]:
         """Every membership of a user with its forgotten flag (cached per user)."""
@@ -455,14 +452,6 @@ class EventStore:
             "UPDATE room_memberships SET forgotten = 1 WHERE user_id = ? AND room_id = ?",
             user_id, room_id)
         self.invalidate_membership(room_id, user_id)
-
-    async def get_membership_changes(self, user_id: str, from_pos: int, to_pos: int,
-                                     ) -> list[Membership]:
-        rows = await self.db.fetchall(
-            "SELECT room_id, state_key, membership, event_id, stream_ordering FROM events"
-            " WHERE type = 'm.room.member' AND state_key = ? AND stream_ordering > ?"
-            " AND stream_ordering <= ? ORDER BY stream_ordering", user_id, from_pos, to_pos)
-        return [Membership(*r) for r in rows]
 
     async def get_rooms_with_events_between(self, room_ids: Sequence[str], from_pos: int,
                                             to_pos: int) -> set[str]:
