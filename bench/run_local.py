@@ -146,8 +146,12 @@ LOADS: dict[str, list[str]] = {
     # one sender, two users, one room, 2 events/s: the notifier path with no queueing
     "solo": ["--users", "2", "--rooms", "1", "--senders", "1", "--rate", "2",
              "--duration", "15"],
+    # write throughput: many rooms, two members each, so sends rather than
+    # the /sync fan-out set the pace
+    "pairs": ["--users", "2", "--rooms", "20", "--senders", "20", "--rate", "0",
+              "--duration", "20"],
 }
-QUICK = {"heavy": ["--duration", "5"], "light": ["--duration", "5"], "solo": ["--duration", "5"]}
+QUICK = {name: ["--duration", "5"] for name in LOADS}
 
 
 def snapshot_src(ref: str) -> tuple[str, str]:
