@@ -22,6 +22,9 @@ Handler = Callable[["Request"], Awaitable[Any]]
 _PLACEHOLDER = re.compile(r"/\{([A-Za-z_]+)(\??)\}")
 
 CLIENT_VERSIONS = ("r0", "v3")
+# Endpoints that clients (and the seed's proxy patterns) still reach under
+# the pre-r0 prefix as well.
+LEGACY = ("api/v1", "r0", "v3")
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,10 @@ from typing import Any
 from myelin.handlers.directory import PublicRoomsQuery
 from myelin.http.errors import MatrixError, bad_json, invalid_param
 from myelin.http.request import Request
-from myelin.http.routing import RouteTable, client_path
+from myelin.http.routing import LEGACY, RouteTable, client_path
 
 routes = RouteTable("client")
 
-LEGACY = ("api/v1", "r0", "v3")
 
 
 @routes.put(client_path("/directory/room/{roomAlias}", LEGACY))

@@ -6,11 +6,10 @@ from typing import Any
 
 from myelin.http.errors import MatrixError, bad_json, forbidden, not_found
 from myelin.http.request import Request
-from myelin.http.routing import RouteTable, client_path
+from myelin.http.routing import LEGACY, RouteTable, client_path
 
 routes = RouteTable("client")
 
-LEGACY = ("api/v1", "r0", "v3")
 
 
 @routes.put(client_path("/rooms/{roomId}/typing/{userId}", LEGACY))

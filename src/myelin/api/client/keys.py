@@ -12,7 +12,7 @@ from myelin.http.routing import RouteTable, client_path
 routes = RouteTable("client")
 
 
-@routes.post(client_path("/keys/upload"), client_path("/keys/upload/{deviceId}", ("r0",)))
+@routes.post(client_path("/keys/upload"), client_path("/keys/upload/{deviceId}"))
 async def upload(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     body = await request.json()

@@ -6,12 +6,12 @@ from typing import Any
 
 from myelin.http.errors import MatrixError, forbidden
 from myelin.http.request import Request
-from myelin.http.routing import RouteTable, client_path
+from myelin.http.routing import LEGACY, RouteTable, client_path
 
 routes = RouteTable("client")
 
 
-@routes.get(client_path("/login"))
+@routes.get(client_path("/login", LEGACY))
 async def login_flows(request: Request) -> dict[str, Any]:
     return {"flows": [{"type": "m.login.password"}]}
 
@@ -29,7 +29,7 @@ def _user_from_login_body(body: dict[str, Any]) -> str:
     return user
 
 
-@routes.post(client_path("/login"))
+@routes.post(client_path("/login", LEGACY))
 async def login(request: Request) -> dict[str, Any]:
     hs = request.hs
     body = await request.json()

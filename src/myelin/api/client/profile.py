@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from myelin.http.request import Request
-from myelin.http.routing import RouteTable, client_path
+from myelin.http.routing import LEGACY, RouteTable, client_path
 
 routes = RouteTable("client")
 
-LEGACY = ("api/v1", "r0", "v3")
 
 
 @routes.get(client_path("/profile/{userId}", LEGACY))

@@ -7,18 +7,18 @@ from typing import Any
 from myelin.handlers.push_rules import check_scope_kind
 from myelin.http.errors import MatrixError, bad_json
 from myelin.http.request import Request
-from myelin.http.routing import RouteTable, client_path
+from myelin.http.routing import LEGACY, RouteTable, client_path
 
 routes = RouteTable("client")
 
 
-@routes.get(client_path("/pushrules/"), client_path("/pushrules"))
+@routes.get(client_path("/pushrules/", LEGACY), client_path("/pushrules", LEGACY))
 async def get_all(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     return {"global": await request.hs.push_rules.get_ruleset(requester.user_id)}
 
 
-@routes.get(client_path("/pushrules/{scope}/"), client_path("/pushrules/{scope}"))
+@routes.get(client_path("/pushrules/{scope}/", LEGACY), client_path("/pushrules/{scope}", LEGACY))
 async def get_scope(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     if request.param("scope") != "global":
@@ -26,7 +26,7 @@ async def get_scope(request: Request) -> dict[str, Any]:
     return await request.hs.push_rules.get_ruleset(requester.user_id)
 
 
-@routes.get(client_path("/pushrules/{scope}/{kind}/"))
+@routes.get(client_path("/pushrules/{scope}/{kind}/", LEGACY))
 async def get_kind(request: Request) -> list[dict[str, Any]]:
     requester = await request.requester(allow_guest=True)
     kind = request.param("kind")
@@ -41,14 +41,14 @@ def _target(request: Request) -> tuple[str, str]:
     return kind, request.param("ruleId")
 
 
-@routes.get(client_path("/pushrules/{scope}/{kind}/{ruleId}"))
+@routes.get(client_path("/pushrules/{scope}/{kind}/{ruleId}", LEGACY))
 async def get_rule(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     kind, rule_id = _target(request)
     return await request.hs.push_rules.get_rule(requester.user_id, kind, rule_id)
 
 
-@routes.put(client_path("/pushrules/{scope}/{kind}/{ruleId}"))
+@routes.put(client_path("/pushrules/{scope}/{kind}/{ruleId}", LEGACY))
 async def put_rule(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     kind, rule_id = _target(request)
@@ -59,7 +59,7 @@ async def put_rule(request: Request) -> dict[str, Any]:
     return {}
 
 
-@routes.delete(client_path("/pushrules/{scope}/{kind}/{ruleId}"))
+@routes.delete(client_path("/pushrules/{scope}/{kind}/{ruleId}", LEGACY))
 async def delete_rule(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     kind, rule_id = _target(request)
@@ -67,7 +67,7 @@ async def delete_rule(request: Request) -> dict[str, Any]:
     return {}
 
 
-@routes.get(client_path("/pushrules/{scope}/{kind}/{ruleId}/enabled"))
+@routes.get(client_path("/pushrules/{scope}/{kind}/{ruleId}/enabled", LEGACY))
 async def get_enabled(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     kind, rule_id = _target(request)
@@ -75,7 +75,7 @@ async def get_enabled(request: Request) -> dict[str, Any]:
     return {"enabled": rule["enabled"]}
 
 
-@routes.put(client_path("/pushrules/{scope}/{kind}/{ruleId}/enabled"))
+@routes.put(client_path("/pushrules/{scope}/{kind}/{ruleId}/enabled", LEGACY))
 async def put_enabled(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     kind, rule_id = _target(request)
@@ -87,7 +87,7 @@ async def put_enabled(request: Request) -> dict[str, Any]:
     return {}
 
 
-@routes.get(client_path("/pushrules/{scope}/{kind}/{ruleId}/actions"))
+@routes.get(client_path("/pushrules/{scope}/{kind}/{ruleId}/actions", LEGACY))
 async def get_actions(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     kind, rule_id = _target(request)
@@ -95,7 +95,7 @@ async def get_actions(request: Request) -> dict[str, Any]:
     return {"actions": rule["actions"]}
 
 
-@routes.put(client_path("/pushrules/{scope}/{kind}/{ruleId}/actions"))
+@routes.put(client_path("/pushrules/{scope}/{kind}/{ruleId}/actions", LEGACY))
 async def put_actions(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     kind, rule_id = _target(request)

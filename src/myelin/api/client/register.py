@@ -93,3 +93,10 @@ async def register(request: Request) -> Any:
         device_id, token = await hs.auth.issue_session(user_id, device_id, display_name)
         response.update(access_token=token, device_id=device_id)
     return response
+
+
+@routes.get(client_path("/password_policy"))
+async def password_policy(request: Request) -> dict[str, Any]:
+    """The rules a new password must meet (``m.minimum_length`` when configured)."""
+    minimum = request.hs.config.password_min_length
+    return {"m.minimum_length": minimum} if minimum else {}

@@ -6,11 +6,10 @@ from typing import Any
 
 from myelin.http.errors import MatrixError, bad_json, forbidden
 from myelin.http.request import Request, Requester
-from myelin.http.routing import RouteTable, client_path, client_v1_path
+from myelin.http.routing import LEGACY, RouteTable, client_path, client_v1_path
 
 routes = RouteTable("client")
 
-LEGACY = ("api/v1", "r0", "v3")
 
 
 @routes.post(client_path("/createRoom", LEGACY))
@@ -148,7 +147,7 @@ async def join_room(request: Request) -> dict[str, Any]:
     return {"room_id": room_id}
 
 
-@routes.post(client_path("/knock/{roomIdOrAlias}", ("v3",)))
+@routes.post(client_path("/knock/{roomIdOrAlias}", LEGACY))
 async def knock(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     body = await request.json(allow_empty=True)

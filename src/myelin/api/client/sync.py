@@ -9,11 +9,10 @@ from myelin.handlers.room_reads import stream_token
 from myelin.handlers.sync import parse_since
 from myelin.http.errors import MatrixError
 from myelin.http.request import Request
-from myelin.http.routing import RouteTable, client_path
+from myelin.http.routing import LEGACY, RouteTable, client_path
 
 routes = RouteTable("client")
 
-LEGACY = ("api/v1", "r0", "v3")
 
 
 @routes.get(client_path("/sync"))

@@ -1,0 +1,112 @@
+"""Every client-API path pattern the seed routes to workers is answered here,
+under each of the versions it lists (api/v1, r0, v3).
+
+The seed's patterns (../shared/seed/workers.md, "generic_worker") are what a
+reverse proxy sends to a Myelin process; a pattern we serve must match our
+routes for every version it names, or a proxied client gets M_UNRECOGNIZED.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from myelin.app.servlets import routes_for_resources
+from myelin.http.routing import Router
+
+ROUTER = Router(routes_for_resources(["client", "federation", "keys"]))
+ROOM = "!room:example.org"
+EVENT = "$event"
+USER = "@alice:example.org"
+
+# (seed pattern, method, sample path with {v} for the version). Patterns for
+# features Myelin does not have yet (federation, SSO, search, VoIP, relations,
+# threads, hierarchy, room_keys, notifications, user directory) are not here.
+SEED_SAMPLES = [
+    (r"^/_matrix/client/(r0|v3)/sync$", "GET", "/sync"),
+    (r"^/_matrix/client/(api/v1|r0|v3)/events$", "GET", "/events"),
+    (r"^/_matrix/client/(api/v1|r0|v3)/initialSync$", "GET", "/initialSync"),
+    (r"^/_matrix/client/(api/v1|r0|v3)/rooms/[^/]+/initialSync$", "GET",
+     f"/rooms/{ROOM}/initialSync"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/createRoom$", "POST", "/createRoom"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/publicRooms$", "GET", "/publicRooms"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/joined_members$", "GET",
+     f"/rooms/{ROOM}/joined_members"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/context/.*$", "GET",
+     f"/rooms/{ROOM}/context/{EVENT}"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/members$", "GET",
+     f"/rooms/{ROOM}/members"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/state$", "GET", f"/rooms/{ROOM}/state"),
+    (r"^/_matrix/client/(r0|v3|unstable)/account/3pid$", "GET", "/account/3pid"),
+    (r"^/_matrix/client/(r0|v3|unstable)/account/whoami$", "GET", "/account/whoami"),
+    (r"^/_matrix/client/(r0|v3|unstable)/devices$", "GET", "/devices"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/event/", "GET",
+     f"/rooms/{ROOM}/event/{EVENT}"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/joined_rooms$", "GET", "/joined_rooms"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable/.*)/rooms/.*/aliases", "GET",
+     f"/rooms/{ROOM}/aliases"),
+    (r"^/_matrix/client/(r0|v3|unstable)/user/.*/filter(/|$)", "POST", f"/user/{USER}/filter"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/directory/room/.*$", "GET",
+     "/directory/room/%23alias:example.org"),
+    (r"^/_matrix/client/(r0|v3|unstable)/capabilities$", "GET", "/capabilities"),
+    (r"^/_matrix/client/(r0|v3|unstable)/keys/query$", "POST", "/keys/query"),
+    (r"^/_matrix/client/(r0|v3|unstable)/keys/changes$", "GET", "/keys/changes"),
+    (r"^/_matrix/client/(r0|v3|unstable)/keys/claim$", "POST", "/keys/claim"),
+    (r"^/_matrix/client/(r0|v3|unstable)/keys/upload/", "POST", "/keys/upload/DEVICE"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/login$", "POST", "/login"),
+    (r"^/_matrix/client/(r0|v3|unstable)/register$", "POST", "/register"),
+    (r"^/_matrix/client/(r0|v3|unstable)/register/available$", "GET", "/register/available"),
+    (r"^/_matrix/client/(r0|v3|unstable)/password_policy$", "GET", "/password_policy"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/redact", "PUT",
+     f"/rooms/{ROOM}/redact/{EVENT}/txn1"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/send", "PUT",
+     f"/rooms/{ROOM}/send/m.room.message/txn1"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/state/", "PUT",
+     f"/rooms/{ROOM}/state/m.room.name/"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/(join|invite|leave|ban|unban|kick)$",
+     "POST", f"/rooms/{ROOM}/join"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/(join|invite|leave|ban|unban|kick)$",
+     "POST", f"/rooms/{ROOM}/kick"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/join/", "POST", f"/join/{ROOM}"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/knock/", "POST", f"/knock/{ROOM}"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/profile/", "GET", f"/profile/{USER}"),
+    (r"^/_matrix/client/(r0|v3|unstable)/.*/tags", "GET", f"/user/{USER}/rooms/{ROOM}/tags"),
+    (r"^/_matrix/client/(r0|v3|unstable)/.*/account_data", "PUT",
+     f"/user/{USER}/account_data/m.example"),
+    (r"^/_matrix/client/(r0|v3|unstable)/rooms/.*/receipt", "POST",
+     f"/rooms/{ROOM}/receipt/m.read/{EVENT}"),
+    (r"^/_matrix/client/(r0|v3|unstable)/rooms/.*/read_markers", "POST",
+     f"/rooms/{ROOM}/read_markers"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/presence/", "GET",
+     f"/presence/{USER}/status"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/pushrules/", "GET", "/pushrules/"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/messages$", "GET",
+     f"/rooms/{ROOM}/messages"),
+]
+
+
+def _versions(pattern: str) -> list[str]:
+    group = re.search(r"/_matrix/client/\(([^)]*)\)", pattern)
+    assert group, pattern
+    return [v for v in group.group(1).split("|") if not v.startswith("unstable")]
+
+
+CASES = [(pattern, method, f"/_matrix/client/{version}{sample}")
+         for pattern, method, sample in SEED_SAMPLES for version in _versions(pattern)]
+
+
+@pytest.mark.parametrize(("pattern", "method", "path"), CASES,
+                         ids=[f"{m} {p}" for _, m, p in CASES])
+def test_seed_pattern_is_served(pattern: str, method: str, path: str) -> None:
+    assert re.match(pattern, path), "the sample must be one the seed routes here"
+    route, _, _ = ROUTER.match(method, path.replace("!", "%21").replace("$", "%24")
+                               .replace("@", "%40"))
+    assert route is not None, f"{method} {path} is not served"
+
+
+def test_unversioned_endpoints() -> None:
+    assert ROUTER.match("GET", "/_matrix/client/versions")[0] is not None
+    assert ROUTER.match("GET", "/_matrix/client/v1/register/m.login.registration_token/"
+                               "validity")[0] is not None
+    assert ROUTER.match("GET", "/_matrix/client/v1/rooms/%21r:x/timestamp_to_event")[0]
