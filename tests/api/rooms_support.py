@@ -99,6 +99,29 @@ class Api:
             return pool.submit(asyncio.run, self._load_pdus_pg(database["args"],
                                                                event_ids)).result()
 
+    def count_rooms(self) -> int:
+        """How many rooms the server's database holds (read-only)."""
+        database = self._database()
+        if database["name"] == "sqlite3":
+            conn = sqlite3.connect(f"file:{database['args']['database']}?mode=ro", uri=True)
+            try:
+                return int(conn.execute("SELECT COUNT(*) FROM rooms").fetchone()[0])
+            finally:
+                conn.close()
+
+        async def count(args: dict[str, Any]) -> int:
+            import asyncpg
+
+            conn = await asyncpg.connect(user=args["user"], host=args["host"],
+                                         port=args["port"], database=args["database"])
+            try:
+                return int(await conn.fetchval("SELECT COUNT(*) FROM rooms"))
+            finally:
+                await conn.close()
+
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, count(database["args"])).result()
+
     @staticmethod
     async def _load_pdus_pg(args: dict[str, Any], event_ids: list[str],
                             ) -> dict[str, tuple[dict[str, Any], str, bool]]:

@@ -659,11 +659,15 @@ def test_malformed_bodies_change_nothing(api: Api) -> None:
               status=413, errcode="M_TOO_LARGE")
     alice.err("POST", "/createRoom", {"room_alias_name": "nobody",
                                       "invite": ["@nobody:test.localhost"]}, status=404)
-    # Power levels the auth rules refuse only show up once the room exists: the
-    # half-built room is left behind, not added to the creator's rooms.
+    # Initial state the auth rules refuse is found before anything is written:
+    # room creation is all or nothing.
+    rooms_in_db = api.count_rooms()
     alice.err("POST", "/createRoom", {"room_alias_name": "badpower", "initial_state": [
         {"type": "m.room.power_levels", "content": {"users": {alice.user_id: "high"}}}]},
         status=403)
+    alice.err("POST", "/createRoom", {"room_version": "10", "power_level_content_override": {
+        "users": {alice.user_id: 0}, "state_default": 100}}, status=403)
+    assert api.count_rooms() == rooms_in_db
     assert alice.ok("GET", "/joined_rooms")["joined_rooms"] == rooms_before
     for alias in ("toolong", "nobody", "badpower"):
         alice.err("GET", f"/directory/room/{q(f'#{alias}:test.localhost')}", status=404)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -34,6 +34,16 @@ if TYPE_CHECKING:
 
 MAX_PDU_SIZE = 65536
 MAX_PREV_EVENTS = 10
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """An authorised event on its way to the database."""
+
+    event: Event
+    state_before: StateMap | None  # None: continue from the previous event of the batch
+    prev_group: int | None = None
+    txn_key: tuple[str, str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,36 +108,63 @@ class EventPersister:
         return loaded
 
     async def persist(self, event: Event, state_before: StateMap, prev_group: int | None,
-                      txn_key: tuple[str, str, str] | None = None,
-                      new_room: tuple[str, str, bool] | None = None) -> SentEvent:
-        state_after = dict(state_before)
-        delta: StateMap = {}
-        replaces_state = None
-        if event.state_key is not None:
-            key = (event.type, event.state_key)
-            replaces_state = state_before.get(key)
-            state_after[key] = event.event_id
-            delta[key] = event.event_id
+                      txn_key: tuple[str, str, str] | None = None) -> SentEvent:
+        """Persist one event whose state before it is ``state_before``."""
+        (sent,) = await self.persist_batch([PendingEvent(event, state_before, prev_group,
+                                                         txn_key)])
+        return sent
+
+    async def persist_batch(self, batch: Sequence[PendingEvent],
+                            new_room: tuple[str, str, bool] | None = None,
+                            ) -> list[SentEvent]:
+        """Persist events of one room in order, in one transaction: all or none.
+
+        Each event's state is built on the previous one's when its
+        ``state_before`` is None. ``new_room`` (version, creator, public)
+        creates the room in the same transaction. Returns stream positions in
+        order; they are announced only after the commit.
+        """
         generator = self.hs.streams.events_id_gen
+        results: list[tuple[PendingEvent, int, int, StateMap]] = []
         async with generator.transaction() as ptxn:
             if new_room is not None:
                 version, creator, is_public = new_room
-                await self.store.store_room(ptxn.txn, event.room_id, version, creator,
-                                            is_public, event.origin_server_ts)
-            if delta or prev_group is None:
-                group = await self.store.store_state_group(
-                    ptxn.txn, event.room_id, event.event_id, prev_group, delta, state_after)
-            else:
-                group = prev_group
-            position = await self.store.persist_event(
-                ptxn, event, instance_name=self.hs.config.instance_name, state_group=group,
-                replaces_state=replaces_state, txn_key=txn_key)
-        self.store.event_persisted(StoredEvent(event, position, group, None, txn_key))
-        if event.state_key is not None:
-            self.store.remember_current_state(event.room_id, state_after)
-        users = [event.state_key] if event.type == "m.room.member" and event.state_key else []
-        self.hs.notifier.notify(rooms=[event.room_id], users=users)
-        return SentEvent(event, position, state_after)
+                first = batch[0].event
+                await self.store.store_room(ptxn.txn, first.room_id, version, creator,
+                                            is_public, first.origin_server_ts)
+            state: StateMap = {}
+            group: int | None = None
+            for pending in batch:
+                event = pending.event
+                if pending.state_before is not None:
+                    state, group = dict(pending.state_before), pending.prev_group
+                replaces_state = None
+                delta: StateMap = {}
+                if event.state_key is not None:
+                    key = (event.type, event.state_key)
+                    replaces_state = state.get(key)
+                    state[key] = event.event_id
+                    delta[key] = event.event_id
+                if delta or group is None:
+                    group = await self.store.store_state_group(
+                        ptxn.txn, event.room_id, event.event_id, group, delta, state)
+                position = await self.store.persist_event(
+                    ptxn, event, instance_name=self.hs.config.instance_name, state_group=group,
+                    replaces_state=replaces_state, txn_key=pending.txn_key)
+                results.append((pending, position, group, dict(state)))
+        sent: list[SentEvent] = []
+        users: set[str] = set()
+        for pending, position, group, state_after in results:
+            event = pending.event
+            self.store.event_persisted(StoredEvent(event, position, group, None,
+                                                   pending.txn_key))
+            if event.state_key is not None:
+                self.store.remember_current_state(event.room_id, state_after)
+                if event.type == "m.room.member":
+                    users.add(event.state_key)
+            sent.append(SentEvent(event, position, state_after))
+        self.hs.notifier.notify(rooms={p.event.room_id for p in batch}, users=users)
+        return sent
 
 
 class EventCreationHandler:

@@ -28,21 +28,12 @@ class MembershipHandler:
                                                       "or alias")
         return room_id_or_alias
 
-    async def update_membership(self, requester: Requester, room_id: str, target: str,
-                                membership: str, *, reason: str | None = None,
-                                extra_content: dict[str, Any] | None = None,
-                                ratelimit: bool = True, is_new_room: bool = False,
-                                txn_key: tuple[str, str, str] | None = None) -> SentEvent:
+    async def member_content(self, target: str, membership: str, reason: str | None = None,
+                             extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The content of a membership event, with the target's profile when
+        they join, are invited or knock."""
         hs = self.hs
-        if await self.store.get_room_version(room_id) is None:
-            raise not_found("No known room with that ID")
-        if not target.startswith("@") or ":" not in target:
-            raise MatrixError(400, "M_INVALID_PARAM", f"Invalid user ID {target!r}")
-        if ratelimit and membership == "join":
-            hs.ratelimiters.joins.check(requester.user_id)
-        if ratelimit and membership == "invite":
-            hs.ratelimiters.invites.check(room_id)
-        content: dict[str, Any] = dict(extra_content or {})
+        content: dict[str, Any] = dict(extra or {})
         content["membership"] = membership
         if reason is not None:
             content["reason"] = reason
@@ -55,13 +46,30 @@ class MembershipHandler:
                     content.setdefault("displayname", profile[0])
                 if profile[1] is not None:
                     content.setdefault("avatar_url", profile[1])
+        return content
+
+    async def update_membership(self, requester: Requester, room_id: str, target: str,
+                                membership: str, *, reason: str | None = None,
+                                extra_content: dict[str, Any] | None = None,
+                                ratelimit: bool = True,
+                                txn_key: tuple[str, str, str] | None = None) -> SentEvent:
+        hs = self.hs
+        if await self.store.get_room_version(room_id) is None:
+            raise not_found("No known room with that ID")
+        if not target.startswith("@") or ":" not in target:
+            raise MatrixError(400, "M_INVALID_PARAM", f"Invalid user ID {target!r}")
+        if ratelimit and membership == "join":
+            hs.ratelimiters.joins.check(requester.user_id)
+        if ratelimit and membership == "invite":
+            hs.ratelimiters.invites.check(room_id)
+        content = await self.member_content(target, membership, reason, extra_content)
         if membership == "leave" and target == requester.user_id:
             current = await self.store.get_membership(room_id, target)
             if current is None or current.membership in ("leave", "ban"):
                 raise forbidden(f"{target} is not in the room")
 
         async def check(state: dict[tuple[str, str], str]) -> None:
-            if membership == "join" and not is_new_room:
+            if membership == "join":
                 current = state.get(("m.room.member", target))
                 if current is not None:
                     stored = await self.store.get_event(current)

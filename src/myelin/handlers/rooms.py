@@ -10,11 +10,14 @@ import string
 import time
 from typing import TYPE_CHECKING, Any
 
+from myelin.events.auth import AuthError, auth_types_for_event, check_auth
 from myelin.events.canonical import CanonicalJSONError, encode_canonical_json
+from myelin.events.event import Event
 from myelin.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
-from myelin.handlers.events import MAX_PDU_SIZE
-from myelin.http.errors import MatrixError, bad_json, too_large
+from myelin.handlers.events import MAX_PDU_SIZE, PendingEvent
+from myelin.http.errors import MatrixError, bad_json, forbidden, too_large
 from myelin.http.request import Requester
+from myelin.storage.stores.events import StateMap
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
@@ -131,42 +134,27 @@ class RoomCreationHandler:
             if await hs.stores.events.get_alias(alias) is not None:
                 raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")
 
-        # 1. the create event, which brings the room into existence.
+        # Build every initial event in memory, authorising each against the
+        # state the previous ones make, then persist them in one transaction:
+        # a room either exists whole or not at all.
+        draft = _RoomDraft(hs, room_version, user_id)
         create_content = copy.deepcopy(creation_content)
         create_content["room_version"] = version_id
         if not room_version.implicit_room_creator:
             create_content["creator"] = user_id
         else:
             create_content.pop("creator", None)
-        create_fields: dict[str, Any] = {
-            "sender": user_id, "type": "m.room.create", "state_key": "",
-            "content": create_content, "prev_events": [], "auth_events": [], "depth": 1,
-            "origin_server_ts": int(time.time() * 1000),
-        }
-        if not room_version.room_id_is_create_event_hash:
-            create_fields["room_id"] = f"!{_random_room_localpart()}:{hs.server_name}"
-        creation = hs.event_creation
-        create_event = creation.build_and_sign(room_version, create_fields)
-        await creation.check_auth(create_event, {})
-        room_id = create_event.room_id
-        await hs.persister.persist(create_event, {}, None,
-                                   new_room=(version_id, user_id, visibility == "public"))
-
-        try:
-            await self._populate(requester, body, room_id, room_version, preset, alias,
-                                 invitees, override, initial_state)
-        except MatrixError:
-            # The room exists but is half-built: its creator leaves, so that it
-            # does not linger among their rooms; the error is the answer.
-            try:
-                await hs.membership.update_membership(requester, room_id, user_id, "leave",
-                                                      ratelimit=False)
-            except MatrixError:
-                logger.warning("could not leave half-created room %s", room_id)
-            if alias is not None and (await hs.stores.events.get_alias(alias) or ("",))[0] \
-                    == room_id:
-                await hs.stores.events.delete_alias(alias)
-            raise
+        room_id = draft.add_create(create_content)
+        await self._draft_initial_state(draft, body, room_version, preset, alias, invitees,
+                                        override, initial_state)
+        await hs.persister.persist_batch(draft.pending(),
+                                         new_room=(version_id, user_id, visibility == "public"))
+        if alias is not None:
+            await hs.stores.events.create_alias(alias, room_id, user_id)
+        for invitee in invitees:
+            extra = {"is_direct": True} if body.get("is_direct") else {}
+            await hs.membership.update_membership(requester, room_id, invitee, "invite",
+                                                  extra_content=extra, ratelimit=False)
         return room_id, alias
 
     @staticmethod
@@ -182,48 +170,94 @@ class RoomCreationHandler:
                 raise too_large(f"Event content is {size} bytes; events are limited to "
                                 f"{MAX_PDU_SIZE}")
 
-    async def _populate(self, requester: Requester, body: dict[str, Any], room_id: str,
-                        room_version: RoomVersion, preset: dict[str, Any], alias: str | None,
-                        invitees: list[str], override: dict[str, Any] | None,
-                        initial_state: list[dict[str, Any]]) -> None:
-        hs = self.hs
-        user_id = requester.user_id
-        creation = hs.event_creation
-
-        async def send_state(etype: str, content: dict[str, Any], state_key: str = "") -> None:
-            await creation.send(user_id, room_id, etype, content, state_key=state_key)
-
-        # 2. the creator joins.
-        await hs.membership.update_membership(requester, room_id, user_id, "join",
-                                              ratelimit=False, is_new_room=True)
-        # 3. power levels.
+    async def _draft_initial_state(self, draft: _RoomDraft, body: dict[str, Any],
+                                   room_version: RoomVersion, preset: dict[str, Any],
+                                   alias: str | None, invitees: list[str],
+                                   override: dict[str, Any] | None,
+                                   initial_state: list[dict[str, Any]]) -> None:
+        user_id = draft.sender
+        # The creator joins, then power levels, the alias, the preset's
+        # rules, the client's initial state, name and topic — the order the
+        # spec gives for createRoom.
+        draft.add("m.room.member", await self.hs.membership.member_content(user_id, "join"),
+                  user_id)
         power_levels = default_power_levels(user_id, room_version.room_id_is_create_event_hash)
         if preset["invitees_are_admins"]:
             for invitee in invitees:
                 power_levels["users"][invitee] = 100
         if override:
             power_levels.update(copy.deepcopy(override))
-        await send_state("m.room.power_levels", power_levels)
-        # 4. alias, then the preset's rules, then the client's initial state.
+        draft.add("m.room.power_levels", power_levels)
         if alias is not None:
-            await send_state("m.room.canonical_alias", {"alias": alias})
+            draft.add("m.room.canonical_alias", {"alias": alias})
         given = {(s["type"], s.get("state_key", "")) for s in initial_state}
         if ("m.room.join_rules", "") not in given:
-            await send_state("m.room.join_rules", {"join_rule": preset["join_rules"]})
+            draft.add("m.room.join_rules", {"join_rule": preset["join_rules"]})
         if ("m.room.history_visibility", "") not in given:
-            await send_state("m.room.history_visibility",
-                             {"history_visibility": preset["history_visibility"]})
+            draft.add("m.room.history_visibility",
+                      {"history_visibility": preset["history_visibility"]})
         if preset["guest_access"] and ("m.room.guest_access", "") not in given:
-            await send_state("m.room.guest_access", {"guest_access": preset["guest_access"]})
+            draft.add("m.room.guest_access", {"guest_access": preset["guest_access"]})
         for state in initial_state:
-            await send_state(state["type"], state.get("content", {}), state.get("state_key", ""))
+            draft.add(state["type"], state.get("content", {}), state.get("state_key", ""))
         if body.get("name"):
-            await send_state("m.room.name", {"name": body["name"]})
+            draft.add("m.room.name", {"name": body["name"]})
         if body.get("topic"):
-            await send_state("m.room.topic", {"topic": body["topic"]})
-        if alias is not None:
-            await hs.stores.events.create_alias(alias, room_id, user_id)
-        for invitee in invitees:
-            extra = {"is_direct": True} if body.get("is_direct") else {}
-            await hs.membership.update_membership(requester, room_id, invitee, "invite",
-                                                  extra_content=extra, ratelimit=False)
+            draft.add("m.room.topic", {"topic": body["topic"]})
+
+
+class _RoomDraft:
+    """A new room's first events, built and authorised in memory."""
+
+    def __init__(self, hs: HomeServer, room_version: RoomVersion, sender: str) -> None:
+        self.hs = hs
+        self.room_version = room_version
+        self.sender = sender
+        self.events: list[Event] = []
+        self.by_id: dict[str, Event] = {}
+        self.state: StateMap = {}
+        self.room_id = ""
+
+    def _authorise_and_keep(self, event: Event) -> None:
+        keys = set(auth_types_for_event(event.type, event.state_key, event.sender,
+                                        event.content, self.room_version))
+        keys.add(("m.room.create", ""))
+        auth_map = {k: self.by_id[self.state[k]] for k in keys if k in self.state}
+        try:
+            check_auth(event, auth_map)
+        except AuthError as e:
+            raise forbidden(str(e)) from None
+        self.events.append(event)
+        self.by_id[event.event_id] = event
+        if event.state_key is not None:
+            self.state[(event.type, event.state_key)] = event.event_id
+
+    def add_create(self, content: dict[str, Any]) -> str:
+        fields: dict[str, Any] = {
+            "sender": self.sender, "type": "m.room.create", "state_key": "",
+            "content": content, "prev_events": [], "auth_events": [], "depth": 1,
+            "origin_server_ts": int(time.time() * 1000),
+        }
+        if not self.room_version.room_id_is_create_event_hash:
+            fields["room_id"] = f"!{_random_room_localpart()}:{self.hs.server_name}"
+        event = self.hs.event_creation.build_and_sign(self.room_version, fields)
+        self._authorise_and_keep(event)
+        self.room_id = event.room_id
+        return event.room_id
+
+    def add(self, etype: str, content: dict[str, Any], state_key: str = "") -> Event:
+        last = self.events[-1]
+        keys = auth_types_for_event(etype, state_key, self.sender, content, self.room_version)
+        fields: dict[str, Any] = {
+            "room_id": self.room_id, "sender": self.sender, "type": etype,
+            "content": content, "state_key": state_key, "prev_events": [last.event_id],
+            "auth_events": [self.state[k] for k in keys if k in self.state],
+            "depth": last.depth + 1, "origin_server_ts": int(time.time() * 1000),
+        }
+        event = self.hs.event_creation.build_and_sign(self.room_version, fields)
+        self._authorise_and_keep(event)
+        return event
+
+    def pending(self) -> list[PendingEvent]:
+        first, *rest = self.events
+        return [PendingEvent(first, {}, None), *(PendingEvent(e, None) for e in rest)]
