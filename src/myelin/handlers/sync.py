@@ -308,8 +308,7 @@ class SyncHandler:
         f = req.filter.state
         timeline_ids = {e.event.event_id for e in timeline}
         out = {k: v for k, v in state_ids.items()
-               if v not in timeline_ids and f.allows_type(k[0])
-               and (f.senders is None or True)}
+               if v not in timeline_ids and f.allows_type(k[0])}
         if f.lazy_load_members:
             wanted = {e.event.sender for e in timeline} | {req.user_id}
             wanted |= {e.event.state_key for e in timeline

@@ -10,7 +10,6 @@ reader that trusts ``current_position`` never skips a row still in flight.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -42,7 +41,6 @@ class StreamIdGenerator:
         self._max_allocated = 0
         self._current = 0
         self._in_flight: set[int] = set()
-        self._lock = asyncio.Lock()
         self._listeners: list[Callable[[int], None]] = []
 
     async def setup(self) -> None:
@@ -68,9 +66,9 @@ class StreamIdGenerator:
         if self.db.engine == "postgres":
             position = int(await txn.fetchval(f"SELECT nextval('{self._sequence}')"))
         else:
-            async with self._lock:
-                self._max_allocated += 1
-                position = self._max_allocated
+            # One writer connection, and no await between read and write.
+            self._max_allocated += 1
+            position = self._max_allocated
         self._max_allocated = max(self._max_allocated, position)
         self._in_flight.add(position)
         return position
