@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.api.rooms_support import V3, Api, User, q
-from tests.api.test_sync import Syncer, api, fresh, hs, joined, new_user, room_with
+from tests.api.test_sync import Syncer, api, fresh, joined, new_user, room_with
 
 __all__ = ["api", "hs"]  # module-scoped server fixtures, shared with test_sync
 
