@@ -284,8 +284,12 @@ class HomeServer:
         return user_id.rpartition(":")[2] == self.server_name or \
             user_id.split(":", 1)[-1] == self.server_name
 
-    def trust_forwarded_for(self, raw: web.BaseRequest) -> bool:
-        return any(lst.x_forwarded for lst in self.config.listeners)
+    @staticmethod
+    def trust_forwarded_for(raw: web.BaseRequest) -> bool:
+        """True if the request came in on a listener with ``x_forwarded: true``."""
+        from myelin.http.server import X_FORWARDED_KEY
+
+        return bool(raw.get(X_FORWARDED_KEY, False))
 
     async def start(self) -> None:
         """Load stream positions and start background work."""

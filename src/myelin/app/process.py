@@ -42,7 +42,8 @@ async def start_listeners(hs: HomeServer) -> None:
     for listener_config in hs.config.listeners:
         if listener_config.type not in ("http", "metrics"):
             continue
-        dispatcher = HttpDispatcher(hs, routes_for_resources(listener_config.resources))
+        dispatcher = HttpDispatcher(hs, routes_for_resources(listener_config.resources),
+                                    x_forwarded=listener_config.x_forwarded)
         listener = Listener(listener_config, dispatcher)
         try:
             await listener.start()

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("myelin.access")
 
+X_FORWARDED_KEY = "myelin.x_forwarded"
+
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, DELETE, OPTIONS",
@@ -49,9 +51,11 @@ def json_response(status: int, body: Any) -> web.Response:
 class HttpDispatcher:
     """Turns a raw request into a servlet call and its result into a response."""
 
-    def __init__(self, hs: HomeServer, routes: Iterable[Route]) -> None:
+    def __init__(self, hs: HomeServer, routes: Iterable[Route], *,
+                 x_forwarded: bool = False) -> None:
         self.hs = hs
         self.router = Router(routes)
+        self.x_forwarded = x_forwarded
 
     async def __call__(self, raw: web.BaseRequest) -> web.StreamResponse:
         start = time.monotonic()
@@ -78,6 +82,8 @@ class HttpDispatcher:
                                    (time.monotonic() - start) * 1000)
 
     async def _dispatch(self, raw: web.BaseRequest) -> web.StreamResponse:
+        # Whether this listener sits behind a proxy whose X-Forwarded-For we trust.
+        raw[X_FORWARDED_KEY] = self.x_forwarded
         if raw.method == "OPTIONS":
             return json_response(200, {})
         path = raw.raw_path.split("?", 1)[0]
