@@ -12,6 +12,7 @@ from signedjson.key import generate_signing_key, get_verify_key
 from signedjson.sign import sign_json
 from unpaddedbase64 import encode_base64
 
+from tests.support.client import TokenClient
 from tests.support.server import ServerProcess
 
 V3 = "/_matrix/client/v3"
@@ -19,7 +20,7 @@ PASSWORD = "correct horse"
 _ids = itertools.count()
 
 
-class Client:
+class Client(TokenClient):
     def __init__(self, hs: ServerProcess, login: dict[str, Any]) -> None:
         self.hs = hs
         self.user_id: str = login["user_id"]
@@ -39,22 +40,6 @@ class Client:
         status, out = self.hs.request("POST", V3 + "/login", body)
         assert status == 200, out
         return Client(self.hs, out)
-
-    def req(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        return self.hs.request(method, V3 + path, body, token=self.token)
-
-    def ok(self, method: str, path: str, body: Any = None) -> Any:
-        status, out = self.req(method, path, body)
-        assert status == 200, (method, path, status, out)
-        return out
-
-    def err(self, method: str, path: str, body: Any = None, *, status: int,
-            errcode: str | None = None) -> Any:
-        got, out = self.req(method, path, body)
-        assert got == status, (method, path, got, out)
-        if errcode is not None:
-            assert out["errcode"] == errcode, out
-        return out
 
     # -- key material ------------------------------------------------------
     def device_keys(self) -> dict[str, Any]:

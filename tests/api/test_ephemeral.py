@@ -13,7 +13,7 @@ import pytest
 from tests.api.rooms_support import V3, Api, User, q
 from tests.api.test_sync import Syncer, api, fresh, joined, new_user, room_with
 
-__all__ = ["api", "hs"]  # module-scoped server fixtures, shared with test_sync
+__all__ = ["api"]  # a fixture shared with test_sync (the server fixture `hs` is in conftest)
 
 
 def ephemeral(body: dict[str, Any], room_id: str, etype: str) -> list[dict[str, Any]]:

@@ -8,34 +8,19 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+from tests.support.client import TokenClient
 from tests.support.server import ServerProcess
 
 V3 = "/_matrix/client/v3"
 _ids = itertools.count()
 
 
-class Client:
+class Client(TokenClient):
     def __init__(self, hs: ServerProcess, localpart: str | None = None) -> None:
         self.hs = hs
         login = hs.register(localpart or f"pusher{next(_ids)}")
         self.user_id: str = login["user_id"]
         self.token: str = login["access_token"]
-
-    def req(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        return self.hs.request(method, V3 + path, body, token=self.token)
-
-    def ok(self, method: str, path: str, body: Any = None) -> Any:
-        status, out = self.req(method, path, body)
-        assert status == 200, (method, path, status, out)
-        return out
-
-    def err(self, method: str, path: str, body: Any = None, *, status: int,
-            errcode: str | None = None) -> Any:
-        got, out = self.req(method, path, body)
-        assert got == status, (method, path, got, out)
-        if errcode is not None:
-            assert out["errcode"] == errcode, out
-        return out
 
     def sync(self, since: str | None = None, timeout: int = 0) -> Any:
         query = f"?timeout={timeout}" + (f"&since={quote(since)}" if since else "")

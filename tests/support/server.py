@@ -81,7 +81,7 @@ class ServerProcess:
         return dict(body)
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        log = open(self.log_path, "ab")
         env = {**os.environ, "MYELIN_LOG_LEVEL": os.environ.get("MYELIN_LOG_LEVEL", "INFO")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "myelin", "run", "--config-path", self.config_path],
