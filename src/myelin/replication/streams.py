@@ -8,7 +8,7 @@ notifications are only meaningful for a few seconds.
 
 from __future__ import annotations
 
-from myelin.replication.tokens import StreamPosition, SyncToken
+from myelin.replication.tokens import SYNC_STREAMS, StreamPosition, SyncToken
 from myelin.storage.engines import Database
 from myelin.storage.id_generators import StreamIdGenerator
 
@@ -44,6 +44,4 @@ class Streams:
         return self.generators[stream].current_position
 
     def current_token(self) -> SyncToken:
-        from myelin.replication.tokens import SYNC_STREAMS
-
         return SyncToken({name: StreamPosition(self.position(name)) for name in SYNC_STREAMS})

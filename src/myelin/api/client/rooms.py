@@ -127,34 +127,30 @@ async def redact(request: Request) -> dict[str, Any]:
 
 # -- membership ---------------------------------------------------------------
 
-@routes.post(client_path("/join/{roomIdOrAlias}", LEGACY))
-async def join_by_id_or_alias(request: Request) -> dict[str, Any]:
+async def _own_membership(request: Request, room_id_or_alias: str,
+                          membership: str) -> dict[str, Any]:
+    """Join or knock on a room for the requester, by room id or alias."""
     requester = await request.requester()
     body = await request.json(allow_empty=True)
-    room_id = await request.hs.membership.resolve_room(request.param("roomIdOrAlias"))
+    room_id = await request.hs.membership.resolve_room(room_id_or_alias)
     await request.hs.membership.update_membership(requester, room_id, requester.user_id,
-                                                  "join", reason=body.get("reason"))
+                                                  membership, reason=body.get("reason"))
     return {"room_id": room_id}
+
+
+@routes.post(client_path("/join/{roomIdOrAlias}", LEGACY))
+async def join_by_id_or_alias(request: Request) -> dict[str, Any]:
+    return await _own_membership(request, request.param("roomIdOrAlias"), "join")
 
 
 @routes.post(client_path("/rooms/{roomId}/join", LEGACY))
 async def join_room(request: Request) -> dict[str, Any]:
-    requester = await request.requester()
-    body = await request.json(allow_empty=True)
-    room_id = request.param("roomId")
-    await request.hs.membership.update_membership(requester, room_id, requester.user_id,
-                                                  "join", reason=body.get("reason"))
-    return {"room_id": room_id}
+    return await _own_membership(request, request.param("roomId"), "join")
 
 
 @routes.post(client_path("/knock/{roomIdOrAlias}", LEGACY))
 async def knock(request: Request) -> dict[str, Any]:
-    requester = await request.requester()
-    body = await request.json(allow_empty=True)
-    room_id = await request.hs.membership.resolve_room(request.param("roomIdOrAlias"))
-    await request.hs.membership.update_membership(requester, room_id, requester.user_id,
-                                                  "knock", reason=body.get("reason"))
-    return {"room_id": room_id}
+    return await _own_membership(request, request.param("roomIdOrAlias"), "knock")
 
 
 def _membership_servlet(action: str, membership: str, needs_target: bool) -> None:
