@@ -112,23 +112,29 @@ def test_empty_file_is_only_missing_server_name(tmp_path: Path) -> None:
 # -- merging ----------------------------------------------------------------------
 
 def test_later_files_override_earlier_ones(tmp_path: Path) -> None:
-    shared = write(tmp_path, "homeserver.yaml", {**BASE, "enable_registration": False,
-                                                 "max_upload_size": "10M"})
+    shared = write(tmp_path, "homeserver.yaml", {
+        **BASE, "enable_registration": False, "max_upload_size": "10M",
+        "database": {"name": "psycopg2", "args": {"database": "myelin"}},
+        "redis": {"enabled": True}})
     worker = write(tmp_path, "worker1.yaml", {
         "worker_app": "synapse.app.generic_worker", "worker_name": "worker1",
         "enable_registration": True,
         "listeners": [{"port": 8083, "resources": [{"names": ["client"]}]}],
+        "worker_listeners": [{"port": 8084, "resources": [{"names": ["client"]}]}],
     })
     config = load_config([shared, worker])
     assert config.worker_name == "worker1"
     assert not config.is_main_process
     assert config.instance_name == "worker1"
     assert config.enable_registration is True
-    assert [lst.port for lst in config.listeners] == [8083]  # replaced, not appended
+    assert [lst.port for lst in config.listeners] == [8084]  # a worker binds worker_listeners
     assert config.max_upload_size == 10 * 1024 * 1024  # kept from the first file
     assert config.server_name == "example.org"
     assert config.sources["listeners"] == "worker1.yaml"
     assert config.sources["server_name"] == "homeserver.yaml"
+    main = load_config([shared, write(tmp_path, "main.yaml", {
+        "listeners": [{"port": 8083, "resources": [{"names": ["client"]}]}]})])
+    assert [lst.port for lst in main.listeners] == [8083]  # replaced, not appended
 
 
 def test_error_names_the_file_the_key_came_from(tmp_path: Path) -> None:
@@ -317,7 +323,8 @@ def test_worker_settings() -> None:
     })
     assert config.worker_app == "synapse.app.synchrotron"
     assert config.instance_name == "sync1"
-    assert config.instance_map["main"].base_url == "http://10.0.0.1:9093"
+    assert set(config.instance_map) == {"master", "sync1"}  # "main" is the main process
+    assert config.instance_map["master"].base_url == "http://10.0.0.1:9093"
     assert config.instance_map["sync1"].path == "/run/sync1.sock"
     assert config.writers_of("events") == ["p1", "p2"]
     assert config.writers_of("typing") == ["t1"]

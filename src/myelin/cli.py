@@ -1,4 +1,5 @@
-"""The ``myelin`` command line: generate-config, run, register-user, check-config."""
+"""The ``myelin`` command line: generate-config, run, register-user, check-config,
+routes (the reverse-proxy config of a fleet) and fleet (start/stop/status)."""
 
 from __future__ import annotations
 
@@ -20,16 +21,20 @@ from myelin.config import ConfigError, HomeserverConfig, load_config
 
 
 def _setup_logging(config: HomeserverConfig | None) -> None:
-    if config is not None and config.log_config:
+    # A worker logs by `worker_log_config`; the shared file's `log_config` is
+    # the main process's (it would have every worker write main's log file).
+    key = "log_config" if config is None or config.is_main_process else "worker_log_config"
+    log_config: str | None = getattr(config, key, None)
+    if config is not None and log_config:
         import yaml
 
         try:
-            with open(config.log_config, encoding="utf-8") as f:
+            with open(log_config, encoding="utf-8") as f:
                 logging.config.dictConfig(yaml.safe_load(f))
             return
-        except (OSError, ValueError, yaml.YAMLError) as e:
-            raise ConfigError("log_config", f"cannot use {config.log_config}: {e}",
-                              config.sources.get("log_config")) from None
+        except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as e:
+            raise ConfigError(key, f"cannot use {log_config}: {e}",
+                              config.sources.get(key)) from None
     logging.basicConfig(
         level=os.environ.get("MYELIN_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -150,6 +155,21 @@ def cmd_register_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_routes(args: argparse.Namespace) -> int:
+    from myelin.app.proxy import routes_command
+
+    return routes_command(args.config_path, args.workers, nginx=args.nginx,
+                          listen=args.listen, full=args.full, prefix=args.prefix,
+                          user=args.user)
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from myelin.app.fleet import fleet_command
+
+    return fleet_command(args.action, args.config_path, args.workers, args.run_dir,
+                         args.timeout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="myelin", description="Myelin Matrix homeserver")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,6 +197,40 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--admin", action="store_true")
     reg.add_argument("--url", default=None, help="base URL of the server (default: from config)")
     reg.set_defaults(func=cmd_register_user)
+
+    routes = sub.add_parser("routes", help="which process serves each route; an nginx config")
+    mode = routes.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--nginx", action="store_true",
+                      help="print an nginx config that sends each route to its process")
+    mode.add_argument("--check", action="store_true",
+                      help="print each route and the processes serving it")
+    routes.add_argument("--config-path", "-c", action="append", required=True,
+                        help="the shared config (main's); may be given several times")
+    routes.add_argument("--workers", default=None, metavar="DIR",
+                        help="directory of worker files (every *.yaml)")
+    routes.add_argument("--listen", default="8008",
+                        help="nginx `listen` value for the server (default 8008)")
+    routes.add_argument("--full", action="store_true",
+                        help="a whole nginx.conf (events, http, pid, logs under --prefix)")
+    routes.add_argument("--prefix", default=None, metavar="DIR",
+                        help="with --full: where nginx keeps its pid, logs and temp files "
+                             "(default: the current directory)")
+    routes.add_argument("--user", default=None,
+                        help="with --full: the `user` directive (needed when nginx runs "
+                             "as root and the files under --prefix are private)")
+    routes.set_defaults(func=cmd_routes)
+
+    fleet = sub.add_parser("fleet", help="start, stop or inspect main and every worker")
+    fleet.add_argument("action", choices=["start", "stop", "status"])
+    fleet.add_argument("--config-path", "-c", action="append", required=True,
+                       help="the shared config (main's); may be given several times")
+    fleet.add_argument("--workers", default=None, metavar="DIR",
+                       help="directory of worker files (every *.yaml)")
+    fleet.add_argument("--run-dir", default=None, metavar="DIR",
+                       help="where pid and log files go (default: run/ next to the config)")
+    fleet.add_argument("--timeout", type=float, default=60.0,
+                       help="seconds to wait for processes to come up or stop (default 60)")
+    fleet.set_defaults(func=cmd_fleet)
     return parser
 
 

@@ -13,12 +13,12 @@ from myelin.replication.commands import (
     UserSyncCommand,
     parse_command,
 )
-from myelin.replication.positions import PositionTracker
+from myelin.replication.positions import StreamView
 
 
 def test_every_command_round_trips_through_the_wire_format() -> None:
     samples = [
-        RdataCommand("events", "master", 7, {"event_id": "$a", "room_id": "!r"}),
+        RdataCommand("events", "master", 6, 7, [[7, {"event_id": "$a", "room_id": "!r"}]]),
         PositionCommand("events", "persister1", 3, 9),
         UserSyncCommand("sync1", "@u:hs", True, 1234),
     ]
@@ -37,18 +37,19 @@ def test_malformed_commands_are_refused(line: str) -> None:
 async def test_in_memory_bus_delivers_to_every_subscriber_after_publish_returns() -> None:
     bus = InMemoryBus()
     seen: list[object] = []
-    tracker = PositionTracker()
+    view = StreamView({"events": ["master"]})
     bus.subscribe(seen.append)
-    bus.subscribe(tracker.on_command)
+    bus.subscribe(lambda c: view.advance(c.stream, c.instance, c.new_token)
+                  if isinstance(c, PositionCommand) else None)
     bus.publish(PositionCommand("events", "master", 0, 5))
     assert seen == []  # asynchronous, as a Redis bus would be
     await bus.drain()
     assert seen == [PositionCommand("events", "master", 0, 5)]
-    assert tracker.position("events", "master") == 5
+    assert view.writer_position("events", "master") == 5
     # Positions never go backwards, even if an old announcement arrives late.
     bus.publish(PositionCommand("events", "master", 0, 3))
     await bus.drain()
-    assert tracker.position("events", "master") == 5
+    assert view.writer_position("events", "master") == 5
 
 
 async def test_a_failing_subscriber_does_not_stop_the_others() -> None:

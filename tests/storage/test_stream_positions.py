@@ -19,7 +19,7 @@ async def test_position_is_only_current_once_lower_positions_committed(db: Datab
     gen = _generator(db)
     await gen.setup()
     announced: list[int] = []
-    gen.add_listener(announced.append)
+    gen.add_listener(lambda _prev, new, _rows: announced.append(new))
     first_allocated = asyncio.Event()
     release_first = asyncio.Event()
 

@@ -1,4 +1,5 @@
-"""``/health``: answers OK while the process can serve."""
+"""``/health``: 200 "OK" while the process reaches its database and (in a
+fleet) Redis; 503 naming what it cannot reach otherwise."""
 
 from __future__ import annotations
 
@@ -12,4 +13,14 @@ routes = RouteTable("health")
 
 @routes.get(plain_path("/health"))
 async def health(request: Request) -> web.Response:
+    hs = request.hs
+    problems = []
+    try:
+        await hs.db.fetchval("SELECT 1")
+    except Exception as e:
+        problems.append(f"database unreachable: {e}")
+    if getattr(hs.bus, "connected", True) is False:
+        problems.append("redis unreachable")
+    if problems:
+        return web.Response(status=503, text="; ".join(problems), content_type="text/plain")
     return web.Response(text="OK", content_type="text/plain")

@@ -7,6 +7,7 @@ handlers exist, and which listeners serve which resources.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -14,17 +15,21 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from signedjson.key import read_signing_keys
 
+from myelin.app.roles import ProcessRoles
 from myelin.config import HomeserverConfig
 from myelin.replication.bus import Bus, InMemoryBus
+from myelin.replication.follower import ReplicationFollower
 from myelin.replication.notifier import Notifier
-from myelin.replication.positions import PositionAnnouncer, PositionTracker
+from myelin.replication.positions import PositionAnnouncer
 from myelin.replication.streams import Streams
+from myelin.storage.caches import CacheInvalidationStore, CacheRegistry, decode_keys
 from myelin.storage.engines import Database
 
 if TYPE_CHECKING:
     from myelin.handlers.account import AccountLifecycleHandler
     from myelin.handlers.account_data import AccountDataHandler
     from myelin.handlers.auth import AuthHandler
+    from myelin.handlers.background import BackgroundTasks
     from myelin.handlers.devices import DeviceHandler
     from myelin.handlers.directory import DirectoryHandler
     from myelin.handlers.e2e_keys import E2EKeysHandler
@@ -46,6 +51,7 @@ if TYPE_CHECKING:
     from myelin.handlers.visibility import VisibilityHandler
     from myelin.http.ratelimiters import Ratelimiters
     from myelin.http.server import Listener
+    from myelin.replication.http import ReplicationClient, ReplicationServer
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +59,8 @@ logger = logging.getLogger(__name__)
 class Stores:
     """The stores of this process, all over one database."""
 
-    def __init__(self, db: Database, streams: Streams, instance_name: str) -> None:
+    def __init__(self, db: Database, streams: Streams, instance_name: str,
+                 caches: CacheRegistry, invalidate: Any) -> None:
         from myelin.storage.stores.account_data import AccountDataStore
         from myelin.storage.stores.accounts import AccountStore
         from myelin.storage.stores.device_lists import DeviceListStore
@@ -66,32 +73,38 @@ class Stores:
 
         gens = streams.generators
         self.accounts = AccountStore(db)
-        self.events = EventStore(db)
-        self.receipts = ReceiptStore(db, gens["receipts"], instance_name)
+        self.events = EventStore(db, caches, instance_name)
+        self.receipts = ReceiptStore(db, gens["receipts"], instance_name, caches)
         self.presence = PresenceStore(db, gens["presence"])
         self.to_device = ToDeviceStore(db, gens["to_device"], instance_name)
         self.account_data = AccountDataStore(db, gens["account_data"], instance_name)
         self.device_lists = DeviceListStore(db, gens["device_lists"])
         self.push_rules = PushRuleStore(db, gens["push_rules"])
-        self.e2e_keys = E2EKeyStore(db)
+        self.e2e_keys = E2EKeyStore(db, caches, invalidate)
+        self.cache_invalidations = CacheInvalidationStore(db, gens["caches"], instance_name)
 
 
 class HomeServer:
-    def __init__(self, config: HomeserverConfig, db: Database) -> None:
+    def __init__(self, config: HomeserverConfig, db: Database, bus: Bus | None = None) -> None:
         self.config = config
         self.db = db
         self.server_name = config.server_name
-        self.streams = Streams(db)
-        self.stores = Stores(db, self.streams, config.instance_name)
+        self.roles = ProcessRoles.from_config(config)
+        self.caches = CacheRegistry()
+        self.streams = Streams(db, self.roles)
+        self.stores = Stores(db, self.streams, config.instance_name, self.caches,
+                             self.invalidate_cache)
         self.listeners: list[Listener] = []
         self.notifier = Notifier()
-        self.bus: Bus = self._make_bus()
-        self.positions = PositionTracker()
-        self.bus.subscribe(self.positions.on_command)
-        announcer = PositionAnnouncer(self.bus, config.instance_name)
-        for name, generator in self.streams.generators.items():
-            announcer.attach(name, generator)
+        # Tests may hand several HomeServers one in-memory bus: a fleet in one process.
+        self.bus: Bus = bus if bus is not None else self._make_bus()
+        self.announcer = PositionAnnouncer(self.bus, config.instance_name, db)
+        self.follower = ReplicationFollower(
+            instance_name=config.instance_name, bus=self.bus, view=self.streams.view,
+            streams=self.streams.definitions, generators=self.streams.written(),
+            announcer=self.announcer, db=db)
         self.signing_key = self._load_signing_key()
+        self._background: set[asyncio.Task[None]] = set()
 
     def _make_bus(self) -> Bus:
         """Redis pub/sub in a fleet, in-memory for a single process."""
@@ -128,7 +141,32 @@ class HomeServer:
             raise ConfigError("signing_key_path", f"no signing key in {path}", source)
         return keys[0]
 
+    @cached_property
+    def replication(self) -> ReplicationClient:
+        from myelin.replication.http import ReplicationClient
+
+        return ReplicationClient(self)
+
+    @cached_property
+    def replication_server(self) -> ReplicationServer:
+        from myelin.replication.http import ReplicationServer
+
+        return ReplicationServer(self)
+
+    async def invalidate_cache(self, name: str, keys: list[Any] | None) -> None:
+        """Invalidate a cache in every process: a row on the ``caches`` stream,
+        applied everywhere (here too) once it arrives; we wait for that."""
+        await self.stores.cache_invalidations.invalidate(name, keys)
+        await self.streams.view.wait_for("caches", self.config.instance_name,
+                                         self.streams.fence_position("caches"))
+
     # -- handlers ------------------------------------------------------------
+    @cached_property
+    def background_tasks(self) -> BackgroundTasks:
+        from myelin.handlers.background import BackgroundTasks
+
+        return BackgroundTasks(self)
+
     @cached_property
     def auth(self) -> AuthHandler:
         from myelin.handlers.auth import AuthHandler
@@ -291,21 +329,103 @@ class HomeServer:
 
         return bool(raw.get(X_FORWARDED_KEY, False))
 
+    def _follow_streams(self) -> None:
+        """What every process does with every stream's rows: caches first,
+        then wake whoever waits once the rows are readable."""
+        follow = self.follower
+        notifier = self.notifier
+        events = self.stores.events
+        follow.on_rows("events", events.on_events_rows)
+        follow.on_visible("events", lambda _, rows: notifier.notify(
+            rooms={r.room_id for _, r in rows},
+            users={r.state_key for _, r in rows if r.membership is not None and r.state_key}))
+        follow.on_rows("receipts", self.stores.receipts.on_receipts_rows)
+        follow.on_visible("receipts", lambda _, rows: notifier.notify(
+            rooms={r.room_id for _, r in rows if r.receipt_type != "m.read.private"},
+            users={r.user_id for _, r in rows if r.receipt_type == "m.read.private"}))
+        follow.on_rows("typing", self.typing.on_typing_rows)
+        follow.on_visible("typing", lambda _, rows: notifier.notify(
+            rooms={r.room_id for _, r in rows}))
+        follow.on_visible("to_device", lambda _, rows: notifier.notify(
+            users={r.user_id for _, r in rows}))
+        follow.on_visible("account_data", lambda _, rows: notifier.notify(
+            users={r.user_id for _, r in rows}))
+        follow.on_visible("push_rules", lambda _, rows: notifier.notify(
+            users={r.user_id for _, r in rows}))
+        follow.on_rows("presence", self.presence.on_presence_rows)
+        follow.on_visible("presence", lambda _, rows: self._notify_room_mates(
+            {r.user_id for _, r in rows}))
+        follow.on_visible("device_lists", lambda _, rows: self._notify_room_mates(
+            {r.user_id for _, r in rows}))
+        follow.on_rows("caches", self._apply_cache_rows)
+        self.auth.follow_caches(self.caches)
+
+    def _apply_cache_rows(self, writer: str, rows: Any) -> None:
+        for _, row in rows:
+            self.caches.invalidate(row.cache_name, decode_keys(row))
+
+    def _notify_room_mates(self, users: set[str]) -> None:
+        """Wake everyone who shares a room with ``users`` (and the users)."""
+        async def wake() -> None:
+            rooms: set[str] = set()
+            for user_id in users:
+                rooms.update(m.room_id for m in
+                             await self.stores.events.get_rooms_for_user(user_id))
+            self.notifier.notify(rooms=rooms, users=users)
+
+        task = asyncio.get_running_loop().create_task(wake())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def start(self) -> None:
-        """Load stream positions and start background work."""
+        """Load stream positions, follow the streams and start this process's jobs."""
         await self.stores.events.setup()
         await self.streams.setup()
+        for name, generator in self.streams.written().items():
+            self.announcer.attach(name, generator)
+        self._follow_streams()
         start_bus = getattr(self.bus, "start", None)
         if start_bus is not None:
             await start_bus()
+        await self.follower.start()
+        self.announcer.start()
         await self.presence.start()
+        if self.roles.runs("background_tasks"):
+            self.background_tasks.start()
 
     async def stop(self) -> None:
         """Stop background work; wake long-polls so they can finish."""
         self.notifier.shutdown()
-        await self.bus.close()
+        await self.background_tasks.stop()
         await self.presence.stop()
         self.typing.stop()
+        await self.follower.stop()
+        await self.announcer.stop()
+        await self.bus.close()
+        if "replication" in self.__dict__:
+            await self.replication.close()
+
+    async def status(self) -> dict[str, Any]:
+        """What this process is and how far it has followed each stream."""
+        database = True
+        try:
+            await self.db.fetchval("SELECT 1")
+        except Exception:
+            database = False
+        redis = getattr(self.bus, "connected", None)
+        streams = self.streams.view.snapshot()
+        for name, info in streams.items():
+            writers = info["writers"]
+            top = max(writers.values(), default=0)
+            info["lag"] = top - info["position"]
+            if name in self.streams.written():
+                info["written_here"] = self.streams.written()[name].current_position
+        return {"instance": self.config.instance_name, "app": self.config.worker_app,
+                "roles": self.roles.describe(), "database": database, "redis": redis,
+                "streams": streams, "caches": self.caches.stats(),
+                "replication": {"rows_applied": self.follower.rows_applied,
+                                "gaps_filled": self.follower.gaps_filled,
+                                "disagreeing": self.follower.disagreeing}}
 
     async def leave_all_rooms(self, user_id: str) -> None:
         await self.membership.leave_all_rooms(user_id)

@@ -6,11 +6,14 @@ import asyncio
 import logging
 import signal
 
+from myelin.app import pidfile
 from myelin.app.homeserver import HomeServer
 from myelin.app.servlets import routes_for_resources
 from myelin.config import HomeserverConfig
 from myelin.http.server import HttpDispatcher, Listener
 from myelin.storage.engines import open_database
+from myelin.storage.engines.postgres import DatabaseCollationError
+from myelin.storage.migrations import SchemaTooNewError
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +29,8 @@ async def build_homeserver(config: HomeserverConfig) -> HomeServer:
              f"{db_config.port}")
     try:
         db = await open_database(db_config)
+    except (DatabaseCollationError, SchemaTooNewError) as e:
+        raise StartupError(f"cannot use the {db_config.engine} database {where}: {e}") from e
     except (OSError, ConnectionError) as e:
         reason = getattr(e, "strerror", None) or str(e)
         raise StartupError(f"cannot open the {db_config.engine} database {where}: "
@@ -42,8 +47,9 @@ async def start_listeners(hs: HomeServer) -> None:
     for listener_config in hs.config.listeners:
         if listener_config.type not in ("http", "metrics"):
             continue
-        dispatcher = HttpDispatcher(hs, routes_for_resources(listener_config.resources),
-                                    x_forwarded=listener_config.x_forwarded)
+        routes = routes_for_resources(listener_config.resources,
+                                      main=hs.config.is_main_process)
+        dispatcher = HttpDispatcher(hs, routes, x_forwarded=listener_config.x_forwarded)
         listener = Listener(listener_config, dispatcher)
         try:
             await listener.start()
@@ -54,12 +60,33 @@ async def start_listeners(hs: HomeServer) -> None:
                     ", ".join(sorted(listener_config.resources)))
 
 
+def _refuse_second_copy(config: HomeserverConfig) -> str | None:
+    """The worker's pid file, after checking no live copy of it holds it."""
+    pid_file = None if config.is_main_process else config.worker_pid_file
+    if pid_file is None:
+        return None
+    running = pidfile.running_pid(pid_file)
+    if running is not None:
+        raise StartupError(f"worker {config.instance_name} is already running "
+                           f"(pid {running}, pid file {pid_file})")
+    return pid_file
+
+
 async def run_process(config: HomeserverConfig) -> None:
     """Run until SIGTERM/SIGINT, then finish in-flight requests and return."""
+    pid_file = _refuse_second_copy(config)
     hs = await build_homeserver(config)
+    wrote_pid_file = False
     try:
         await hs.start()
         await start_listeners(hs)
+        if pid_file is not None:
+            try:
+                pidfile.write_pid_file(pid_file)
+            except OSError as e:
+                raise StartupError(f"cannot write worker_pid_file {pid_file}: "
+                                   f"{e.strerror or e}") from e
+            wrote_pid_file = True
         logger.info("%s (%s) started for %s", config.instance_name, config.worker_app,
                     config.server_name)
         stop = asyncio.Event()
@@ -73,3 +100,5 @@ async def run_process(config: HomeserverConfig) -> None:
         for listener in hs.listeners:
             await listener.stop()
         await hs.db.close()
+        if wrote_pid_file and pid_file is not None:
+            pidfile.remove_pid_file(pid_file)

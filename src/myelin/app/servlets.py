@@ -27,9 +27,12 @@ def all_route_tables() -> list[RouteTable]:
     from myelin.api.admin import register as admin_register
     from myelin.api.client import account, login, register, versions
     from myelin.api.keys import server as key_server
+    from myelin.api.metrics import routes as metrics_routes
+    from myelin.api.replication import routes as replication_routes
 
     tables = [versions.routes, login.routes, register.routes, account.routes,
-              admin_register.routes, key_server.routes, health.routes]
+              admin_register.routes, key_server.routes, health.routes, replication_routes,
+              metrics_routes]
     tables.extend(_optional_tables())
     return tables
 
@@ -57,9 +60,22 @@ OPTIONAL_MODULES: list[str] = [
 ]
 
 
-def routes_for_resources(resources: Iterable[str]) -> list[Route]:
+def served_resources(resources: Iterable[str]) -> set[str]:
+    """The route-table resources a listener with ``resources`` serves (always health)."""
     wanted: set[str] = {"health"}
     for resource in resources:
         wanted |= RESOURCE_ALIASES.get(resource, {resource})
+    return wanted
+
+
+def all_routes() -> list[Route]:
+    """Every route the code declares, in table order."""
+    return [route for table in all_route_tables() for route in table.routes]
+
+
+def routes_for_resources(resources: Iterable[str], *, main: bool = True) -> list[Route]:
+    """The routes a listener with ``resources`` serves. A worker (``main=False``)
+    leaves out the ``main_only`` routes: their state lives in main's memory."""
+    wanted = served_resources(resources)
     return [route for table in all_route_tables() if table.resource in wanted
-            for route in table.routes]
+            for route in table.routes if main or not route.main_only]

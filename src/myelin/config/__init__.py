@@ -5,10 +5,12 @@ by key at the top level, the way a worker file is layered over the shared
 homeserver.yaml) and validates the result into a :class:`HomeserverConfig`.
 Every validation failure raises :class:`ConfigError` naming the file and the
 key path, e.g. ``listeners[0].port: expected an integer, got "abc"
-(homeserver.yaml)``.
+(homeserver.yaml)``. ``load_config`` also refuses a fleet layout the process
+cannot work in (`validate_fleet`).
 """
 
 from myelin.config.errors import ConfigError
+from myelin.config.fleet import validate_fleet
 from myelin.config.load import load_config, load_config_from_dict
 from myelin.config.schema import (
     DatabaseConfig,
@@ -29,4 +31,5 @@ __all__ = [
     "RedisConfig",
     "load_config",
     "load_config_from_dict",
+    "validate_fleet",
 ]

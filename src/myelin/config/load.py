@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from myelin.config.errors import ConfigError
+from myelin.config.fleet import validate_fleet
 from myelin.config.reader import ConfigReader
 from myelin.config.schema import HomeserverConfig
 
@@ -19,14 +20,11 @@ logger = logging.getLogger(__name__)
 # on (yet); they are not worth a warning.
 TOLERATED_KEYS = frozenset({
     "report_stats", "pid_file", "macaroon_secret_key", "form_secret", "trusted_key_servers",
-    "suppress_key_server_warning", "worker_log_config", "worker_listeners",
-    "media_instance_running_background_jobs",
-    "federation_sender_instances", "pusher_instances", "run_background_tasks_on",
-    "update_user_directory_from_worker", "notify_appservices_from_worker", "start_pushers",
-    "send_federation", "enable_media_repo", "enable_metrics", "presence", "url_preview_enabled",
+    "suppress_key_server_warning", "enable_media_repo", "enable_metrics", "presence",
+    "url_preview_enabled",
     "serve_server_wellknown", "federation_domain_whitelist", "app_service_config_files",
     "user_directory", "retention", "email", "push", "caches", "experimental_features",
-    "worker_pid_file", "worker_daemonize", "worker_main_http_uri",
+    "worker_daemonize", "worker_main_http_uri", "worker_replication_port",
     "outbound_federation_restricted_to",
 })
 
@@ -62,15 +60,22 @@ def load_config(paths: Sequence[str]) -> HomeserverConfig:
     merged.pop("__config_dirs__", None)
     # A required key that no file has is blamed on all of them.
     every_file = ", ".join(dict.fromkeys(os.path.basename(p) for p in paths)) or None
-    return load_config_from_dict(merged, sources, missing_source=every_file)
+    return load_config_from_dict(merged, sources, missing_source=every_file, check_fleet=True)
 
 
 def load_config_from_dict(data: Mapping[str, Any], sources: Mapping[str, str] | None = None,
-                          missing_source: str | None = None) -> HomeserverConfig:
+                          missing_source: str | None = None, *,
+                          check_fleet: bool = False) -> HomeserverConfig:
+    """Validate one merged mapping. Each key is checked; with ``check_fleet``
+    (what `load_config`, hence `myelin run` and `check-config`, does) the fleet
+    layout is checked too (`validate_fleet`), so a process that cannot work in
+    it is refused."""
     sources = dict(sources or {})
     reader = ConfigReader(data, "", lambda key: sources.get(key, missing_source))
     config = HomeserverConfig.from_reader(reader)
     config.sources = sources
+    if check_fleet:
+        validate_fleet(config, missing_source)
     for key in data:
         if key not in reader.used and key not in TOLERATED_KEYS:
             where = f" ({sources[key]})" if key in sources else ""

@@ -19,25 +19,61 @@ logger = logging.getLogger(__name__)
 LISTENER_RESOURCES = ("client", "federation", "keys", "media", "replication", "metrics", "health",
                       "openid", "static", "consent")
 
-# Worker application names accepted in `worker_app`; the historical names of
-# the seed document all map onto the generic worker.
-WORKER_APPS = (
-    "synapse.app.homeserver",
-    "synapse.app.generic_worker",
-    "synapse.app.pusher",
-    "synapse.app.appservice",
-    "synapse.app.federation_sender",
-    "synapse.app.media_repository",
-    "synapse.app.user_dir",
-    "synapse.app.client_reader",
-    "synapse.app.event_creator",
-    "synapse.app.federation_reader",
-    "synapse.app.frontend_proxy",
-    "synapse.app.synchrotron",
-)
+MAIN_PROCESS_APP = "synapse.app.homeserver"
+
+# The main process's instance name. It is stored in the database (the writer
+# column of stream tables), so it stays "master"; config files may call the
+# main process either "main" (Synapse's current spelling) or "master".
+MAIN_INSTANCE = "master"
+_MAIN_ALIASES = ("main", "master")
+
+
+@dataclass(frozen=True)
+class WorkerApp:
+    """What a `worker_app` name means: the roles it implies by itself."""
+
+    roles: frozenset[str]
+    meaning: str
+
+
+# Every name accepted in `worker_app`. Apart from the main process they all run
+# the generic worker; the historical single-purpose apps also imply the job
+# they were named for, even when the shared config does not name the worker
+# for it (Synapse behaves the same way).
+WORKER_APP_MEANINGS: dict[str, WorkerApp] = {
+    MAIN_PROCESS_APP: WorkerApp(frozenset(), "the main process"),
+    "synapse.app.generic_worker": WorkerApp(frozenset(), "a generic worker"),
+    "synapse.app.pusher": WorkerApp(
+        frozenset({"pusher"}), "a generic worker that sends push notifications"),
+    "synapse.app.appservice": WorkerApp(
+        frozenset({"appservice"}), "a generic worker that notifies application services"),
+    "synapse.app.federation_sender": WorkerApp(
+        frozenset({"federation_sender"}), "a generic worker that sends outbound federation"),
+    "synapse.app.media_repository": WorkerApp(
+        frozenset({"media"}), "a generic worker that runs the media repository's jobs"),
+    "synapse.app.user_dir": WorkerApp(
+        frozenset({"user_dir"}), "a generic worker that updates the user directory"),
+    "synapse.app.client_reader": WorkerApp(frozenset(), "a generic worker (historical name)"),
+    "synapse.app.event_creator": WorkerApp(frozenset(), "a generic worker (historical name)"),
+    "synapse.app.federation_reader": WorkerApp(frozenset(), "a generic worker (historical name)"),
+    "synapse.app.frontend_proxy": WorkerApp(frozenset(), "a generic worker (historical name)"),
+    "synapse.app.synchrotron": WorkerApp(frozenset(), "a generic worker (historical name)"),
+}
+
+# Worker application names accepted in `worker_app`.
+WORKER_APPS = tuple(WORKER_APP_MEANINGS)
 
 STREAM_WRITER_KINDS = ("events", "typing", "to_device", "account_data", "receipts", "presence",
                        "push_rules", "device_lists")
+
+# Streams whose writes are sharded over several writers; every other stream
+# takes exactly one writer.
+MULTI_WRITER_STREAMS = frozenset({"events", "receipts", "to_device"})
+
+
+def normalise_instance(name: str) -> str:
+    """The canonical instance name: "main" and "master" both mean the main process."""
+    return MAIN_INSTANCE if name in _MAIN_ALIASES else name
 
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
@@ -130,35 +166,60 @@ class HomeserverConfig:
     password_min_length: int = 0
     session_lifetime_ms: int | None = None
     # workers
-    worker_app: str = "synapse.app.homeserver"
-    worker_name: str = "master"
+    worker_app: str = MAIN_PROCESS_APP
+    worker_name: str = MAIN_INSTANCE
+    # instance name (normalised: the main process is "master") -> where its
+    # replication listener is
     instance_map: dict[str, InstanceLocation] = field(default_factory=dict)
+    # stream -> writer instance names (normalised)
     stream_writers: dict[str, list[str]] = field(default_factory=dict)
     redis: RedisConfig = field(default_factory=RedisConfig)
     worker_replication_secret: str | None = None
+    run_background_tasks_on: str = MAIN_INSTANCE
+    federation_sender_instances: list[str] = field(default_factory=list)
+    send_federation: bool = True
+    pusher_instances: list[str] = field(default_factory=list)
+    start_pushers: bool = True
+    update_user_directory_from_worker: str | None = None
+    notify_appservices_from_worker: str | None = None
+    media_instance_running_background_jobs: str | None = None
+    worker_log_config: str | None = None
+    worker_pid_file: str | None = None
     # where each top-level key came from, for messages
     sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_main_process(self) -> bool:
-        return self.worker_app == "synapse.app.homeserver"
+        return self.worker_app == MAIN_PROCESS_APP
 
     @property
     def instance_name(self) -> str:
-        return "master" if self.is_main_process else self.worker_name
+        return MAIN_INSTANCE if self.is_main_process else self.worker_name
+
+    @property
+    def app_roles(self) -> frozenset[str]:
+        """The roles `worker_app` implies by itself (the historical single-purpose apps)."""
+        meaning = WORKER_APP_MEANINGS.get(self.worker_app)
+        return meaning.roles if meaning is not None else frozenset()
 
     def writers_of(self, stream: str) -> list[str]:
-        return self.stream_writers.get(stream) or ["master"]
+        """The (normalised) instances writing ``stream``; the main process by default."""
+        return [normalise_instance(w) for w in self.stream_writers.get(stream) or []] or [
+            MAIN_INSTANCE]
 
     @classmethod
     def from_reader(cls, r: ConfigReader) -> HomeserverConfig:
         server_name = r.str_("server_name")
         if not _SERVER_NAME.match(server_name):
             raise r.error("server_name", f'"{server_name}" is not a valid server name')
-        listeners = [_listener(lr) for lr in r.sections("listeners")]
+        # The shared file's `listeners` are the main process's. A worker never
+        # binds them (only its `worker_listeners`), but they still say where
+        # the server's public port is.
+        main_listeners = [_listener(lr) for lr in r.sections("listeners")]
+        worker_listeners = [_listener(lr) for lr in r.sections("worker_listeners")]
         public_baseurl = r.str_("public_baseurl", None)
         if public_baseurl is None:
-            port = next((lst.port for lst in listeners if "client" in lst.resources), 8008)
+            port = next((lst.port for lst in main_listeners if "client" in lst.resources), 8008)
             public_baseurl = f"http://{server_name.split(':')[0]}:{port}/"
         if not public_baseurl.endswith("/"):
             public_baseurl += "/"
@@ -177,39 +238,12 @@ class HomeserverConfig:
         password_config = r.section("password_config")
         policy = password_config.section("policy")
         session_lifetime = r.raw("session_lifetime")
-        worker_app = r.choice("worker_app", WORKER_APPS, "synapse.app.homeserver")
-        worker_name = r.str_("worker_name", "master")
-        if worker_app != "synapse.app.homeserver" and not r.has("worker_name"):
-            raise r.error("worker_name", "is required when worker_app is a worker")
-        stream_writers: dict[str, list[str]] = {}
-        sw = r.section("stream_writers")
-        for kind in sw.keys():
-            if kind not in STREAM_WRITER_KINDS:
-                raise sw.error(kind, "unknown stream; expected one of "
-                                     f"{', '.join(STREAM_WRITER_KINDS)}")
-            stream_writers[kind] = sw.str_list(kind)
-        instance_map = {
-            name: InstanceLocation(
-                host=loc.str_("host", "localhost"),
-                port=loc.int_("port", None, minimum=1),
-                tls=loc.bool_("tls", False),
-                path=loc.str_("path", None),
-            )
-            for name, loc in r.mapping_of_sections("instance_map").items()
-        }
-        redis_r = r.section("redis")
-        redis = RedisConfig(
-            enabled=redis_r.bool_("enabled", False),
-            host=redis_r.str_("host", "localhost"),
-            port=redis_r.int_("port", 6379, minimum=1),
-            password=redis_r.str_("password", None),
-            dbid=redis_r.int_("dbid", 0, minimum=0),
-            path=redis_r.str_("path", None),
-        )
+        workers = _workers(r)
+        is_main = workers["worker_app"] == MAIN_PROCESS_APP
         cfg = cls(
             server_name=server_name,
             public_baseurl=public_baseurl,
-            listeners=listeners,
+            listeners=main_listeners if is_main else worker_listeners,
             database=database,
             signing_key_path=r.str_("signing_key_path", None),
             enable_registration=r.bool_("enable_registration", False),
@@ -237,14 +271,151 @@ class HomeserverConfig:
             password_min_length=policy.int_("minimum_length", 0, minimum=0)
             if policy.bool_("enabled", False) else 0,
             session_lifetime_ms=_duration_ms(r, "session_lifetime", session_lifetime),
-            worker_app=worker_app,
-            worker_name=worker_name,
-            instance_map=instance_map,
-            stream_writers=stream_writers,
-            redis=redis,
-            worker_replication_secret=r.str_("worker_replication_secret", None),
+            **workers,
         )
         return cfg
+
+
+def _instance_name(r: ConfigReader, key: str, default: Any = None) -> Any:
+    value = r.str_(key, default)
+    return normalise_instance(value) if isinstance(value, str) else value
+
+
+def _instance_names(r: ConfigReader, key: str) -> list[str]:
+    names = [normalise_instance(name) for name in r.str_list(key, [])]
+    _no_duplicates(r, key, names)
+    return names
+
+
+def _no_duplicates(r: ConfigReader, key: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            also = ' ("main" and "master" are the same instance)' if name == MAIN_INSTANCE else ""
+            raise r.error(key, f'lists "{name}" twice{also}; list each instance once')
+        seen.add(name)
+
+
+def _workers(r: ConfigReader) -> dict[str, Any]:
+    """The fleet keys, as keyword arguments of HomeserverConfig."""
+    worker_app = r.choice("worker_app", WORKER_APPS, MAIN_PROCESS_APP)
+    is_main = worker_app == MAIN_PROCESS_APP
+    worker_name = r.str_("worker_name", MAIN_INSTANCE)
+    if not is_main:
+        if not r.has("worker_name"):
+            raise r.error("worker_name", "is required when worker_app is a worker")
+        if worker_name in _MAIN_ALIASES:
+            raise r.error("worker_name", f'"{worker_name}" is the main process\'s name; give '
+                                         "this worker a name of its own")
+
+    stream_writers: dict[str, list[str]] = {}
+    sw = r.section("stream_writers")
+    for kind in sw.keys():
+        if kind not in STREAM_WRITER_KINDS:
+            raise sw.error(kind, "unknown stream; expected one of "
+                                 f"{', '.join(STREAM_WRITER_KINDS)}")
+        writers = _instance_names(sw, kind)
+        if len(writers) > 1 and kind not in MULTI_WRITER_STREAMS:
+            raise sw.error(kind, f"the {kind} stream takes exactly one writer, got "
+                                 f"{len(writers)} ({', '.join(writers)}); list one instance "
+                                 "(only events, receipts and to_device may have several)")
+        stream_writers[kind] = writers
+
+    instance_map: dict[str, InstanceLocation] = {}
+    spelled: dict[str, str] = {}
+    for name, loc in r.mapping_of_sections("instance_map").items():
+        canonical = normalise_instance(name)
+        if canonical in instance_map:
+            raise r.error("instance_map", f'both "{spelled[canonical]}" and "{name}" name the '
+                                          "main process; keep only instance_map.main")
+        port = loc.int_("port", None, minimum=1)
+        path = loc.str_("path", None)
+        if port is None and path is None:
+            raise loc.error("port", "is required (or give a unix socket `path`)")
+        if port is not None and port > 65535:
+            raise loc.error("port", f"must be at most 65535, got {port}")
+        instance_map[canonical] = InstanceLocation(
+            host=loc.str_("host", "localhost"), port=port, tls=loc.bool_("tls", False),
+            path=path,
+        )
+        spelled[canonical] = name
+    _deprecated_main_location(r, instance_map)
+
+    redis_r = r.section("redis")
+    redis = RedisConfig(
+        enabled=redis_r.bool_("enabled", False),
+        host=redis_r.str_("host", "localhost"),
+        port=redis_r.int_("port", 6379, minimum=1),
+        password=redis_r.str_("password", None),
+        dbid=redis_r.int_("dbid", 0, minimum=0),
+        path=redis_r.str_("path", None),
+    )
+    return {
+        "worker_app": worker_app,
+        "worker_name": worker_name,
+        "instance_map": instance_map,
+        "stream_writers": stream_writers,
+        "redis": redis,
+        "worker_replication_secret": _replication_secret(r),
+        "run_background_tasks_on": _instance_name(r, "run_background_tasks_on", MAIN_INSTANCE),
+        "federation_sender_instances": _instance_names(r, "federation_sender_instances"),
+        "send_federation": r.bool_("send_federation", True),
+        "pusher_instances": _instance_names(r, "pusher_instances"),
+        "start_pushers": r.bool_("start_pushers", True),
+        "update_user_directory_from_worker": _instance_name(
+            r, "update_user_directory_from_worker"),
+        "notify_appservices_from_worker": _instance_name(r, "notify_appservices_from_worker"),
+        "media_instance_running_background_jobs": _instance_name(
+            r, "media_instance_running_background_jobs"),
+        "worker_log_config": r.str_("worker_log_config", None),
+        "worker_pid_file": r.str_("worker_pid_file", None),
+    }
+
+
+def _deprecated_main_location(r: ConfigReader, instance_map: dict[str, InstanceLocation]) -> None:
+    """`worker_replication_host`/`_http_port`: the old way to say where main is."""
+    host = r.str_("worker_replication_host", None)
+    port = r.int_("worker_replication_http_port", None, minimum=1)
+    tls = r.bool_("worker_replication_http_tls", False)
+    if host is None and port is None:
+        return
+    if MAIN_INSTANCE in instance_map:
+        logger.warning("ignoring worker_replication_host/worker_replication_http_port: "
+                       "instance_map.main says where the main process is")
+        return
+    if host is None:
+        raise r.error("worker_replication_host", "is required with worker_replication_http_port; "
+                                                 "better, replace both with instance_map.main")
+    if port is None:
+        raise r.error("worker_replication_http_port", "is required with "
+                      "worker_replication_host; better, replace both with instance_map.main")
+    if port > 65535:
+        raise r.error("worker_replication_http_port", f"must be at most 65535, got {port}")
+    instance_map[MAIN_INSTANCE] = InstanceLocation(host=host, port=port, tls=tls)
+    where = r.source("worker_replication_host")
+    logger.warning(
+        "worker_replication_host and worker_replication_http_port are deprecated%s; use "
+        "instance_map.main instead (instance_map: {main: {host: %s, port: %d}})",
+        f" ({where})" if where else "", host, port)
+
+
+def _replication_secret(r: ConfigReader) -> str | None:
+    secret: str | None = r.str_("worker_replication_secret", None)
+    path: str | None = r.str_("worker_replication_secret_path", None)
+    if path is None:
+        return secret
+    if secret is not None:
+        raise r.error("worker_replication_secret_path", "cannot be combined with "
+                      "worker_replication_secret; remove one of them")
+    try:
+        with open(path, encoding="utf-8") as f:
+            from_file = f.read().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise r.error("worker_replication_secret_path", f"cannot read {path}: {reason}") from None
+    if not from_file:
+        raise r.error("worker_replication_secret_path", f"{path} is empty; put the secret in it")
+    return from_file
 
 
 def _listener(r: ConfigReader) -> ListenerConfig:

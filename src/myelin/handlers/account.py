@@ -21,7 +21,7 @@ class AccountLifecycleHandler:
             for token, _ in await store.tokens_of_user(txn, user_id):
                 await store.delete_token(txn, token)
             await store.mark_deactivated(txn, user_id)
-        self.hs.auth.invalidate_user(user_id)
+        await self.hs.auth.invalidate_user(user_id)
         leave_all = getattr(self.hs, "leave_all_rooms", None)
         if leave_all is not None:
             await leave_all(user_id)

@@ -5,12 +5,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from myelin.http.errors import MatrixError
+from myelin.replication.http import ReplicationEndpoint
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
 
 # Types the server manages itself; clients may not set them directly.
 SERVER_MANAGED = ("m.fully_read", "m.push_rules")
+
+
+class PutAccountData(ReplicationEndpoint):
+    NAME = "account_data"
+    STREAM = "account_data"
+
+    @staticmethod
+    async def handle(hs: HomeServer, p: dict[str, Any]) -> Any:
+        await hs.stores.account_data.put(p["user_id"], p["room_id"], p["type"], p["content"])
+        return {}
 
 
 class AccountDataHandler:
@@ -20,8 +31,8 @@ class AccountDataHandler:
 
     async def put(self, user_id: str, room_id: str, data_type: str,
                   content: dict[str, Any]) -> None:
-        await self.store.put(user_id, room_id, data_type, content)
-        self.hs.notifier.notify(users=[user_id])
+        await self.hs.replication.call(PutAccountData, {
+            "user_id": user_id, "room_id": room_id, "type": data_type, "content": content})
 
     async def put_from_client(self, user_id: str, room_id: str, data_type: str,
                               content: dict[str, Any]) -> None:

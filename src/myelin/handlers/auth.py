@@ -14,7 +14,6 @@ import secrets
 import string
 import time
 import zlib
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import bcrypt
@@ -22,6 +21,7 @@ from aiohttp import web
 
 from myelin.http.errors import MatrixError, forbidden
 from myelin.http.request import Requester
+from myelin.storage.caches import Cache, CacheRegistry
 from myelin.storage.stores.accounts import now_ms
 
 if TYPE_CHECKING:
@@ -87,7 +87,9 @@ class AuthHandler:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
         self.store = hs.stores.accounts
-        self._token_cache: OrderedDict[str, Requester] = OrderedDict()
+        # token -> requester; logouts anywhere arrive as `caches` rows.
+        self._token_cache: Cache[str, Requester] = hs.caches.register(
+            "access_tokens", self.CACHE_SIZE)
         self._device_seen: dict[tuple[str, str], float] = {}
         self._background: set[asyncio.Task[None]] = set()
 
@@ -130,9 +132,10 @@ class AuthHandler:
         task.add_done_callback(self._background.discard)
 
     async def requester_for_token(self, token: str) -> Requester:
-        cached = self._token_cache.get(token)
+        cached: Requester | None = self._token_cache.get(token)
         if cached is not None:
             return cached
+        generation = self._token_cache.generation
         unknown = MatrixError(401, "M_UNKNOWN_TOKEN", "Unrecognised access token",
                               soft_logout=False)
         if not token_checksum_ok(token):
@@ -148,18 +151,25 @@ class AuthHandler:
             raise unknown
         requester = Requester(user.user_id, record.device_id, token, user.admin, user.is_guest)
         if record.valid_until_ms is None:
-            self._token_cache[token] = requester
-            if len(self._token_cache) > self.CACHE_SIZE:
-                self._token_cache.popitem(last=False)
+            self._token_cache.put_if(generation, token, requester)
         return requester
 
-    def invalidate_tokens(self, tokens: list[str]) -> None:
-        for token in tokens:
-            self._token_cache.pop(token, None)
+    def follow_caches(self, caches: CacheRegistry) -> None:
+        caches.register_invalidator("user_tokens", self._drop_users_tokens)
 
-    def invalidate_user(self, user_id: str) -> None:
-        for token in [t for t, r in self._token_cache.items() if r.user_id == user_id]:
-            del self._token_cache[token]
+    def _drop_users_tokens(self, user_ids: list[Any] | None) -> None:
+        users = set(user_ids or ())
+        self._token_cache.invalidate_where(
+            lambda _, requester: user_ids is None or requester.user_id in users)
+
+    async def invalidate_tokens(self, tokens: list[str]) -> None:
+        """Forget these tokens in every process (they were deleted)."""
+        if tokens:
+            await self.hs.invalidate_cache("access_tokens", list(tokens))
+
+    async def invalidate_user(self, user_id: str) -> None:
+        """Forget every token of ``user_id`` in every process."""
+        await self.hs.invalidate_cache("user_tokens", [user_id])
 
     # -- passwords -------------------------------------------------------
     async def validate_login(self, user_id: str, password: str) -> bool:

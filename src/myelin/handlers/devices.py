@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from myelin.replication.http import ReplicationEndpoint
 from myelin.storage.stores.accounts import DeviceRecord
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
+
+
+class DeviceListChanged(ReplicationEndpoint):
+    NAME = "device_list_changed"
+    STREAM = "device_lists"
+
+    @staticmethod
+    async def handle(hs: HomeServer, p: dict[str, Any]) -> Any:
+        await hs.stores.device_lists.record_change(p["user_id"], p["device_id"])
+        return {}
 
 
 class DeviceHandler:
@@ -24,7 +35,7 @@ class DeviceHandler:
     async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
         async with self.hs.db.transaction() as txn:
             tokens = await self.store.delete_devices(txn, user_id, device_ids)
-        self.hs.auth.invalidate_tokens(tokens)
+        await self.hs.auth.invalidate_tokens(tokens)
         for device_id in device_ids:
             await self.hs.stores.to_device.delete_device_inbox(user_id, device_id)
             await self.hs.e2e_keys.delete_device_keys(user_id, device_id)
@@ -33,7 +44,7 @@ class DeviceHandler:
 
     async def notify_device_change(self, user_id: str, device_id: str) -> None:
         """Record that ``user_id``'s device list changed (the device_lists stream)."""
-        await self.hs.stores.device_lists.record_change(user_id, device_id)
-        # Everyone sharing a room with this user learns of the change in /sync.
-        rooms = await self.hs.stores.events.get_rooms_for_user(user_id)
-        self.hs.notifier.notify(rooms=[m.room_id for m in rooms], users=[user_id])
+        # Everyone sharing a room with this user learns of the change in /sync
+        # (the device_lists rows wake them, see HomeServer._follow_streams).
+        await self.hs.replication.call(DeviceListChanged,
+                                       {"user_id": user_id, "device_id": device_id})

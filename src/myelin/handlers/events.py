@@ -2,38 +2,57 @@
 
 Every event a local user causes goes through :meth:`EventCreationHandler.send`:
 pick prev_events and auth_events from the room's current state, build and
-sign the PDU, run the room version's auth rules, and persist. Work on one
-room is serialised by a per-room lock (so forward extremities and state
-never fork locally); different rooms proceed in parallel.
+sign the PDU, run the room version's auth rules, and persist. In a fleet
+the *whole* create-authorise-persist runs on the room's event persister
+(the `events` writer its room id hashes to): a process that is not it
+forwards the request there over HTTP replication (:class:`SendEvent`). So
+one process, under one per-room lock, picks a room's prev_events, computes
+its state and moves its forward extremities: two workers sending into the
+same room at once are serialised there, and a room's state never forks
+locally. Different rooms proceed in parallel, on one persister or several.
 
-:class:`EventPersister` is the piece that a fleet moves onto the `events`
-stream writers: events in, stream positions out.
+:class:`EventPersister` writes batches of one room's events (createRoom's
+initial events go through :class:`PersistBatch` to the new room's writer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from myelin.events.auth import AuthError, auth_types_for_event, check_auth
+from myelin.events.auth import (
+    AuthError,
+    auth_types_for_event,
+    check_auth,
+    get_named_level,
+    get_user_power_level,
+)
 from myelin.events.canonical import CanonicalJSONError, encode_canonical_json
 from myelin.events.event import Event
-from myelin.events.room_versions import RoomVersion
+from myelin.events.room_versions import RoomVersion, get_room_version
 from myelin.events.signing import sign_event
 from myelin.events.state_res import resolve_state_v2
 from myelin.http.errors import MatrixError, forbidden, not_found, too_large
+from myelin.replication.http import ReplicationEndpoint
 from myelin.storage.stores.events import StateMap, StoredEvent
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
 
+logger = logging.getLogger(__name__)
+
 MAX_PDU_SIZE = 65536
 MAX_PREV_EVENTS = 10
+
+# A check that needs the room state right before the new event, so it must
+# run on the persister under the room lock; named so it can travel.
+Precheck = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -72,6 +91,68 @@ class RoomLocks:
                 del self._locks[room_id]
             else:
                 self._locks[room_id] = (lock, users - 1)
+
+
+def _state_to_wire(state: StateMap | None) -> list[list[str]] | None:
+    return None if state is None else [[t, k, e] for (t, k), e in state.items()]
+
+
+def _state_from_wire(raw: list[list[str]] | None) -> StateMap | None:
+    return None if raw is None else {(t, k): e for t, k, e in raw}
+
+
+def _sent_to_wire(sent: SentEvent) -> dict[str, Any]:
+    return {"event": sent.event.get_pdu_json(), "event_id": sent.event.event_id,
+            "room_version": sent.event.room_version.identifier,
+            "stream_ordering": sent.stream_ordering}
+
+
+def _sent_from_wire(raw: dict[str, Any]) -> SentEvent:
+    event = Event(raw["event"], get_room_version(raw["room_version"]),
+                  event_id=raw["event_id"])
+    return SentEvent(event, int(raw["stream_ordering"]), {})
+
+
+class SendEvent(ReplicationEndpoint):
+    """Create, authorise and persist an event on its room's persister."""
+
+    NAME = "send_event"
+    STREAM = "events"
+
+    @staticmethod
+    def shard_key(payload: Mapping[str, Any]) -> str | None:
+        return str(payload["room_id"])
+
+    @staticmethod
+    async def handle(hs: HomeServer, p: dict[str, Any]) -> Any:
+        txn_key = tuple(p["txn_key"]) if p.get("txn_key") else None
+        sent = await hs.event_creation.send_here(
+            p["sender"], p["room_id"], p["type"], p["content"], state_key=p.get("state_key"),
+            txn_key=txn_key, redacts=p.get("redacts"), precheck=p.get("precheck"),
+            retried=True)
+        return _sent_to_wire(sent)
+
+
+class PersistBatch(ReplicationEndpoint):
+    """Persist events already built and authorised (a new room's first events)."""
+
+    NAME = "persist_batch"
+    STREAM = "events"
+
+    @staticmethod
+    def shard_key(payload: Mapping[str, Any]) -> str | None:
+        return str(payload["room_id"])
+
+    @staticmethod
+    async def handle(hs: HomeServer, p: dict[str, Any]) -> Any:
+        version = get_room_version(p["room_version"])
+        batch = [PendingEvent(Event(e["event"], version, event_id=e["event_id"]),
+                              _state_from_wire(e["state_before"]), e.get("prev_group"),
+                              tuple(e["txn_key"]) if e.get("txn_key") else None)
+                 for e in p["events"]]
+        new_room = tuple(p["new_room"]) if p.get("new_room") else None
+        sent = await hs.persister.persist_batch_here(batch, new_room)  # type: ignore[arg-type]
+        return [_sent_to_wire(s) for s in sent]
 
 
 class EventPersister:
@@ -117,6 +198,24 @@ class EventPersister:
     async def persist_batch(self, batch: Sequence[PendingEvent],
                             new_room: tuple[str, str, bool] | None = None,
                             ) -> list[SentEvent]:
+        """Persist events of one room on the room's persister (maybe this process)."""
+        first = batch[0].event
+        payload = {
+            "room_id": first.room_id, "room_version": first.room_version.identifier,
+            "new_room": list(new_room) if new_room else None,
+            "events": [{"event": p.event.get_pdu_json(), "event_id": p.event.event_id,
+                        "state_before": _state_to_wire(p.state_before),
+                        "prev_group": p.prev_group,
+                        "txn_key": list(p.txn_key) if p.txn_key else None} for p in batch],
+        }
+        if self.hs.roles.is_writer("events", first.room_id):
+            return await self.persist_batch_here(batch, new_room, fence=True)
+        answer = await self.hs.replication.call(PersistBatch, payload)
+        return [_sent_from_wire(raw) for raw in answer]
+
+    async def persist_batch_here(self, batch: Sequence[PendingEvent],
+                                 new_room: tuple[str, str, bool] | None = None,
+                                 fence: bool = False) -> list[SentEvent]:
         """Persist events of one room in order, in one transaction: all or none.
 
         Each event's state is built on the previous one's when its
@@ -124,6 +223,7 @@ class EventPersister:
         creates the room in the same transaction. Returns stream positions in
         order; they are announced only after the commit.
         """
+        self.hs.event_creation.check_writers_agree()
         generator = self.hs.streams.events_id_gen
         results: list[tuple[PendingEvent, int, int, StateMap]] = []
         async with generator.transaction() as ptxn:
@@ -153,17 +253,17 @@ class EventPersister:
                     replaces_state=replaces_state, txn_key=pending.txn_key)
                 results.append((pending, position, group, dict(state)))
         sent: list[SentEvent] = []
-        users: set[str] = set()
         for pending, position, group, state_after in results:
             event = pending.event
             self.store.event_persisted(StoredEvent(event, position, group, None,
                                                    pending.txn_key))
             if event.state_key is not None:
                 self.store.remember_current_state(event.room_id, state_after)
-                if event.type == "m.room.member":
-                    users.add(event.state_key)
             sent.append(SentEvent(event, position, state_after))
-        self.hs.notifier.notify(rooms={p.event.room_id for p in batch}, users=users)
+        if fence and sent:
+            # Readers (and wake-ups) follow the stream: answer once it is here.
+            await self.hs.streams.view.wait_for("events", self.hs.config.instance_name,
+                                                sent[-1].stream_ordering)
         return sent
 
 
@@ -179,6 +279,14 @@ class EventCreationHandler:
 
         key = self.hs.signing_key
         return SigningKey(key.encode(), key.version)
+
+    def check_writers_agree(self) -> None:
+        disagreeing = self.hs.follower.disagreeing
+        if disagreeing:
+            raise MatrixError(503, "M_UNKNOWN",
+                              "Event persisters are being reconfigured: "
+                              f"{', '.join(disagreeing)} disagree(s) on stream_writers."
+                              " Try again shortly.")
 
     async def room_version(self, room_id: str) -> RoomVersion:
         version = await self.store.get_room_version(room_id)
@@ -201,14 +309,37 @@ class EventCreationHandler:
 
     async def send(self, sender: str, room_id: str, etype: str, content: dict[str, Any], *,
                    state_key: str | None = None, txn_key: tuple[str, str, str] | None = None,
-                   redacts: str | None = None, extra_check: Any = None) -> SentEvent:
-        """Create, authorise and persist one event in an existing room."""
+                   redacts: str | None = None, precheck: Precheck | None = None) -> SentEvent:
+        """Create, authorise and persist one event in an existing room, on the
+        room's persister (this process or another)."""
+        if self.hs.roles.is_writer("events", room_id):
+            sent = await self.send_here(sender, room_id, etype, content, state_key=state_key,
+                                        txn_key=txn_key, redacts=redacts, precheck=precheck)
+            await self.hs.streams.view.wait_for("events", self.hs.config.instance_name,
+                                                sent.stream_ordering)
+            return sent
+        await self.room_version(room_id)  # 404 here rather than on the persister
+        answer = await self.hs.replication.call(SendEvent, {
+            "sender": sender, "room_id": room_id, "type": etype, "content": content,
+            "state_key": state_key, "txn_key": list(txn_key) if txn_key else None,
+            "redacts": redacts, "precheck": precheck})
+        return _sent_from_wire(answer)
+
+    async def send_here(self, sender: str, room_id: str, etype: str, content: dict[str, Any],
+                        *, state_key: str | None = None,
+                        txn_key: tuple[str, str, str] | None = None,
+                        redacts: str | None = None, precheck: Precheck | None = None,
+                        retried: bool = False) -> SentEvent:
+        """The persister's part of :meth:`send`."""
+        self.check_writers_agree()
         room_version = await self.room_version(room_id)
         async with self.locks.hold(room_id):
             if txn_key is not None:
-                # The servlet already looked in the database; under the room
-                # lock only a concurrent retry in this process can have won.
-                existing = self.store.get_recent_txn_event(*txn_key)
+                # A local servlet already looked in the database, so under the
+                # room lock only a concurrent retry here can have won; a call
+                # over replication may be a retry after we restarted: look again.
+                existing = (await self.store.get_txn_event(*txn_key) if retried
+                            else self.store.get_recent_txn_event(*txn_key))
                 if existing is not None:
                     stored = await self.store.get_event(existing)
                     assert stored is not None
@@ -216,8 +347,8 @@ class EventCreationHandler:
             prev_events = (await self.store.get_forward_extremities(room_id))[-MAX_PREV_EVENTS:]
             state_before, prev_group = await self.hs.persister.state_before(
                 room_id, prev_events, room_version)
-            if extra_check is not None:
-                await extra_check(state_before)
+            if precheck is not None:
+                await self._run_precheck(precheck, state_before)
             auth_ids = self._auth_event_ids(room_version, etype, state_key, sender, content,
                                             state_before)
             depth = await self.store.get_max_depth(prev_events)
@@ -236,6 +367,27 @@ class EventCreationHandler:
             event = self.build_and_sign(room_version, fields)
             await self.check_auth(event, state_before)
             return await self.hs.persister.persist(event, state_before, prev_group, txn_key)
+
+    async def _run_precheck(self, precheck: Precheck, state: StateMap) -> None:
+        kind = precheck.get("kind")
+        if kind == "not_banned":
+            current = state.get(("m.room.member", precheck["user_id"]))
+            if current is not None:
+                stored = await self.store.get_event(current)
+                if stored and stored.event.membership == "ban":
+                    raise forbidden("You are banned from this room")
+        elif kind == "may_redact":
+            if precheck["target_sender"] == precheck["user_id"]:
+                return
+            keys = [("m.room.create", ""), ("m.room.power_levels", "")]
+            loaded = await self.store.get_events([state[k] for k in keys if k in state])
+            auth = {k: loaded[state[k]].event for k in keys if k in state
+                    and state[k] in loaded}
+            level = get_user_power_level(precheck["user_id"], auth)
+            if level < get_named_level("redact", auth):
+                raise forbidden("You don't have permission to redact events")
+        else:
+            raise ValueError(f"unknown precheck {kind!r}")
 
     @staticmethod
     def _auth_event_ids(room_version: RoomVersion, etype: str, state_key: str | None,

@@ -68,16 +68,10 @@ class MembershipHandler:
             if current is None or current.membership in ("leave", "ban"):
                 raise forbidden(f"{target} is not in the room")
 
-        async def check(state: dict[tuple[str, str], str]) -> None:
-            if membership == "join":
-                current = state.get(("m.room.member", target))
-                if current is not None:
-                    stored = await self.store.get_event(current)
-                    if stored and stored.event.membership == "ban":
-                        raise forbidden("You are banned from this room")
-
         return await hs.event_creation.send(requester.user_id, room_id, "m.room.member",
-                                            content, state_key=target, extra_check=check,
+                                            content, state_key=target,
+                                            precheck={"kind": "not_banned", "user_id": target}
+                                            if membership == "join" else None,
                                             txn_key=txn_key)
 
     async def forget(self, requester: Requester, room_id: str) -> None:
@@ -85,6 +79,7 @@ class MembershipHandler:
         if current is not None and current.membership in ("join", "invite", "knock"):
             raise MatrixError(400, "M_UNKNOWN", "You must leave the room before forgetting it")
         await self.store.forget_room(requester.user_id, room_id)
+        await self.hs.invalidate_cache("memberships", [[room_id, requester.user_id]])
 
     async def leave_all_rooms(self, user_id: str) -> None:
         requester = Requester(user_id, None, "")

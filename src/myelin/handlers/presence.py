@@ -2,8 +2,11 @@
 
 A user who syncs is online; one whose last sync is older than
 ``SYNC_TIMEOUT_S`` and who has no sync in flight goes offline; an online user
-idle for ``IDLE_TIMEOUT_S`` becomes unavailable. A periodic sweep applies
-the timeouts; changes are rows on the `presence` stream.
+idle for ``IDLE_TIMEOUT_S`` becomes unavailable. The `presence` stream's
+writer applies the timeouts in a periodic sweep; changes are rows on the
+stream. Every process tells the writer who is syncing there with USER_SYNC
+commands (the writer hears its own the same way), and forwards explicit
+changes to it over HTTP replication.
 """
 
 from __future__ import annotations
@@ -12,10 +15,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from myelin.http.errors import MatrixError
+from myelin.replication.commands import Command, UserSyncCommand
+from myelin.replication.http import ReplicationEndpoint
 from myelin.storage.stores.presence import PresenceState
+from myelin.storage.stream_rows import PresenceRow
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
@@ -26,31 +33,56 @@ STATES = ("online", "unavailable", "offline")
 SYNC_TIMEOUT_S = 30.0
 IDLE_TIMEOUT_S = 300.0
 SWEEP_INTERVAL_S = 5.0
+# A process re-announces a user who keeps syncing this often; the writer
+# forgets a "syncing" claim not renewed for USER_SYNC_EXPIRY_S (a dead worker).
+USER_SYNC_REFRESH_S = 10.0
+USER_SYNC_EXPIRY_S = 60.0
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class SetPresence(ReplicationEndpoint):
+    NAME = "presence"
+    STREAM = "presence"
+
+    @staticmethod
+    async def handle(hs: HomeServer, p: dict[str, Any]) -> Any:
+        await hs.presence.apply_state(p["user_id"], p["state"], p["status_msg"],
+                                      keep_status=p["keep_status"], from_sync=p["from_sync"])
+        return {}
+
+
 class PresenceHandler:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
         self.store = hs.stores.presence
+        self.instance_name = hs.config.instance_name
+        # Syncs in flight in this process, per user, and when we last told the writer.
         self._syncing: dict[str, int] = {}
+        self._announced: dict[str, float] = {}
+        # On the writer: (instance, user) -> when it said the user is syncing there.
+        self._syncing_at: dict[tuple[str, str], float] = {}
         self._cache: dict[str, PresenceState | None] = {}
         # user -> time (ms) of their last sync that changed nothing others could see:
         # kept here instead of on the stream, so it wakes nobody (not even themselves).
         self._synced_at: dict[str, int] = {}
-        self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        hs.bus.subscribe(self._on_command)
 
     async def start(self) -> None:
-        self._sweeper = asyncio.create_task(self._sweep_forever())
+        tasks = [self._refresh_forever()]
+        if self.hs.roles.is_writer("presence"):
+            tasks.append(self._sweep_forever())
+        self._tasks = [asyncio.create_task(t) for t in tasks]
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+                await task
+        self._tasks = []
 
     async def get_state(self, user_id: str) -> PresenceState | None:
         # Syncing asks for the syncing user's presence on every request: keep
@@ -70,10 +102,28 @@ class PresenceHandler:
                                              last_active_ts, last_user_sync_ts,
                                              currently_active)
 
+    def on_presence_rows(self, writer: str, rows: Sequence[tuple[int, PresenceRow]]) -> None:
+        if writer == self.instance_name:
+            return  # the writer cached what it wrote
+        for _, row in rows:
+            self._cache.pop(row.user_id, None)
+
     async def set_state(self, user_id: str, state: str, status_msg: str | None = None,
                         *, keep_status: bool = False, from_sync: bool = False) -> None:
         if state not in STATES:
             raise MatrixError(400, "M_INVALID_PARAM", f"Unknown presence state {state!r}")
+        if from_sync and not self.hs.roles.is_writer("presence"):
+            current = await self.get_state(user_id)
+            if current is not None and current.state == state and \
+                    current.currently_active == (state == "online"):
+                return  # nothing changes: the USER_SYNC we sent keeps it fresh
+        await self.hs.replication.call(SetPresence, {
+            "user_id": user_id, "state": state, "status_msg": status_msg,
+            "keep_status": keep_status, "from_sync": from_sync})
+
+    async def apply_state(self, user_id: str, state: str, status_msg: str | None = None,
+                          *, keep_status: bool = False, from_sync: bool = False) -> None:
+        """On the presence writer: change a user's presence."""
         current = await self.get_state(user_id)
         now = now_ms()
         if keep_status and current is not None:
@@ -87,21 +137,53 @@ class PresenceHandler:
             return
         await self._write(user_id, state, status_msg, last_active, last_sync,
                           state == "online")
-        await self._notify(user_id)
 
-    async def _notify(self, user_id: str) -> None:
-        rooms = await self.hs.stores.events.get_rooms_for_user(user_id)
-        self.hs.notifier.notify(rooms=[m.room_id for m in rooms], users=[user_id])
-
+    # -- who is syncing --------------------------------------------------------
     def sync_started(self, user_id: str) -> None:
         self._syncing[user_id] = self._syncing.get(user_id, 0) + 1
+        now = time.monotonic()
+        if now - self._announced.get(user_id, -USER_SYNC_REFRESH_S) >= USER_SYNC_REFRESH_S:
+            self._announced[user_id] = now
+            self.hs.bus.publish(UserSyncCommand(self.instance_name, user_id, True, now_ms()))
 
     def sync_finished(self, user_id: str) -> None:
         count = self._syncing.get(user_id, 0) - 1
         if count <= 0:
             self._syncing.pop(user_id, None)
+            self._announced.pop(user_id, None)
+            self.hs.bus.publish(UserSyncCommand(self.instance_name, user_id, False, now_ms()))
         else:
             self._syncing[user_id] = count
+
+    async def _refresh_forever(self) -> None:
+        """Keep telling the writer about long-polls still open here."""
+        while True:
+            await asyncio.sleep(USER_SYNC_REFRESH_S)
+            now = time.monotonic()
+            for user_id in list(self._syncing):
+                self._announced[user_id] = now
+                self.hs.bus.publish(UserSyncCommand(self.instance_name, user_id, True,
+                                                    now_ms()))
+
+    def _on_command(self, command: Command) -> None:
+        if not isinstance(command, UserSyncCommand) or not self.hs.roles.is_writer("presence"):
+            return
+        key = (command.instance, command.user_id)
+        if command.active:
+            self._syncing_at[key] = time.monotonic()
+        else:
+            self._syncing_at.pop(key, None)
+        self._synced_at[command.user_id] = max(self._synced_at.get(command.user_id, 0),
+                                               command.last_sync_ms)
+
+    def _is_syncing(self, user_id: str) -> bool:
+        now = time.monotonic()
+        for (instance, user), at in list(self._syncing_at.items()):
+            if now - at > USER_SYNC_EXPIRY_S:
+                del self._syncing_at[(instance, user)]
+            elif user == user_id:
+                return True
+        return False
 
     async def user_syncing(self, user_id: str, set_presence: str) -> None:
         if set_presence == "offline":
@@ -124,7 +206,7 @@ class PresenceHandler:
     async def sweep(self) -> None:
         now = now_ms()
         for state in await self.store.all_active():
-            if state.user_id in self._syncing:
+            if self._is_syncing(state.user_id):
                 continue
             synced_at = max(state.last_user_sync_ts, self._synced_at.get(state.user_id, 0))
             # Syncing while online counts as activity.
@@ -133,11 +215,9 @@ class PresenceHandler:
             if now - synced_at > SYNC_TIMEOUT_S * 1000:
                 await self._write(state.user_id, "offline", state.status_msg,
                                   state.last_active_ts, state.last_user_sync_ts, False)
-                await self._notify(state.user_id)
             elif state.state == "online" and now - active_at > IDLE_TIMEOUT_S * 1000:
                 await self._write(state.user_id, "unavailable", state.status_msg,
                                   state.last_active_ts, state.last_user_sync_ts, False)
-                await self._notify(state.user_id)
 
     async def can_see(self, viewer: str, user_id: str) -> bool:
         if viewer == user_id:

@@ -14,6 +14,7 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from myelin.http.errors import MatrixError, bad_json, not_found
+from myelin.replication.http import ReplicationEndpoint
 from myelin.storage.stores.push_rules import RuleNotFound, StoredRule
 
 if TYPE_CHECKING:
@@ -160,6 +161,33 @@ def check_scope_kind(scope: str, kind: str) -> None:
         raise MatrixError(400, "M_UNRECOGNIZED", f"Unknown push rule kind {kind!r}")
 
 
+class WritePushRules(ReplicationEndpoint):
+    """Every change to a user's push rules, run on the push_rules writer."""
+
+    NAME = "push_rules"
+    STREAM = "push_rules"
+
+    @staticmethod
+    async def handle(hs: HomeServer, p: dict[str, Any]) -> Any:
+        store = hs.stores.push_rules
+        user_id, kind, rule_id, args = p["user_id"], p["kind"], p["rule_id"], p["args"]
+        try:
+            if p["op"] == "put":
+                await store.put_rule(user_id, kind, rule_id, **args)
+            elif p["op"] == "delete":
+                await store.delete_rule(user_id, kind, rule_id)
+            elif p["op"] == "default_override":
+                await store.set_default_override(user_id, kind, rule_id, **args)
+            else:
+                await store.set_user_rule_field(user_id, kind, rule_id, **args)
+        except RuleNotFound as e:
+            if p["op"] == "put":
+                raise MatrixError(400, "M_UNKNOWN",
+                                  f"before/after rule not found: {e}") from None
+            raise not_found("Unknown push rule") from None
+        return {}
+
+
 class PushRulesHandler:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
@@ -200,8 +228,10 @@ class PushRulesHandler:
                 return rule
         raise not_found("Unknown push rule")
 
-    def _changed(self, user_id: str) -> None:
-        self.hs.notifier.notify(users=[user_id])
+    async def _write(self, op: str, user_id: str, kind: str, rule_id: str,
+                     **args: Any) -> None:
+        await self.hs.replication.call(WritePushRules, {
+            "op": op, "user_id": user_id, "kind": kind, "rule_id": rule_id, "args": args})
 
     async def put_rule(self, user_id: str, kind: str, rule_id: str, body: dict[str, Any],
                        before: str | None, after: str | None) -> None:
@@ -230,23 +260,14 @@ class PushRulesHandler:
             conditions = [_match("room_id", rule_id)]
         elif kind == "sender":
             conditions = [_match("user_id", rule_id)]
-        try:
-            await self.store.put_rule(user_id, kind, rule_id, conditions=conditions,
-                                      actions=actions, pattern=pattern, before=before,
-                                      after=after)
-        except RuleNotFound as e:
-            raise MatrixError(400, "M_UNKNOWN", f"before/after rule not found: {e}") from None
-        self._changed(user_id)
+        await self._write("put", user_id, kind, rule_id, conditions=conditions,
+                          actions=actions, pattern=pattern, before=before, after=after)
 
     async def delete_rule(self, user_id: str, kind: str, rule_id: str) -> None:
         if _is_default_id(rule_id):
             await self.get_rule(user_id, kind, rule_id)  # 404 if no such default rule
             raise MatrixError(400, "M_UNKNOWN", "Cannot delete a server-default rule")
-        try:
-            await self.store.delete_rule(user_id, kind, rule_id)
-        except RuleNotFound:
-            raise not_found("Unknown push rule") from None
-        self._changed(user_id)
+        await self._write("delete", user_id, kind, rule_id)
 
     async def set_enabled(self, user_id: str, kind: str, rule_id: str, enabled: bool) -> None:
         await self._set_field(user_id, kind, rule_id, enabled=enabled)
@@ -260,15 +281,11 @@ class PushRulesHandler:
         if _is_default_id(rule_id):
             if not any(r["rule_id"] == rule_id for r in DEFAULT_RULES[kind]):
                 raise not_found("Unknown push rule")
-            await self.store.set_default_override(user_id, kind, rule_id, enabled=enabled,
-                                                  actions=actions)
+            await self._write("default_override", user_id, kind, rule_id, enabled=enabled,
+                              actions=actions)
         else:
-            try:
-                await self.store.set_user_rule_field(user_id, kind, rule_id, enabled=enabled,
-                                                     actions=actions)
-            except RuleNotFound:
-                raise not_found("Unknown push rule") from None
-        self._changed(user_id)
+            await self._write("user_field", user_id, kind, rule_id, enabled=enabled,
+                              actions=actions)
 
     async def changed_between(self, user_id: str, from_id: int, to_id: int) -> bool:
         return await self.store.changed_between(user_id, from_id, to_id)

@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from myelin.http.errors import MatrixError, forbidden, not_found
+from myelin.replication.http import ReplicationEndpoint
 from myelin.storage.stores.receipts import MAIN_THREAD, Receipt
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
 
 RECEIPT_TYPES = ("m.read", "m.read.private")
+
+
+class WriteReceipt(ReplicationEndpoint):
+    NAME = "receipt"
+    STREAM = "receipts"
+
+    @staticmethod
+    def shard_key(payload: Mapping[str, Any]) -> str | None:
+        return str(payload["room_id"])
+
+    @staticmethod
+    async def handle(hs: HomeServer, p: dict[str, Any]) -> Any:
+        await hs.stores.receipts.upsert(p["room_id"], p["receipt_type"], p["user_id"],
+                                        p["thread_id"], p["event_id"], p["position"], p["data"])
+        return {}
 
 
 class ReceiptHandler:
@@ -42,12 +58,10 @@ class ReceiptHandler:
         data: dict[str, Any] = {"ts": int(time.time() * 1000)}
         if thread_id is not None:
             data["thread_id"] = thread_id
-        await self.hs.stores.receipts.upsert(room_id, receipt_type, user_id,
-                                             thread_id or MAIN_THREAD, event_id, position, data)
-        if receipt_type == "m.read.private":
-            self.hs.notifier.notify(users=[user_id])
-        else:
-            self.hs.notifier.notify(rooms=[room_id])
+        await self.hs.replication.call(WriteReceipt, {
+            "room_id": room_id, "receipt_type": receipt_type, "user_id": user_id,
+            "thread_id": thread_id or MAIN_THREAD, "event_id": event_id, "position": position,
+            "data": data})
 
     async def set_fully_read(self, user_id: str, room_id: str, event_id: str) -> None:
         await self._event_in_room(user_id, room_id, event_id)

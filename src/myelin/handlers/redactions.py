@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from myelin.events.auth import get_named_level, get_user_power_level
 from myelin.handlers.events import SentEvent
-from myelin.http.errors import forbidden, not_found
+from myelin.http.errors import not_found
 from myelin.http.request import Requester
 
 if TYPE_CHECKING:
@@ -26,17 +25,9 @@ class RedactionHandler:
             raise not_found("Event not found")
         creation = self.hs.event_creation
 
-        async def check(state: dict[tuple[str, str], str]) -> None:
-            if target.event.sender == requester.user_id:
-                return
-            keys = [("m.room.create", ""), ("m.room.power_levels", "")]
-            loaded = await store.get_events([state[k] for k in keys if k in state])
-            auth = {k: loaded[state[k]].event for k in keys if k in state
-                    and state[k] in loaded}
-            level = get_user_power_level(requester.user_id, auth)
-            if level < get_named_level("redact", auth):
-                raise forbidden("You don't have permission to redact events")
-
         body = {k: v for k, v in content.items() if k != "redacts"}
         return await creation.send(requester.user_id, room_id, "m.room.redaction", body,
-                                   redacts=event_id, txn_key=txn_key, extra_check=check)
+                                   redacts=event_id, txn_key=txn_key,
+                                   precheck={"kind": "may_redact",
+                                             "user_id": requester.user_id,
+                                             "target_sender": target.event.sender})

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from myelin.http.errors import MatrixError
+from myelin.replication.http import ReplicationEndpoint
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
+
+
+class SendToDevice(ReplicationEndpoint):
+    NAME = "send_to_device"
+    STREAM = "to_device"
+
+    @staticmethod
+    def shard_key(payload: Mapping[str, Any]) -> str | None:
+        return str(payload["sender"])
+
+    @staticmethod
+    async def handle(hs: HomeServer, p: dict[str, Any]) -> Any:
+        rows = [(user, device, message) for user, device, message in p["rows"]]
+        await hs.stores.to_device.add_messages(p["sender"], p["sender_device"], p["txn_id"],
+                                               rows)
+        return {}
 
 
 class ToDeviceHandler:
@@ -31,7 +49,6 @@ class ToDeviceHandler:
                     rows.extend((user_id, d.device_id, message) for d in devices)
                 else:
                     rows.append((user_id, device_id, message))
-        position = await self.hs.stores.to_device.add_messages(sender, sender_device, txn_id,
-                                                               rows)
-        if position is not None:
-            self.hs.notifier.notify(users=sorted({r[0] for r in rows}))
+        await self.hs.replication.call(SendToDevice, {
+            "sender": sender, "sender_device": sender_device, "txn_id": txn_id,
+            "rows": [list(r) for r in rows]})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
 
 if TYPE_CHECKING:
@@ -79,16 +79,49 @@ def plain_path(prefix: str, path: str = "") -> PathPattern:
     return PathPattern(prefix, (), path)
 
 
+Affinity = Literal["user", "room"]
+AFFINITIES = ("user", "room")
+
+
 @dataclass
 class Route:
+    """One method on one path pattern, and what a fleet needs to know about it.
+
+    ``stream``: the stream this route's write lands on (``"typing"``,
+    ``"events"``...), so a proxy can send it straight to that stream's writer.
+    ``affinity``: requests of one ``"user"`` (by access token) or one
+    ``"room"`` (by the room in the path) should reach the same process.
+    ``main_only``: only the main process can serve it, because it depends on
+    memory that lives in main across requests (e.g. registration nonces).
+    """
+
     method: str
     pattern: PathPattern
     handler: Handler
     resource: str
+    stream: str | None = None
+    affinity: Affinity | None = None
+    main_only: bool = False
     regex: re.Pattern[str] = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.affinity is not None and self.affinity not in AFFINITIES:
+            raise ValueError(f"affinity must be one of {AFFINITIES} or None, "
+                             f"not {self.affinity!r}")
         self.regex = re.compile(self.pattern.regex())
+
+    @property
+    def key(self) -> tuple[str, PathPattern]:
+        """What identifies the route: its method and pattern."""
+        return self.method, self.pattern
+
+    def describe(self) -> str:
+        """``PUT /_matrix/client/{api/v1,r0,v3}/rooms/{roomId}/typing/{userId}``."""
+        versions = ""
+        if self.pattern.versions:
+            versions = "/" + (self.pattern.versions[0] if len(self.pattern.versions) == 1
+                              else "{" + ",".join(self.pattern.versions) + "}")
+        return f"{self.method} {self.pattern.prefix}{versions}{self.pattern.path}"
 
 
 class RouteTable:
@@ -98,25 +131,41 @@ class RouteTable:
         self.resource = resource
         self.routes: list[Route] = []
 
-    def route(self, method: str, *patterns: PathPattern) -> Callable[[Handler], Handler]:
+    def route(self, method: str, *patterns: PathPattern, stream: str | None = None,
+              affinity: Affinity | None = None,
+              main_only: bool = False) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             for pattern in patterns:
-                self.routes.append(Route(method, pattern, handler, self.resource))
+                self.routes.append(Route(method, pattern, handler, self.resource,
+                                         stream=stream, affinity=affinity,
+                                         main_only=main_only))
             return handler
 
         return register
 
-    def get(self, *patterns: PathPattern) -> Callable[[Handler], Handler]:
-        return self.route("GET", *patterns)
+    def get(self, *patterns: PathPattern, stream: str | None = None,
+            affinity: Affinity | None = None,
+            main_only: bool = False) -> Callable[[Handler], Handler]:
+        return self.route("GET", *patterns, stream=stream, affinity=affinity,
+                          main_only=main_only)
 
-    def post(self, *patterns: PathPattern) -> Callable[[Handler], Handler]:
-        return self.route("POST", *patterns)
+    def post(self, *patterns: PathPattern, stream: str | None = None,
+             affinity: Affinity | None = None,
+             main_only: bool = False) -> Callable[[Handler], Handler]:
+        return self.route("POST", *patterns, stream=stream, affinity=affinity,
+                          main_only=main_only)
 
-    def put(self, *patterns: PathPattern) -> Callable[[Handler], Handler]:
-        return self.route("PUT", *patterns)
+    def put(self, *patterns: PathPattern, stream: str | None = None,
+            affinity: Affinity | None = None,
+            main_only: bool = False) -> Callable[[Handler], Handler]:
+        return self.route("PUT", *patterns, stream=stream, affinity=affinity,
+                          main_only=main_only)
 
-    def delete(self, *patterns: PathPattern) -> Callable[[Handler], Handler]:
-        return self.route("DELETE", *patterns)
+    def delete(self, *patterns: PathPattern, stream: str | None = None,
+               affinity: Affinity | None = None,
+               main_only: bool = False) -> Callable[[Handler], Handler]:
+        return self.route("DELETE", *patterns, stream=stream, affinity=affinity,
+                          main_only=main_only)
 
 
 class Router:

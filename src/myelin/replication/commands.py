@@ -29,14 +29,20 @@ class Command:
 
 @dataclass(frozen=True)
 class RdataCommand(Command):
-    """A new row on a stream, at ``token``, written by ``instance``."""
+    """``instance`` moved ``stream`` from ``prev_token`` to ``token``; ``rows``
+    are the rows it committed in between as ``[position, row fields]``.
+
+    Carrying ``prev_token`` lets a reader notice it missed something (a
+    restart, a Redis blip) and fetch the gap with ``updates_since``.
+    """
 
     NAME: ClassVar[str] = "RDATA"
     ALLOWED_SENDERS: ClassVar[str] = "writer"
     stream: str
     instance: str
+    prev_token: int
     token: int
-    row: Any
+    rows: list[Any]
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class ReplicateCommand(Command):
     """Ask every writer to announce its current positions (sent on connect)."""
 
     NAME: ClassVar[str] = "REPLICATE"
+    instance: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,12 +79,15 @@ class UserSyncCommand(Command):
 @dataclass(frozen=True)
 class ClearUserCacheCommand(Command):
     NAME: ClassVar[str] = "CLEAR_USER_CACHE"
+    ALLOWED_SENDERS: ClassVar[str] = "main"
     user_id: str
+    instance: str = "master"
 
 
 @dataclass(frozen=True)
 class FederationAckCommand(Command):
     NAME: ClassVar[str] = "FEDERATION_ACK"
+    ALLOWED_SENDERS: ClassVar[str] = "federation_sender"
     instance: str
     token: int
 
@@ -86,11 +96,16 @@ class FederationAckCommand(Command):
 class RemoteServerUpCommand(Command):
     NAME: ClassVar[str] = "REMOTE_SERVER_UP"
     server: str
+    instance: str = ""
 
 
 @dataclass(frozen=True)
 class UserIpCommand(Command):
+    """Sent by workers to main, which owns the devices' last-seen bookkeeping."""
+
     NAME: ClassVar[str] = "USER_IP"
+    ALLOWED_SENDERS: ClassVar[str] = "worker"
+    instance: str
     user_id: str
     access_token: str
     ip: str
@@ -101,9 +116,13 @@ class UserIpCommand(Command):
 
 @dataclass(frozen=True)
 class PingCommand(Command):
+    """Liveness, and the digest of the sender's ``stream_writers``: processes
+    that disagree about who writes what refuse to write until they agree."""
+
     NAME: ClassVar[str] = "PING"
     instance: str
     ts: int
+    writers_digest: str = ""
 
 
 COMMANDS: dict[str, type[Command]] = {

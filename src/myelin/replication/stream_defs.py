@@ -11,67 +11,23 @@ it short) and whether it was limited.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict
 from typing import Any, ClassVar
 
 from myelin.storage.engines import Database
+from myelin.storage.stream_rows import (
+    AccountDataRow,
+    CachesRow,
+    DeviceListsRow,
+    EventsRow,
+    PresenceRow,
+    PushRulesRow,
+    ReceiptsRow,
+    ToDeviceRow,
+    TypingRow,
+)
 
 Update = tuple[int, Any]
-
-
-@dataclass(frozen=True)
-class EventsRow:
-    event_id: str
-    room_id: str
-    type: str
-    state_key: str | None
-    sender: str
-    membership: str | None
-
-
-@dataclass(frozen=True)
-class ReceiptsRow:
-    room_id: str
-    receipt_type: str
-    user_id: str
-    thread_id: str
-    event_id: str
-
-
-@dataclass(frozen=True)
-class PresenceRow:
-    user_id: str
-    state: str
-
-
-@dataclass(frozen=True)
-class ToDeviceRow:
-    user_id: str
-    device_id: str
-
-
-@dataclass(frozen=True)
-class AccountDataRow:
-    user_id: str
-    room_id: str
-    data_type: str
-
-
-@dataclass(frozen=True)
-class DeviceListsRow:
-    user_id: str
-    device_id: str
-
-
-@dataclass(frozen=True)
-class PushRulesRow:
-    user_id: str
-
-
-@dataclass(frozen=True)
-class CachesRow:
-    cache_name: str
-    keys: str
 
 
 class Stream:
@@ -82,9 +38,22 @@ class Stream:
     QUERY: ClassVar[str]
     WRITER_COLUMN: ClassVar[str | None] = "instance_name"
     POSITION_COLUMN: ClassVar[str] = "stream_id"
+    # The table whose position column a writer's generator continues from.
+    TABLE: ClassVar[str]
+    TABLE_POSITION: ClassVar[str] = "stream_id"
 
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    async def max_position(self, writer: str) -> int:
+        """The highest position ``writer`` has in the table (0 if none)."""
+        _, _, source = self.QUERY.partition(" FROM ")
+        sql = f"SELECT MAX({self.POSITION_COLUMN}) FROM {source}"
+        if self.WRITER_COLUMN:
+            value = await self.db.fetchval(f"{sql} WHERE {self.WRITER_COLUMN} = ?", writer)
+        else:
+            value = await self.db.fetchval(sql)
+        return int(value or 0)
 
     async def updates_since(self, writer: str, from_token: int, to_token: int,
                             limit: int = 1000) -> tuple[list[Update], int, bool]:
@@ -109,20 +78,26 @@ class Stream:
 
 
 class EventsStream(Stream):
+    TABLE = "events"
+    TABLE_POSITION = "stream_ordering"
     NAME = "events"
     ROW = EventsRow
-    QUERY = ("SELECT stream_ordering, event_id, room_id, type, state_key, sender, membership"
-             " FROM events")
-    POSITION_COLUMN = "stream_ordering"
+    QUERY = ("SELECT e.stream_ordering, e.event_id, e.room_id, e.type, e.state_key, e.sender,"
+             " e.membership, r.redacts FROM events e"
+             " LEFT JOIN redactions r ON r.event_id = e.event_id")
+    POSITION_COLUMN = "e.stream_ordering"
+    WRITER_COLUMN = "e.instance_name"
 
 
 class ReceiptsStream(Stream):
+    TABLE = "receipts"
     NAME = "receipts"
     ROW = ReceiptsRow
     QUERY = "SELECT stream_id, room_id, receipt_type, user_id, thread_id, event_id FROM receipts"
 
 
 class PresenceStream(Stream):
+    TABLE = "presence"
     NAME = "presence"
     ROW = PresenceRow
     QUERY = "SELECT stream_id, user_id, state FROM presence"
@@ -130,18 +105,21 @@ class PresenceStream(Stream):
 
 
 class ToDeviceStream(Stream):
+    TABLE = "device_inbox"
     NAME = "to_device"
     ROW = ToDeviceRow
     QUERY = "SELECT stream_id, user_id, device_id FROM device_inbox"
 
 
 class AccountDataStream(Stream):
+    TABLE = "account_data"
     NAME = "account_data"
     ROW = AccountDataRow
     QUERY = "SELECT stream_id, user_id, room_id, account_data_type FROM account_data"
 
 
 class DeviceListsStream(Stream):
+    TABLE = "device_lists_stream"
     NAME = "device_lists"
     ROW = DeviceListsRow
     QUERY = "SELECT stream_id, user_id, device_id FROM device_lists_stream"
@@ -149,6 +127,7 @@ class DeviceListsStream(Stream):
 
 
 class PushRulesStream(Stream):
+    TABLE = "push_rules_stream"
     NAME = "push_rules"
     ROW = PushRulesRow
     QUERY = "SELECT stream_id, user_id FROM push_rules_stream"
@@ -156,6 +135,7 @@ class PushRulesStream(Stream):
 
 
 class CachesStream(Stream):
+    TABLE = "cache_invalidation_stream"
     NAME = "caches"
     ROW = CachesRow
     QUERY = "SELECT stream_id, cache_name, keys FROM cache_invalidation_stream"
@@ -165,3 +145,16 @@ STREAM_CLASSES: Sequence[type[Stream]] = (
     EventsStream, ReceiptsStream, PresenceStream, ToDeviceStream, AccountDataStream,
     DeviceListsStream, PushRulesStream, CachesStream,
 )
+
+# Every stream's row type, the in-memory typing stream included.
+ROW_TYPES: dict[str, type] = {cls.NAME: cls.ROW for cls in STREAM_CLASSES} | {"typing": TypingRow}
+
+
+def encode_rows(rows: Sequence[Update]) -> list[Any]:
+    """Rows for the wire: ``[position, {field: value}]``."""
+    return [[position, asdict(row)] for position, row in rows]
+
+
+def decode_rows(stream: str, raw: Sequence[Any]) -> list[Update]:
+    row_type = ROW_TYPES[stream]
+    return [(int(position), row_type(**fields)) for position, fields in raw]

@@ -12,22 +12,38 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from myelin.storage.engines import Database, Transaction
 
 
+class NotAWriterError(RuntimeError):
+    """This process tried to write a stream it is not a writer of."""
+
+
+# Called when the current position advances: (previous, new, rows committed in
+# (previous, new] as (position, row) pairs, in order).
+PositionListener = Callable[[int, int, list[tuple[int, Any]]], None]
+
+
 class PositionTransaction:
-    """A database transaction that may allocate positions on one stream."""
+    """A database transaction that may allocate positions on one stream, and
+    records the stream rows it writes so they can be announced after commit."""
 
     def __init__(self, txn: Transaction, generator: StreamIdGenerator) -> None:
         self.txn = txn
         self._generator = generator
         self.positions: list[int] = []
+        self.rows: list[tuple[int, Any]] = []
 
     async def next_position(self) -> int:
         position = await self._generator._allocate(self.txn)
         self.positions.append(position)
         return position
+
+    def add_row(self, position: int, row: Any) -> None:
+        """A row other processes must learn about once this transaction commits."""
+        self.rows.append((position, row))
 
 
 class StreamIdGenerator:
@@ -41,7 +57,10 @@ class StreamIdGenerator:
         self._max_allocated = 0
         self._current = 0
         self._in_flight: set[int] = set()
-        self._listeners: list[Callable[[int], None]] = []
+        self._listeners: list[PositionListener] = []
+        # Rows of committed positions not yet announced (a lower position is in flight).
+        self._unannounced: list[tuple[int, Any]] = []
+        self.is_writer = True
 
     async def setup(self) -> None:
         value = await self.db.fetchval(f"SELECT MAX({self._column}) FROM {self._table}")
@@ -54,15 +73,40 @@ class StreamIdGenerator:
             if int(seq_value) < self._current:
                 await self.db.fetchval(f"SELECT setval('{self._sequence}', ?)", self._current)
 
-    def add_listener(self, callback: Callable[[int], None]) -> None:
-        """Called with the new current position whenever it advances."""
+    def add_listener(self, callback: PositionListener) -> None:
+        """Called with (previous, new, rows) whenever the current position advances."""
         self._listeners.append(callback)
 
     @property
     def current_position(self) -> int:
         return self._current
 
+    @property
+    def max_allocated(self) -> int:
+        """The highest position handed out: a write's fence once it has returned."""
+        return self._max_allocated
+
+    @property
+    def idle(self) -> bool:
+        return not self._in_flight
+
+    def advance_idle(self, position: int) -> bool:
+        """Claim ``position`` while nothing is in flight here.
+
+        With several writers on one PostgreSQL sequence, a writer that has
+        nothing in flight will only ever allocate above the highest position
+        anyone has reached, so it may say it has persisted up to there; that
+        lets readers' minimum move on while this writer is idle.
+        """
+        if self._in_flight or position <= self._current:
+            return False
+        self._max_allocated = max(self._max_allocated, position)
+        self._advance(position)
+        return True
+
     async def _allocate(self, txn: Transaction) -> int:
+        if not self.is_writer:
+            raise NotAWriterError(f"this process is not a writer of the {self.stream_name} stream")
         if self.db.engine == "postgres":
             position = int(await txn.fetchval(f"SELECT nextval('{self._sequence}')"))
         else:
@@ -73,23 +117,35 @@ class StreamIdGenerator:
         self._in_flight.add(position)
         return position
 
-    def _finish(self, positions: list[int]) -> None:
+    def _finish(self, positions: list[int], rows: list[tuple[int, Any]]) -> None:
         for position in positions:
             self._in_flight.discard(position)
+        self._unannounced.extend(rows)
         new_current = (min(self._in_flight) - 1) if self._in_flight else self._max_allocated
         if new_current > self._current:
-            self._current = new_current
-            for callback in self._listeners:
-                callback(new_current)
+            self._advance(new_current)
+
+    def _advance(self, new_current: int) -> None:
+        previous = self._current
+        self._current = new_current
+        ready = [r for r in self._unannounced if r[0] <= new_current]
+        if ready:
+            self._unannounced = [r for r in self._unannounced if r[0] > new_current]
+            ready.sort(key=lambda r: r[0])
+        for callback in self._listeners:
+            callback(previous, new_current, ready)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PositionTransaction]:
         """``async with gen.transaction() as ptxn: pos = await ptxn.next_position()``"""
         ptxn: PositionTransaction | None = None
+        committed = False
         try:
             async with self.db.transaction() as txn:
                 ptxn = PositionTransaction(txn, self)
                 yield ptxn
+            committed = True
         finally:
             if ptxn is not None:
-                self._finish(ptxn.positions)
+                # A rolled-back transaction's positions are abandoned: no rows.
+                self._finish(ptxn.positions, ptxn.rows if committed else [])

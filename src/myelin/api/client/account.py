@@ -27,7 +27,7 @@ async def threepids(request: Request) -> dict[str, Any]:
     return {"threepids": []}
 
 
-@routes.post(client_path("/account/password"))
+@routes.post(client_path("/account/password"), stream="device_lists")
 async def change_password(request: Request) -> dict[str, Any]:
     hs = request.hs
     body = await request.json()
@@ -78,7 +78,7 @@ async def get_device(request: Request) -> dict[str, Any]:
     return device.to_json()
 
 
-@routes.put(client_path("/devices/{deviceId}"))
+@routes.put(client_path("/devices/{deviceId}"), stream="device_lists")
 async def update_device(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     body = await request.json(allow_empty=True)
@@ -93,7 +93,7 @@ async def update_device(request: Request) -> dict[str, Any]:
     return {}
 
 
-@routes.delete(client_path("/devices/{deviceId}"))
+@routes.delete(client_path("/devices/{deviceId}"), stream="device_lists")
 async def delete_device(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     body = await request.json(allow_empty=True)
@@ -106,7 +106,7 @@ async def delete_device(request: Request) -> dict[str, Any]:
     return {}
 
 
-@routes.post(client_path("/delete_devices"))
+@routes.post(client_path("/delete_devices"), stream="device_lists")
 async def delete_devices(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     body = await request.json()

@@ -25,7 +25,7 @@ def _room_id(request: Request) -> str:
     return room_id
 
 
-@routes.put(client_path("/user/{userId}/account_data/{type}"))
+@routes.put(client_path("/user/{userId}/account_data/{type}"), stream="account_data")
 async def put_global(request: Request) -> dict[str, Any]:
     requester = await _own(request)
     body = await request.json()
@@ -43,7 +43,8 @@ async def get_global(request: Request) -> dict[str, Any]:
     return content
 
 
-@routes.put(client_path("/user/{userId}/rooms/{roomId}/account_data/{type}"))
+@routes.put(client_path("/user/{userId}/rooms/{roomId}/account_data/{type}"),
+             stream="account_data")
 async def put_room(request: Request) -> dict[str, Any]:
     requester = await _own(request)
     body = await request.json()
@@ -69,7 +70,7 @@ async def get_tags(request: Request) -> dict[str, Any]:
                                                            _room_id(request))}
 
 
-@routes.put(client_path("/user/{userId}/rooms/{roomId}/tags/{tag}"))
+@routes.put(client_path("/user/{userId}/rooms/{roomId}/tags/{tag}"), stream="account_data")
 async def put_tag(request: Request) -> dict[str, Any]:
     requester = await _own(request)
     body = await request.json()
@@ -81,7 +82,8 @@ async def put_tag(request: Request) -> dict[str, Any]:
     return {}
 
 
-@routes.delete(client_path("/user/{userId}/rooms/{roomId}/tags/{tag}"))
+@routes.delete(client_path("/user/{userId}/rooms/{roomId}/tags/{tag}"),
+                stream="account_data")
 async def delete_tag(request: Request) -> dict[str, Any]:
     requester = await _own(request)
     await request.hs.account_data.remove_tag(requester.user_id, _room_id(request),

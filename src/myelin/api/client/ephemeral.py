@@ -12,7 +12,8 @@ routes = RouteTable("client")
 
 
 
-@routes.put(client_path("/rooms/{roomId}/typing/{userId}", LEGACY))
+@routes.put(client_path("/rooms/{roomId}/typing/{userId}", LEGACY), stream="typing",
+            affinity="room")
 async def typing(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     if request.param("userId") != requester.user_id:
@@ -30,7 +31,8 @@ async def typing(request: Request) -> dict[str, Any]:
     return {}
 
 
-@routes.post(client_path("/rooms/{roomId}/receipt/{receiptType}/{eventId}", LEGACY))
+@routes.post(client_path("/rooms/{roomId}/receipt/{receiptType}/{eventId}", LEGACY),
+             stream="receipts", affinity="room")
 async def receipt(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     body = await request.json(allow_empty=True)
@@ -41,7 +43,8 @@ async def receipt(request: Request) -> dict[str, Any]:
     return {}
 
 
-@routes.post(client_path("/rooms/{roomId}/read_markers", LEGACY))
+@routes.post(client_path("/rooms/{roomId}/read_markers", LEGACY), stream="receipts",
+             affinity="room")
 async def read_markers(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     body = await request.json()
@@ -57,7 +60,7 @@ async def read_markers(request: Request) -> dict[str, Any]:
     return {}
 
 
-@routes.put(client_path("/presence/{userId}/status", LEGACY))
+@routes.put(client_path("/presence/{userId}/status", LEGACY), stream="presence")
 async def set_presence(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     if request.param("userId") != requester.user_id:
@@ -88,7 +91,8 @@ async def get_presence(request: Request) -> dict[str, Any]:
     return hs.presence.format(state)
 
 
-@routes.put(client_path("/sendToDevice/{eventType}/{txnId}", LEGACY))
+@routes.put(client_path("/sendToDevice/{eventType}/{txnId}", LEGACY), stream="to_device",
+            affinity="user")
 async def send_to_device(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     body = await request.json()

@@ -12,7 +12,8 @@ from myelin.http.routing import RouteTable, client_path
 routes = RouteTable("client")
 
 
-@routes.post(client_path("/keys/upload"), client_path("/keys/upload/{deviceId}"))
+@routes.post(client_path("/keys/upload"), client_path("/keys/upload/{deviceId}"),
+             stream="device_lists")
 async def upload(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     body = await request.json()
@@ -43,7 +44,7 @@ async def changes(request: Request) -> dict[str, Any]:
 
 
 @routes.post(client_path("/keys/device_signing/upload", ("v3",)),
-             client_path("/keys/device_signing/upload", ("unstable",)))
+             client_path("/keys/device_signing/upload", ("unstable",)), stream="device_lists")
 async def device_signing_upload(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     body = await request.json()
@@ -52,7 +53,7 @@ async def device_signing_upload(request: Request) -> dict[str, Any]:
 
 
 @routes.post(client_path("/keys/signatures/upload", ("v3",)),
-             client_path("/keys/signatures/upload", ("unstable",)))
+             client_path("/keys/signatures/upload", ("unstable",)), stream="device_lists")
 async def signatures_upload(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     body = await request.json()

@@ -29,7 +29,7 @@ def _user_from_login_body(body: dict[str, Any]) -> str:
     return user
 
 
-@routes.post(client_path("/login", LEGACY))
+@routes.post(client_path("/login", LEGACY), stream="device_lists")
 async def login(request: Request) -> dict[str, Any]:
     hs = request.hs
     body = await request.json()
@@ -66,7 +66,7 @@ async def login(request: Request) -> dict[str, Any]:
     }
 
 
-@routes.post(client_path("/logout"))
+@routes.post(client_path("/logout"), stream="device_lists")
 async def logout(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     hs = request.hs
@@ -75,11 +75,11 @@ async def logout(request: Request) -> dict[str, Any]:
     else:
         async with hs.db.transaction() as txn:
             await hs.stores.accounts.delete_token(txn, requester.access_token)
-        hs.auth.invalidate_tokens([requester.access_token])
+        await hs.auth.invalidate_tokens([requester.access_token])
     return {}
 
 
-@routes.post(client_path("/logout/all"))
+@routes.post(client_path("/logout/all"), stream="device_lists")
 async def logout_all(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     hs = request.hs
@@ -89,5 +89,5 @@ async def logout_all(request: Request) -> dict[str, Any]:
         leftovers = await hs.stores.accounts.tokens_of_user(txn, requester.user_id)
         for token, _ in leftovers:
             await hs.stores.accounts.delete_token(txn, token)
-    hs.auth.invalidate_user(requester.user_id)
+    await hs.auth.invalidate_user(requester.user_id)
     return {}

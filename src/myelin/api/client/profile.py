@@ -22,7 +22,7 @@ async def get_profile_field(request: Request) -> dict[str, Any]:
                                               request.param("keyName"))
 
 
-@routes.put(client_path("/profile/{userId}/{keyName}", LEGACY))
+@routes.put(client_path("/profile/{userId}/{keyName}", LEGACY), stream="events")
 async def put_profile_field(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     body = await request.json()
@@ -31,7 +31,7 @@ async def put_profile_field(request: Request) -> dict[str, Any]:
     return {}
 
 
-@routes.delete(client_path("/profile/{userId}/{keyName}", LEGACY))
+@routes.delete(client_path("/profile/{userId}/{keyName}", LEGACY), stream="events")
 async def delete_profile_field(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     await request.hs.profile.set_field(requester, request.param("userId"),

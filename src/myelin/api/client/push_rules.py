@@ -48,7 +48,7 @@ async def get_rule(request: Request) -> dict[str, Any]:
     return await request.hs.push_rules.get_rule(requester.user_id, kind, rule_id)
 
 
-@routes.put(client_path("/pushrules/{scope}/{kind}/{ruleId}", LEGACY))
+@routes.put(client_path("/pushrules/{scope}/{kind}/{ruleId}", LEGACY), stream="push_rules")
 async def put_rule(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     kind, rule_id = _target(request)
@@ -59,7 +59,8 @@ async def put_rule(request: Request) -> dict[str, Any]:
     return {}
 
 
-@routes.delete(client_path("/pushrules/{scope}/{kind}/{ruleId}", LEGACY))
+@routes.delete(client_path("/pushrules/{scope}/{kind}/{ruleId}", LEGACY),
+                stream="push_rules")
 async def delete_rule(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     kind, rule_id = _target(request)
@@ -75,7 +76,8 @@ async def get_enabled(request: Request) -> dict[str, Any]:
     return {"enabled": rule["enabled"]}
 
 
-@routes.put(client_path("/pushrules/{scope}/{kind}/{ruleId}/enabled", LEGACY))
+@routes.put(client_path("/pushrules/{scope}/{kind}/{ruleId}/enabled", LEGACY),
+            stream="push_rules")
 async def put_enabled(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     kind, rule_id = _target(request)
@@ -95,7 +97,8 @@ async def get_actions(request: Request) -> dict[str, Any]:
     return {"actions": rule["actions"]}
 
 
-@routes.put(client_path("/pushrules/{scope}/{kind}/{ruleId}/actions", LEGACY))
+@routes.put(client_path("/pushrules/{scope}/{kind}/{ruleId}/actions", LEGACY),
+            stream="push_rules")
 async def put_actions(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     kind, rule_id = _target(request)

@@ -35,7 +35,7 @@ async def token_validity(request: Request) -> dict[str, Any]:
     return {"valid": False}
 
 
-@routes.post(client_path("/register"))
+@routes.post(client_path("/register"), stream="device_lists")
 async def register(request: Request) -> Any:
     hs = request.hs
     body = await request.json()

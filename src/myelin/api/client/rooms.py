@@ -12,7 +12,7 @@ routes = RouteTable("client")
 
 
 
-@routes.post(client_path("/createRoom", LEGACY))
+@routes.post(client_path("/createRoom", LEGACY), stream="events")
 async def create_room(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     body = await request.json(allow_empty=True)
@@ -27,8 +27,10 @@ def _event_content(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-@routes.put(client_path("/rooms/{roomId}/send/{eventType}/{txnId}", LEGACY))
-@routes.post(client_path("/rooms/{roomId}/send/{eventType}", LEGACY))
+@routes.put(client_path("/rooms/{roomId}/send/{eventType}/{txnId}", LEGACY),
+            stream="events", affinity="room")
+@routes.post(client_path("/rooms/{roomId}/send/{eventType}", LEGACY),
+             stream="events", affinity="room")
 async def send_event(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     hs = request.hs
@@ -64,7 +66,8 @@ async def _require_joined(request: Request, room_id: str) -> None:
         raise forbidden(f"User {requester.user_id} not in room {room_id}")
 
 
-@routes.put(client_path("/rooms/{roomId}/state/{eventType}/{stateKey?}", LEGACY))
+@routes.put(client_path("/rooms/{roomId}/state/{eventType}/{stateKey?}", LEGACY),
+            stream="events", affinity="room")
 async def put_state(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     hs = request.hs
@@ -91,7 +94,8 @@ async def put_state(request: Request) -> dict[str, Any]:
     return {"event_id": sent.event.event_id}
 
 
-@routes.get(client_path("/rooms/{roomId}/state/{eventType}/{stateKey?}", LEGACY))
+@routes.get(client_path("/rooms/{roomId}/state/{eventType}/{stateKey?}", LEGACY),
+            affinity="room")
 async def get_state_event(request: Request) -> Any:
     requester = await request.requester(allow_guest=True)
     stored = await request.hs.room_reads.get_state_event(
@@ -102,16 +106,19 @@ async def get_state_event(request: Request) -> Any:
     return stored.event.content
 
 
-@routes.get(client_path("/rooms/{roomId}/state", LEGACY))
+@routes.get(client_path("/rooms/{roomId}/state", LEGACY), affinity="room")
 async def get_state(request: Request) -> Any:
     requester = await request.requester(allow_guest=True)
     events = await request.hs.room_reads.get_state(requester, request.param("roomId"))
     return 200, events
 
 
-@routes.put(client_path("/rooms/{roomId}/redact/{eventId}/{txnId}", LEGACY))
-@routes.post(client_path("/rooms/{roomId}/redact/{eventId}/{txnId}", LEGACY))
-@routes.post(client_path("/rooms/{roomId}/redact/{eventId}", LEGACY))
+@routes.put(client_path("/rooms/{roomId}/redact/{eventId}/{txnId}", LEGACY),
+            stream="events", affinity="room")
+@routes.post(client_path("/rooms/{roomId}/redact/{eventId}/{txnId}", LEGACY),
+             stream="events", affinity="room")
+@routes.post(client_path("/rooms/{roomId}/redact/{eventId}", LEGACY),
+             stream="events", affinity="room")
 async def redact(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     hs = request.hs
@@ -138,17 +145,17 @@ async def _own_membership(request: Request, room_id_or_alias: str,
     return {"room_id": room_id}
 
 
-@routes.post(client_path("/join/{roomIdOrAlias}", LEGACY))
+@routes.post(client_path("/join/{roomIdOrAlias}", LEGACY), stream="events", affinity="room")
 async def join_by_id_or_alias(request: Request) -> dict[str, Any]:
     return await _own_membership(request, request.param("roomIdOrAlias"), "join")
 
 
-@routes.post(client_path("/rooms/{roomId}/join", LEGACY))
+@routes.post(client_path("/rooms/{roomId}/join", LEGACY), stream="events", affinity="room")
 async def join_room(request: Request) -> dict[str, Any]:
     return await _own_membership(request, request.param("roomId"), "join")
 
 
-@routes.post(client_path("/knock/{roomIdOrAlias}", LEGACY))
+@routes.post(client_path("/knock/{roomIdOrAlias}", LEGACY), stream="events", affinity="room")
 async def knock(request: Request) -> dict[str, Any]:
     return await _own_membership(request, request.param("roomIdOrAlias"), "knock")
 
@@ -182,7 +189,8 @@ def _membership_servlet(action: str, membership: str, needs_target: bool) -> Non
         return {}
 
     handler.__name__ = f"membership_{action}"
-    routes.post(client_path(f"/rooms/{{roomId}}/{action}", LEGACY))(handler)
+    routes.post(client_path(f"/rooms/{{roomId}}/{action}", LEGACY),
+                stream=None if action == "forget" else "events", affinity="room")(handler)
 
 
 for _action, _membership, _needs_target in (
@@ -193,7 +201,7 @@ for _action, _membership, _needs_target in (
 
 # -- reading ------------------------------------------------------------------
 
-@routes.get(client_path("/rooms/{roomId}/messages", LEGACY))
+@routes.get(client_path("/rooms/{roomId}/messages", LEGACY), affinity="room")
 async def messages(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     direction = request.query_str("dir", "b")
@@ -209,7 +217,7 @@ async def messages(request: Request) -> dict[str, Any]:
         event_filter=event_filter)
 
 
-@routes.get(client_path("/rooms/{roomId}/context/{eventId}", LEGACY))
+@routes.get(client_path("/rooms/{roomId}/context/{eventId}", LEGACY), affinity="room")
 async def context(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     limit = request.query_int("limit", 10, minimum=0, maximum=100) or 0
@@ -218,7 +226,7 @@ async def context(request: Request) -> dict[str, Any]:
                                                request.query_json("filter"))
 
 
-@routes.get(client_path("/rooms/{roomId}/event/{eventId}", LEGACY))
+@routes.get(client_path("/rooms/{roomId}/event/{eventId}", LEGACY), affinity="room")
 async def get_event(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     stored = await request.hs.room_reads.get_event(requester, request.param("roomId"),
@@ -227,7 +235,7 @@ async def get_event(request: Request) -> dict[str, Any]:
                                                      device_id=requester.device_id)
 
 
-@routes.get(client_path("/rooms/{roomId}/members", LEGACY))
+@routes.get(client_path("/rooms/{roomId}/members", LEGACY), affinity="room")
 async def members(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     chunk = await request.hs.room_reads.members(
@@ -237,7 +245,7 @@ async def members(request: Request) -> dict[str, Any]:
     return {"chunk": chunk}
 
 
-@routes.get(client_path("/rooms/{roomId}/joined_members", LEGACY))
+@routes.get(client_path("/rooms/{roomId}/joined_members", LEGACY), affinity="room")
 async def joined_members(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     return await request.hs.room_reads.joined_members(requester, request.param("roomId"))
@@ -250,7 +258,7 @@ async def joined_rooms(request: Request) -> dict[str, Any]:
     return {"joined_rooms": [m.room_id for m in rooms]}
 
 
-@routes.get(client_v1_path("/rooms/{roomId}/timestamp_to_event"))
+@routes.get(client_v1_path("/rooms/{roomId}/timestamp_to_event"), affinity="room")
 async def timestamp_to_event(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     room_id = request.param("roomId")

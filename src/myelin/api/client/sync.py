@@ -15,7 +15,7 @@ routes = RouteTable("client")
 
 
 
-@routes.get(client_path("/sync"))
+@routes.get(client_path("/sync"), affinity="user")
 async def sync(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     hs = request.hs
@@ -30,7 +30,7 @@ async def sync(request: Request) -> dict[str, Any]:
     return await hs.sync.sync(requester, since, timeout, full_state, set_presence, sync_filter)
 
 
-@routes.get(client_path("/events", LEGACY))
+@routes.get(client_path("/events", LEGACY), affinity="user")
 async def events(request: Request) -> dict[str, Any]:
     """The legacy event stream: new timeline events since ``from``."""
     requester = await request.requester(allow_guest=True)
@@ -79,7 +79,7 @@ async def _room_initial_sync(request: Request, room_id: str, limit: int) -> dict
     }
 
 
-@routes.get(client_path("/initialSync", LEGACY))
+@routes.get(client_path("/initialSync", LEGACY), affinity="user")
 async def initial_sync(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     hs = request.hs
@@ -101,7 +101,7 @@ async def initial_sync(request: Request) -> dict[str, Any]:
     }
 
 
-@routes.get(client_path("/rooms/{roomId}/initialSync", LEGACY))
+@routes.get(client_path("/rooms/{roomId}/initialSync", LEGACY), affinity="user")
 async def room_initial_sync(request: Request) -> dict[str, Any]:
     limit = request.query_int("limit", 10, minimum=0, maximum=100) or 0
     return await _room_initial_sync(request, request.param("roomId"), limit)

@@ -8,6 +8,7 @@ connection, which is most of its speed.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -71,6 +72,57 @@ class PostgresTransaction(Transaction):
         await self.flush()
         return list(await self._conn.fetch(to_postgres(sql), *args))
 
+    async def try_advisory_xact_lock(self, key: int) -> bool:
+        """Take the transaction-scoped advisory lock ``key`` if it is free."""
+        await self.flush()
+        return bool(await self._conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", key))
+
+    async def advisory_xact_lock(self, key: int) -> None:
+        """Wait for the transaction-scoped advisory lock ``key``, however long
+        its holder takes (the pool's per-statement timeout does not apply)."""
+        await self.flush()
+        await self._conn.execute("SELECT pg_advisory_xact_lock($1)", key,
+                                 timeout=_LOCK_WAIT_SECONDS)
+
+
+class DatabaseCollationError(ValueError):
+    """The database sorts text by a locale; Myelin needs byte order ('C')."""
+
+
+# Collations that order text by bytes, as Myelin's indexes and comparisons assume.
+_BYTE_ORDER_LOCALES = frozenset({"C", "C.UTF-8", "C.utf8", "POSIX"})
+
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
+
+# Waiting on a lock another process holds while it migrates.
+_LOCK_WAIT_SECONDS = 24 * 3600.0
+
+
+def collation_problem(database: str, settings: dict[str, Any]) -> str | None:
+    """Why the database ``settings`` (a pg_database row) is unusable, with the
+    statement that creates a usable one; None if it is fine."""
+    collate, ctype = settings.get("datcollate"), settings.get("datctype")
+    provider = settings.get("datlocprovider", "c")  # PostgreSQL 15+
+    if isinstance(provider, bytes):
+        provider = provider.decode()
+    if provider == "b":  # PostgreSQL 17's builtin provider: C or C.UTF-8 only
+        provider = "c"
+    bad = [f"{name}={value!r}" for name, value in (("LC_COLLATE", collate), ("LC_CTYPE", ctype))
+           if value not in _BYTE_ORDER_LOCALES]
+    if provider != "c":
+        bad.append(f"locale provider {'ICU' if provider == 'i' else repr(provider)}"
+                   f" ({settings.get('daticulocale') or settings.get('datlocale') or '?'})")
+    if not bad:
+        return None
+    quoted = database if _PLAIN_NAME.fullmatch(database) else (
+        '"' + database.replace('"', '""') + '"')
+    provider_clause = " LOCALE_PROVIDER=libc" if provider != "c" else ""
+    return (f"database {database} has {', '.join(bad)}, but Myelin needs the C collation "
+            f"(text compared byte by byte); create a new database with CREATE DATABASE "
+            f"{quoted} ENCODING 'UTF8' LC_COLLATE='C' LC_CTYPE='C'{provider_clause} "
+            "TEMPLATE=template0; and move the data over (pg_dump, then psql into the new "
+            "database)")
+
 
 class PostgresDatabase(Database):
     engine = "postgres"
@@ -86,6 +138,16 @@ class PostgresDatabase(Database):
             user=user, password=password, database=database, host=host, port=port,
             min_size=min_size, max_size=max_size, command_timeout=60, reset=_keep_session,
         )
+        try:
+            row = await pool.fetchrow(
+                "SELECT * FROM pg_database WHERE datname = current_database()")
+            settings = dict(row.items()) if row is not None else {}
+            problem = collation_problem(str(settings.get("datname", database)), settings)
+            if problem is not None:
+                raise DatabaseCollationError(problem)
+        except BaseException:
+            await pool.close()
+            raise
         return cls(pool)
 
     @asynccontextmanager

@@ -14,6 +14,7 @@ import re
 from importlib import resources
 
 from myelin.storage.engines.base import Database
+from myelin.storage.engines.postgres import PostgresTransaction
 
 logger = logging.getLogger(__name__)
 
@@ -39,18 +40,32 @@ def migration_scripts(engine: str) -> list[tuple[str, str]]:
     return sorted(files.items(), key=lambda kv: (kv[0][:3], kv[0].count(".") > 1, kv[0]))
 
 
+class SchemaTooNewError(ValueError):
+    """The database has migrations applied that this code does not know."""
+
+
 async def run_migrations(db: Database) -> list[str]:
-    """Apply every migration not yet applied; returns the names applied now."""
+    """Apply every migration not yet applied; returns the names applied now.
+
+    On PostgreSQL the advisory lock is taken first, before anything is read:
+    a process that starts while another is migrating waits for it on the lock
+    and then sees its migrations as done. A database that has migrations this
+    code does not know was upgraded by a newer Myelin; it is refused, not
+    touched."""
     applied_now: list[str] = []
+    scripts = migration_scripts(db.engine)
     async with db.transaction() as txn:
-        if db.engine == "postgres":
-            await txn.execute(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK_ID})")
+        if isinstance(txn, PostgresTransaction):
+            if not await txn.try_advisory_xact_lock(_ADVISORY_LOCK_ID):
+                logger.info("another process is applying schema migrations; waiting for it")
+                await txn.advisory_xact_lock(_ADVISORY_LOCK_ID)
         await txn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " name TEXT PRIMARY KEY, applied_ts BIGINT NOT NULL)"
         )
         done = {row[0] for row in await txn.fetchall("SELECT name FROM schema_migrations")}
-        for name, script in migration_scripts(db.engine):
+        _refuse_newer_schema(done, {name for name, _ in scripts})
+        for name, script in scripts:
             if name in done:
                 continue
             logger.info("applying schema migration %s", name)
@@ -62,6 +77,18 @@ async def run_migrations(db: Database) -> list[str]:
             )
             applied_now.append(name)
     return applied_now
+
+
+def _refuse_newer_schema(applied: set[str], known: set[str]) -> None:
+    unknown = sorted(applied - known)
+    if not unknown:
+        return
+    newest_known = max(known, default="(none)")
+    raise SchemaTooNewError(
+        f"the database schema is newer than this code: it has migration"
+        f"{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} applied, and this Myelin "
+        f"knows migrations up to {newest_known} only; run the newer Myelin version that "
+        "migrated it (every process of a fleet must run the same version)")
 
 
 def _now_ms() -> int:

@@ -12,6 +12,7 @@ import orjson
 
 from myelin.storage.engines import Database
 from myelin.storage.id_generators import StreamIdGenerator
+from myelin.storage.stream_rows import AccountDataRow
 
 GLOBAL = ""
 
@@ -34,6 +35,7 @@ class AccountDataStore:
                 " content = excluded.content",
                 user_id, room_id, data_type, position, self.instance_name,
                 orjson.dumps(content).decode())
+            ptxn.add_row(position, AccountDataRow(user_id, room_id, data_type))
         return position
 
     async def get(self, user_id: str, room_id: str, data_type: str) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from myelin.storage.engines import Database
 from myelin.storage.id_generators import StreamIdGenerator
+from myelin.storage.stream_rows import DeviceListsRow
 
 
 class DeviceListStore:
@@ -17,6 +18,7 @@ class DeviceListStore:
             await ptxn.txn.execute(
                 "INSERT INTO device_lists_stream (stream_id, user_id, device_id)"
                 " VALUES (?, ?, ?)", position, user_id, device_id)
+            ptxn.add_row(position, DeviceListsRow(user_id, device_id))
         return position
 
     async def users_changed_between(self, from_id: int, to_id: int) -> set[str]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from myelin.storage.caches import Cache, CacheRegistry, Invalidate
 from myelin.storage.engines import Database
 
 CLAIM_CANDIDATES = 5
@@ -23,9 +24,13 @@ def _dumps(value: Any) -> str:
 
 
 class E2EKeyStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, caches: CacheRegistry, invalidate: Invalidate) -> None:
         self.db = db
-        self._key_counts: dict[tuple[str, str], tuple[dict[str, int], list[str]]] = {}
+        # (user, device) -> (one-time key counts, unused fallback key types);
+        # claims happen on any process, so changes travel on the caches stream.
+        self._key_counts: Cache[tuple[str, str], tuple[dict[str, int], list[str]]] = \
+            caches.register("e2e_key_counts", 100_000)
+        self._invalidate = invalidate
 
     # -- device keys -------------------------------------------------------
     async def get_device_keys_json(self, user_id: str, device_id: str) -> dict[str, Any] | None:
@@ -66,8 +71,8 @@ class E2EKeyStore:
                 f" AND device_id IN ({marks})", user_id, *wanted)
         return {r[0]: orjson.loads(r[1]) for r in rows}
 
-    def _keys_changed(self, user_id: str, device_id: str) -> None:
-        self._key_counts.pop((user_id, device_id), None)
+    async def _keys_changed(self, user_id: str, device_id: str) -> None:
+        await self._invalidate("e2e_key_counts", [[user_id, device_id]])
 
     async def key_counts_for_sync(self, user_id: str, device_id: str,
                                   ) -> tuple[dict[str, int], list[str]]:
@@ -75,13 +80,12 @@ class E2EKeyStore:
         them on every response (cached until this device's keys change)."""
         cached = self._key_counts.get((user_id, device_id))
         if cached is not None:
-            return cached
+            return cached  # type: ignore[no-any-return]
+        generation = self._key_counts.generation
         counts = {"signed_curve25519": 0}
         counts.update(await self.count_one_time_keys(user_id, device_id))
         result = (counts, await self.unused_fallback_key_types(user_id, device_id))
-        if len(self._key_counts) > 100_000:
-            self._key_counts.clear()
-        self._key_counts[(user_id, device_id)] = result
+        self._key_counts.put_if(generation, (user_id, device_id), result)
         return result
 
     async def delete_device(self, user_id: str, device_id: str) -> None:
@@ -92,7 +96,7 @@ class E2EKeyStore:
             await txn.execute(
                 "DELETE FROM e2e_key_signatures WHERE target_user_id = ? AND target_key_id = ?",
                 user_id, device_id)
-        self._keys_changed(user_id, device_id)
+        await self._keys_changed(user_id, device_id)
 
     # -- one-time keys -----------------------------------------------------
     async def get_one_time_keys(self, user_id: str, device_id: str,
@@ -118,7 +122,7 @@ class E2EKeyStore:
                 "INSERT INTO e2e_one_time_keys (user_id, device_id, algorithm, key_id, key_json)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [(user_id, device_id, alg, key_id, _dumps(key)) for alg, key_id, key in keys])
-        self._keys_changed(user_id, device_id)
+        await self._keys_changed(user_id, device_id)
 
     async def count_one_time_keys(self, user_id: str, device_id: str) -> dict[str, int]:
         rows = await self.db.fetchall(
@@ -141,7 +145,7 @@ class E2EKeyStore:
                     "DELETE FROM e2e_one_time_keys WHERE user_id = ? AND device_id = ?"
                     " AND algorithm = ? AND key_id = ?", user_id, device_id, algorithm, key_id)
                 if deleted == 1:
-                    self._keys_changed(user_id, device_id)
+                    await self._keys_changed(user_id, device_id)
                     return key_id, orjson.loads(key_json)
             # Every candidate went to a concurrent claim: look again.
 
@@ -161,7 +165,7 @@ class E2EKeyStore:
                 " used) VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT (user_id, device_id, algorithm)"
                 " DO UPDATE SET key_id = excluded.key_id, key_json = excluded.key_json,"
                 " used = 0", user_id, device_id, algorithm, key_id, key_json)
-        self._keys_changed(user_id, device_id)
+        await self._keys_changed(user_id, device_id)
 
     async def claim_fallback_key(self, user_id: str, device_id: str, algorithm: str,
                                  ) -> tuple[str, dict[str, Any]] | None:
@@ -175,7 +179,7 @@ class E2EKeyStore:
             await txn.execute(
                 "UPDATE e2e_fallback_keys SET used = 1 WHERE user_id = ? AND device_id = ?"
                 " AND algorithm = ?", user_id, device_id, algorithm)
-        self._keys_changed(user_id, device_id)
+        await self._keys_changed(user_id, device_id)
         return row[0], orjson.loads(row[1])
 
     async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:

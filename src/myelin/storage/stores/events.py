@@ -8,17 +8,18 @@ cached per room and replaced by the persister after each commit.
 from __future__ import annotations
 
 import fnmatch
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from myelin.events.event import Event
 from myelin.events.room_versions import RoomVersion, get_room_version
+from myelin.storage.caches import Cache, CacheRegistry
 from myelin.storage.engines import Database, Transaction
 from myelin.storage.id_generators import PositionTransaction
+from myelin.storage.stream_rows import EventsRow
 
 StateKey = tuple[str, str]
 StateMap = dict[StateKey, str]
@@ -31,24 +32,6 @@ RECENT_EVENTS_PER_ROOM = 200
 def _type_matches(event_type: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(event_type, p) if "*" in p else event_type == p
                for p in patterns)
-
-
-class LruCache(OrderedDict[Any, Any]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def get_or(self, key: Any) -> Any:
-        value = self.get(key)
-        if value is not None:
-            self.move_to_end(key)
-        return value
-
-    def put(self, key: Any, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        if len(self) > self.size:
-            self.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -74,22 +57,28 @@ class Membership:
 
 
 class EventStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, caches: CacheRegistry, instance_name: str) -> None:
         self.db = db
-        self._events: LruCache = LruCache(50_000)
-        self._state_groups: LruCache = LruCache(5_000)
-        self._room_versions: dict[str, RoomVersion] = {}
-        self._current_state: LruCache = LruCache(10_000)
-        self._user_memberships: LruCache = LruCache(50_000)
-        self._room_members: LruCache = LruCache(10_000)
+        self.instance_name = instance_name
+        # Immutable once loaded (state groups, chain lengths, room versions) or
+        # changed only by stream rows (see on_events_rows).
+        self._events: Cache[str, StoredEvent] = caches.register("events", 50_000)
+        self._state_groups: Cache[int, StateMap] = caches.register("state_groups", 5_000)
+        self._room_versions: Cache[str, RoomVersion] = caches.register("room_versions", 100_000)
+        self._current_state: Cache[str, StateMap] = caches.register("current_state", 10_000)
+        self._user_memberships: Cache[str, Any] = caches.register("user_memberships", 50_000)
+        self._room_members: Cache[str, Any] = caches.register("room_members", 10_000)
         self._invalidations = 0
-        self._extremities: LruCache = LruCache(10_000)
-        self._recent_txns: LruCache = LruCache(10_000)
-        self._chain_lengths: LruCache = LruCache(10_000)
+        self._extremities: Cache[str, list[str]] = caches.register("forward_extremities",
+                                                                   10_000)
+        self._recent_txns: Cache[tuple[str, str, str], str] = caches.register("event_txns",
+                                                                              10_000)
+        self._chain_lengths: Cache[int, int] = caches.register("state_chain_lengths", 10_000)
         # room -> (complete_after, [(position, event_id, type, sender)]): the
-        # newest events of rooms this process persisted to, for /sync.
-        self._timelines: LruCache = LruCache(10_000)
+        # newest events of each room this process has followed, for /sync.
+        self._timelines: Cache[str, Any] = caches.register("room_timelines", 10_000)
         self._next_state_group = 0
+        caches.register_invalidator("memberships", self._invalidate_memberships)
 
     async def setup(self) -> None:
         value = await self.db.fetchval("SELECT MAX(id) FROM state_groups")
@@ -103,14 +92,14 @@ class EventStore:
             " VALUES (?, ?, ?, ?, ?)", room_id, version, creator, int(is_public), created_ts)
 
     async def get_room_version(self, room_id: str) -> RoomVersion | None:
-        version = self._room_versions.get(room_id)
+        version: RoomVersion | None = self._room_versions.get(room_id)
         if version is None:
             identifier = await self.db.fetchval(
                 "SELECT room_version FROM rooms WHERE room_id = ?", room_id)
             if identifier is None:
                 return None
             version = get_room_version(identifier)
-            self._room_versions[room_id] = version
+            self._room_versions.put(room_id, version)
         return version
 
     async def set_room_public(self, room_id: str, is_public: bool) -> None:
@@ -132,7 +121,7 @@ class EventStore:
         found: dict[str, StoredEvent] = {}
         missing = []
         for event_id in wanted:
-            cached = self._events.get_or(event_id)
+            cached = self._events.get(event_id)
             if cached is not None:
                 found[event_id] = cached
             else:
@@ -167,7 +156,7 @@ class EventStore:
         return (await self.get_events([event_id])).get(event_id)
 
     async def get_forward_extremities(self, room_id: str) -> list[str]:
-        cached = self._extremities.get_or(room_id)
+        cached = self._extremities.get(room_id)
         if cached is not None:
             return list(cached)
         generation = self._invalidations
@@ -245,7 +234,7 @@ class EventStore:
                          ) -> list[tuple[str, int]] | None:
         """Serve an incremental sync's "events in (lower, upper]" from memory
         when this process holds every event of the room after ``lower``."""
-        ring = self._timelines.get_or(room_id)
+        ring = self._timelines.get(room_id)
         if ring is None or lower < ring[0]:
             return None
         out: list[tuple[str, int]] = []
@@ -268,7 +257,7 @@ class EventStore:
     async def count_events_between(self, room_id: str, lower: int, upper: int,
                                    types: Sequence[str], not_sender: str) -> int:
         """How many events of ``types`` not sent by ``not_sender`` are in (lower, upper]."""
-        ring = self._timelines.get_or(room_id)
+        ring = self._timelines.get(room_id)
         if ring is not None and lower >= ring[0]:
             count = 0
             for position, _, etype, sender in reversed(ring[1]):
@@ -296,7 +285,7 @@ class EventStore:
 
     def get_recent_txn_event(self, user_id: str, device_id: str, txn_id: str) -> str | None:
         """The event a transaction sent, if this process persisted it lately."""
-        found = self._recent_txns.get_or((user_id, device_id, txn_id))
+        found = self._recent_txns.get((user_id, device_id, txn_id))
         return str(found) if found is not None else None
 
     async def get_txn_event(self, user_id: str, device_id: str, txn_id: str) -> str | None:
@@ -316,14 +305,14 @@ class EventStore:
 
     async def get_state_for_group(self, group: int) -> StateMap:
         """The full state of a group (a fresh dict the caller may change)."""
-        cached = self._state_groups.get_or(group)
+        cached = self._state_groups.get(group)
         if cached is not None:
             return dict(cached)
         chain: list[int] = []
         current: int | None = group
         base: StateMap = {}
         while current is not None:
-            hit = self._state_groups.get_or(current)
+            hit = self._state_groups.get(current)
             if hit is not None:
                 base = dict(hit)
                 break
@@ -351,7 +340,7 @@ class EventStore:
         """Store the state after ``event_id`` as a delta on ``prev_group``."""
         chain_length = 0
         if prev_group is not None:
-            prev_len = self._chain_lengths.get_or(prev_group)
+            prev_len = self._chain_lengths.get(prev_group)
             if prev_len is None:
                 prev_len = await txn.fetchval(
                     "SELECT chain_length FROM state_groups WHERE id = ?", prev_group)
@@ -377,7 +366,7 @@ class EventStore:
 
     # -- current state -----------------------------------------------------
     async def get_current_state_ids(self, room_id: str) -> StateMap:
-        cached = self._current_state.get_or(room_id)
+        cached = self._current_state.get(room_id)
         if cached is not None:
             return dict(cached)
         rows = await self.db.fetchall(
@@ -399,7 +388,7 @@ class EventStore:
     # -- memberships ---------------------------------------------------------
     async def _memberships_of_user(self, user_id: str) -> list[tuple[Membership, bool]]:
         """Every membership of a user with its forgotten flag (cached per user)."""
-        cached = self._user_memberships.get_or(user_id)
+        cached = self._user_memberships.get(user_id)
         if cached is not None:
             return cached  # type: ignore[no-any-return]
         generation = self._invalidations
@@ -413,7 +402,7 @@ class EventStore:
         return result
 
     async def _members_of_room(self, room_id: str) -> list[Membership]:
-        cached = self._room_members.get_or(room_id)
+        cached = self._room_members.get(room_id)
         if cached is not None:
             return cached  # type: ignore[no-any-return]
         generation = self._invalidations
@@ -425,12 +414,17 @@ class EventStore:
             self._room_members.put(room_id, result)
         return result
 
+    def _invalidate_memberships(self, keys: list[Any] | None) -> None:
+        """A ``memberships`` row from the caches stream: [[room, user], ...]."""
+        for room_id, user_id in keys or ():
+            self.invalidate_membership(room_id, user_id)
+
     def invalidate_membership(self, room_id: str, user_id: str) -> None:
         """Called after a membership change commits (and, in a fleet, from the
         caches stream)."""
         self._invalidations += 1
-        self._user_memberships.pop(user_id, None)
-        self._room_members.pop(room_id, None)
+        self._user_memberships.invalidate(user_id)
+        self._room_members.invalidate(room_id)
 
     async def get_membership(self, room_id: str, user_id: str) -> Membership | None:
         for membership, _ in await self._memberships_of_user(user_id):
@@ -451,7 +445,6 @@ class EventStore:
         await self.db.execute(
             "UPDATE room_memberships SET forgotten = 1 WHERE user_id = ? AND room_id = ?",
             user_id, room_id)
-        self.invalidate_membership(room_id, user_id)
 
     async def get_rooms_with_events_between(self, room_ids: Sequence[str], from_pos: int,
                                             to_pos: int) -> set[str]:
@@ -460,7 +453,7 @@ class EventStore:
         out: set[str] = set()
         unknown = []
         for room_id in room_ids:
-            ring = self._timelines.get_or(room_id)
+            ring = self._timelines.get(room_id)
             if ring is None or from_pos < ring[0]:
                 unknown.append(room_id)
             else:
@@ -540,38 +533,60 @@ class EventStore:
                 event.origin_server_ts)
         if replaces_state:
             event.unsigned["replaces_state"] = replaces_state
+        ptxn.add_row(position, EventsRow(
+            event.event_id, event.room_id, event.type, event.state_key, event.sender,
+            str(event.membership) if event.type == "m.room.member" else None,
+            event.redacts if event.type == "m.room.redaction" else None))
         return position
 
     def event_persisted(self, stored: StoredEvent) -> None:
-        """Update caches once an event's transaction has committed."""
+        """Fill the writer's caches with what it just committed (it computed
+        them itself); everything that others must invalidate comes back as an
+        ``events`` row (:meth:`on_events_rows`), here too."""
         self._events.put(stored.event.event_id, stored)
         event = stored.event
         if stored.txn_key is not None:
             self._recent_txns.put(stored.txn_key, event.event_id)
-        ring = self._timelines.get_or(event.room_id)
-        entry = (stored.stream_ordering, event.event_id, event.type, event.sender)
-        if ring is None or (ring[1] and ring[1][-1][0] >= stored.stream_ordering):
-            # Start (or restart) the ring: it holds every event after this one's predecessor.
-            self._timelines.put(event.room_id, (stored.stream_ordering - 1, [entry]))
-        else:
-            ring[1].append(entry)
-            if len(ring[1]) > RECENT_EVENTS_PER_ROOM:
-                dropped = ring[1].pop(0)
-                self._timelines.put(event.room_id, (dropped[0], ring[1]))
-        extremities = self._extremities.get_or(event.room_id)
+        extremities = self._extremities.peek(event.room_id)
         if extremities is not None:
             self._extremities.put(event.room_id, [
                 e for e in extremities if e not in event.prev_event_ids] + [event.event_id])
-        if event.type == "m.room.redaction" and event.redacts is not None:
-            # The redacted event is served pruned from now on.
-            self._invalidations += 1
-            target = self._events.get_or(event.redacts)
-            if target is not None and target.redacted_by is None:
-                self._events.put(event.redacts, replace(target, redacted_by=event.event_id))
-        if event.type == "m.room.member" and event.state_key is not None:
-            self.invalidate_membership(event.room_id, event.state_key)
+
+    def on_events_rows(self, writer: str, rows: Sequence[tuple[int, EventsRow]]) -> None:
+        """Apply ``events`` stream rows to this process's caches (every process,
+        the room's writer included)."""
+        mine = writer == self.instance_name
+        for position, row in rows:
+            self._append_to_timeline(position, row)
+            if not mine:
+                # The writer keeps its own room state and extremities exact.
+                self._extremities.invalidate(row.room_id)
+                if row.state_key is not None:
+                    self._current_state.invalidate(row.room_id)
+            if row.redacts is not None:
+                # The redacted event is served pruned from now on.
+                self._invalidations += 1
+                self._events.invalidate(row.redacts)
+            if row.membership is not None and row.state_key is not None:
+                self.invalidate_membership(row.room_id, row.state_key)
+
+    def _append_to_timeline(self, position: int, row: EventsRow) -> None:
+        ring = self._timelines.peek(row.room_id)
+        entry = (position, row.event_id, row.type, row.sender)
+        if ring is not None and ring[1] and ring[1][-1][0] >= position:
+            return  # already there
+        if ring is None:
+            # Start the ring: this process follows every event of the room from
+            # now on, so it holds every event after this one's predecessor.
+            self._timelines.put(row.room_id, (position - 1, [entry]))
+            return
+        ring[1].append(entry)
+        if len(ring[1]) > RECENT_EVENTS_PER_ROOM:
+            dropped = ring[1].pop(0)
+            self._timelines.put(row.room_id, (dropped[0], ring[1]))
 
     def remember_current_state(self, room_id: str, state: StateMap) -> None:
+        """The writer's exact current state after a commit."""
         self._current_state.put(room_id, dict(state))
 
     # -- aliases -------------------------------------------------------------

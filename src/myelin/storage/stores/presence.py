@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from myelin.storage.engines import Database
 from myelin.storage.id_generators import StreamIdGenerator
+from myelin.storage.stream_rows import PresenceRow
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class PresenceStore:
                 " currently_active = excluded.currently_active",
                 user_id, position, state, status_msg, last_active_ts, last_user_sync_ts,
                 int(currently_active))
+            ptxn.add_row(position, PresenceRow(user_id, state))
         return position
 
     async def get(self, user_ids: Sequence[str]) -> dict[str, PresenceState]:

@@ -13,6 +13,7 @@ import orjson
 
 from myelin.storage.engines import Database, Transaction
 from myelin.storage.id_generators import StreamIdGenerator
+from myelin.storage.stream_rows import PushRulesRow
 
 
 @dataclass
@@ -74,6 +75,7 @@ class PushRuleStore:
         await ptxn.txn.execute(
             "INSERT INTO push_rules_stream (stream_id, user_id, rule_id, op) VALUES (?, ?, ?, ?)",
             position, user_id, rule_id, op)
+        ptxn.add_row(position, PushRulesRow(user_id))
         return position
 
     @staticmethod

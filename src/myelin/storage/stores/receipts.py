@@ -8,8 +8,10 @@ from typing import Any
 
 import orjson
 
+from myelin.storage.caches import Cache, CacheRegistry
 from myelin.storage.engines import Database
 from myelin.storage.id_generators import StreamIdGenerator
+from myelin.storage.stream_rows import ReceiptsRow
 
 MAIN_THREAD = ""  # receipts without a thread_id ("unthreaded")
 
@@ -26,11 +28,13 @@ class Receipt:
 
 
 class ReceiptStore:
-    def __init__(self, db: Database, id_gen: StreamIdGenerator, instance_name: str) -> None:
+    def __init__(self, db: Database, id_gen: StreamIdGenerator, instance_name: str,
+                 caches: CacheRegistry) -> None:
         self.db = db
         self.id_gen = id_gen
         self.instance_name = instance_name
-        self._read_positions: dict[tuple[str, str], int | None] = {}
+        self._read_positions: Cache[tuple[str, str], int | None] = caches.register(
+            "read_positions", 100_000)
 
     async def upsert(self, room_id: str, receipt_type: str, user_id: str, thread_id: str,
                      event_id: str, event_stream_ordering: int | None,
@@ -47,7 +51,8 @@ class ReceiptStore:
                 " event_stream_ordering = excluded.event_stream_ordering, data = excluded.data",
                 position, self.instance_name, room_id, receipt_type, user_id, thread_id,
                 event_id, event_stream_ordering, orjson.dumps(data).decode())
-        self._read_positions.pop((room_id, user_id), None)
+            ptxn.add_row(position, ReceiptsRow(room_id, receipt_type, user_id, thread_id,
+                                               event_id))
         return position
 
     async def get_read_position(self, room_id: str, user_id: str) -> int | None:
@@ -55,15 +60,19 @@ class ReceiptStore:
         (public or private read receipt, any thread). Cached: /sync asks per room."""
         key = (room_id, user_id)
         if key in self._read_positions:
-            return self._read_positions[key]
+            return self._read_positions.get(key)  # type: ignore[no-any-return]
+        generation = self._read_positions.generation
         value = await self.db.fetchval(
             "SELECT MAX(event_stream_ordering) FROM receipts WHERE room_id = ? AND user_id = ?"
             " AND receipt_type IN ('m.read', 'm.read.private')", room_id, user_id)
         position = int(value) if value is not None else None
-        if len(self._read_positions) > 100_000:
-            self._read_positions.clear()
-        self._read_positions[key] = position
+        self._read_positions.put_if(generation, key, position)
         return position
+
+    def on_receipts_rows(self, writer: str, rows: Sequence[tuple[int, ReceiptsRow]]) -> None:
+        """``receipts`` rows from any writer: the readers' read positions moved."""
+        for _, row in rows:
+            self._read_positions.invalidate((row.room_id, row.user_id))
 
     async def get_for_rooms(self, room_ids: Sequence[str], from_id: int | None, to_id: int,
                             ) -> list[Receipt]:

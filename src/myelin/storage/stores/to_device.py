@@ -9,6 +9,7 @@ import orjson
 
 from myelin.storage.engines import Database
 from myelin.storage.id_generators import StreamIdGenerator
+from myelin.storage.stream_rows import ToDeviceRow
 
 
 class ToDeviceStore:
@@ -39,6 +40,8 @@ class ToDeviceStore:
                 " message_json) VALUES (?, ?, ?, ?, ?)",
                 [(position, user, device, self.instance_name, orjson.dumps(msg).decode())
                  for user, device, msg in messages])
+            for user, device in sorted({(u, d) for u, d, _ in messages}):
+                ptxn.add_row(position, ToDeviceRow(user, device))
         return position
 
     async def get_messages(self, user_id: str, device_id: str, from_id: int, to_id: int,
