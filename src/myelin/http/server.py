@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("myelin.access")
 
-X_FORWARDED_KEY = "myelin.x_forwarded"
+# Whether the listener trusts X-Forwarded-For, stored on the request.
+X_FORWARDED_KEY: Any = (web.RequestKey("myelin.x_forwarded", bool)
+                        if hasattr(web, "RequestKey") else "myelin.x_forwarded")
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",

@@ -10,6 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
+# The modules that declare ReplicationEndpoints: a process that only serves this
+# listener (an event persister) never imports them otherwise, and
+# REGISTRY would lack their endpoints ("Unknown replication endpoint").
+import myelin.handlers.account_data
+import myelin.handlers.devices
+import myelin.handlers.events
+import myelin.handlers.presence
+import myelin.handlers.push_rules
+import myelin.handlers.receipts
+import myelin.handlers.to_device
+import myelin.handlers.typing  # noqa: F401
 from myelin.http.errors import MatrixError
 from myelin.http.request import Request, parse_json_object
 from myelin.http.routing import RouteTable, plain_path

@@ -1,0 +1,166 @@
+"""Two HomeServers in one process on one in-memory bus and one PostgreSQL: a
+fleet of two (main and an event persister), driven through the handlers.
+
+The persister is the only `events` writer, so everything main does to rooms
+crosses real HTTP replication on loopback; main learns of the results only
+from the rows on the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from myelin.app.homeserver import HomeServer
+from myelin.app.process import start_listeners
+from myelin.config import load_config_from_dict
+from myelin.handlers.filters import SyncFilter
+from myelin.http.request import Requester
+from myelin.replication.bus import InMemoryBus
+from myelin.storage.engines import open_database
+from tests.support.postgres import PostgresServer, create_database, free_port
+
+SECRET = "in-process-secret"
+
+
+def _config(pg: PostgresServer, database: str, ports: dict[str, int], worker: str | None,
+            ) -> Any:
+    data: dict[str, Any] = {
+        "server_name": "fleet.test",
+        "database": {"name": "psycopg2", "args": {"user": pg.user, "host": pg.host,
+                                                   "port": pg.port, "database": database,
+                                                   "cp_min": 1, "cp_max": 4}},
+        "redis": {"enabled": True},  # the bus is handed over in-memory below
+        "worker_replication_secret": SECRET,
+        "instance_map": {"main": {"host": "127.0.0.1", "port": ports["main"]},
+                         "persister": {"host": "127.0.0.1", "port": ports["persister"]}},
+        "stream_writers": {"events": ["persister"]},
+        "listeners": [{"port": ports["main"], "bind_addresses": ["127.0.0.1"],
+                       "resources": [{"names": ["replication"]}]}],
+    }
+    if worker is not None:
+        data |= {"worker_app": "synapse.app.generic_worker", "worker_name": worker,
+                 "worker_listeners": [{"port": ports[worker], "bind_addresses": ["127.0.0.1"],
+                                       "resources": [{"names": ["replication"]}]}]}
+    return load_config_from_dict(data)
+
+
+@pytest.fixture
+async def fleet(postgres_server: PostgresServer) -> AsyncIterator[tuple[HomeServer, HomeServer]]:
+    name = f"inproc_{os.getpid()}_{free_port()}"
+    await asyncio.to_thread(create_database, postgres_server, name)
+    ports = {"main": free_port(), "persister": free_port()}
+    bus = InMemoryBus()
+    servers = []
+    for worker in (None, "persister"):
+        config = _config(postgres_server, name, ports, worker)
+        hs = HomeServer(config, await open_database(config.database), bus=bus)
+        await hs.start()
+        await start_listeners(hs)
+        servers.append(hs)
+    main, persister = servers
+    try:
+        yield main, persister
+    finally:
+        for hs in servers:
+            await hs.stop()
+            for listener in hs.listeners:
+                await listener.stop()
+            await hs.db.close()
+
+
+async def _user(hs: HomeServer, name: str) -> Requester:
+    user_id = await hs.registration.register_user(name, None)
+    return Requester(user_id, "DEV", "token")
+
+
+async def _sync(hs: HomeServer, who: Requester, since: Any = None) -> dict[str, Any]:
+    return await hs.sync.sync(who, since, 0, False, "offline", SyncFilter.parse({}))
+
+
+async def test_main_sends_through_the_persister_and_sees_its_rows(
+        fleet: tuple[HomeServer, HomeServer]) -> None:
+    main, _ = fleet
+    alice = await _user(main, "alice")
+    room_id, _ = await main.room_creation.create_room(alice, {"name": "fleet"})
+    sent = await main.event_creation.send(alice.user_id, room_id, "m.room.message",
+                                          {"msgtype": "m.text", "body": "hello"})
+    # Persisted by the persister, not by main...
+    writer = await main.db.fetchval("SELECT instance_name FROM events WHERE event_id = ?",
+                                    sent.event.event_id)
+    assert writer == "persister"
+    assert main.replication.remote_calls >= 2  # createRoom's batch and the message
+    # ...and main's own view has it when send returns (the fence), so its sync shows it.
+    assert main.streams.position("events") >= sent.stream_ordering
+    body = await _sync(main, alice)
+    timeline = body["rooms"]["join"][room_id]["timeline"]["events"]
+    assert [e["content"].get("body") for e in timeline if e["type"] == "m.room.message"] == \
+        ["hello"]
+    # The membership cache main holds was filled from the rows, not by hand.
+    assert [m.room_id for m in await main.stores.events.get_rooms_for_user(alice.user_id)] == \
+        [room_id]
+
+
+async def test_a_sync_waiting_on_main_is_woken_by_the_persisters_rows(
+        fleet: tuple[HomeServer, HomeServer]) -> None:
+    main, persister = fleet
+    bob = await _user(main, "bob")
+    room_id, _ = await main.room_creation.create_room(bob, {})
+    first = await _sync(main, bob)
+    from myelin.replication.tokens import SyncToken
+
+    since = SyncToken.parse(first["next_batch"])
+    waiting = asyncio.create_task(main.sync.sync(bob, since, 10_000, False, "offline",
+                                                 SyncFilter.parse({})))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    # The persister writes locally: main hears of it only over the bus.
+    await persister.event_creation.send(bob.user_id, room_id, "m.room.message",
+                                        {"msgtype": "m.text", "body": "wake up"})
+    body = await asyncio.wait_for(waiting, 5)
+    events = body["rooms"]["join"][room_id]["timeline"]["events"]
+    assert [e["content"]["body"] for e in events] == ["wake up"]
+
+
+async def test_concurrent_state_changes_from_both_processes_leave_one_extremity(
+        fleet: tuple[HomeServer, HomeServer]) -> None:
+    main, persister = fleet
+    carol = await _user(main, "carol")
+    room_id, _ = await main.room_creation.create_room(carol, {})
+
+    async def topic(hs: HomeServer, i: int) -> int:
+        sent = await hs.event_creation.send(carol.user_id, room_id, "m.room.topic",
+                                            {"topic": f"t{i}"}, state_key="")
+        return sent.stream_ordering
+
+    positions = await asyncio.gather(*(topic(main if i % 2 else persister, i)
+                                       for i in range(20)))
+    last = max(range(20), key=lambda i: positions[i])
+    extremities = await main.db.fetchall(
+        "SELECT event_id FROM room_forward_extremities WHERE room_id = ?", room_id)
+    assert len(extremities) == 1
+    for hs in (main, persister):
+        topic_event = await hs.stores.events.get_current_state_event(room_id, "m.room.topic")
+        assert topic_event is not None and topic_event.content["topic"] == f"t{last}"
+
+
+async def test_replication_without_the_secret_is_refused(
+        fleet: tuple[HomeServer, HomeServer]) -> None:
+    import aiohttp
+
+    _, persister = fleet
+    location = persister.config.instance_map["persister"]
+    async with aiohttp.ClientSession() as session:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            async with session.post(f"{location.base_url}/_synapse/replication/set_typing/x",
+                                    json={}, headers=headers) as response:
+                assert response.status == 403
+        async with session.get(f"{location.base_url}/_myelin/status",
+                               headers={"Authorization": f"Bearer {SECRET}"}) as response:
+            status = await response.json()
+    assert status["instance"] == "persister"
+    assert "writer:events" in status["roles"]
