@@ -120,10 +120,15 @@ def test_check_config_bad_yaml(tmp_path: Path) -> None:
 
 
 def test_check_config_merges_worker_file(tmp_path: Path) -> None:
-    path, _ = write_config(tmp_path)
+    # A worker needs what a fleet needs: PostgreSQL, Redis and something to do.
+    path, port = write_config(tmp_path, {"database": {"name": "psycopg2",
+                                                      "args": {"database": "myelin"}},
+                                         "redis": {"enabled": True}})
     worker = tmp_path / "worker1.yaml"
     worker.write_text(yaml.safe_dump({"worker_app": "synapse.app.generic_worker",
-                                      "worker_name": "worker1"}))
+                                      "worker_name": "worker1",
+                                      "worker_listeners": [{"port": port + 1, "resources": [
+                                          {"names": ["client"]}]}]}))
     result = myelin("check-config", "-c", path, "-c", str(worker))
     assert result.returncode == 0, result.stderr
     assert "worker1 (synapse.app.generic_worker)" in result.stdout

@@ -95,7 +95,7 @@ class RoomReadHandler:
                        to_token: str | None, backwards: bool, limit: int,
                        event_filter: dict[str, Any] | None) -> dict[str, Any]:
         membership, _ = await self.membership_for_read(requester, room_id)
-        current = self.hs.streams.events_id_gen.current_position
+        current = self.hs.streams.position("events")
         if from_token is None:
             position = current if backwards else 0
         else:

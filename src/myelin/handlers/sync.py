@@ -1,8 +1,11 @@
 """``/sync``: everything that happened to a user between two stream tokens.
 
-The answer for (since, now] is assembled per section, each from its stream:
-rooms from `events` (plus typing, receipts and room account data), presence,
-global account data, to-device messages and device lists. A request with
+The answer for (since, now] is assembled per section, each a provider in
+``handlers/sync_sections/`` reading its streams: rooms from `events` (plus
+typing, receipts and room account data), presence, global account data,
+to-device messages, device lists and key counts. ``now`` is this process's
+view of the streams (what it has received), so a sync worker that writes
+nothing still answers with everything the writers announced. A request with
 nothing new waits on the notifier (registered *before* computing, so a row
 landing mid-computation still wakes it) until something arrives or the
 timeout passes; it never polls the database.
@@ -15,19 +18,27 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from myelin.handlers.filters import SyncFilter
-from myelin.handlers.room_reads import stream_token
+from myelin.handlers.sync_sections import SyncSection
+from myelin.handlers.sync_sections.others import (
+    AccountDataSection,
+    DeviceListsSection,
+    KeyCountsSection,
+    PresenceSection,
+    ToDeviceSection,
+)
+from myelin.handlers.sync_sections.rooms import RoomsSection
 from myelin.http.request import Requester
 from myelin.replication.tokens import StreamPosition, SyncToken
-from myelin.storage.stores.events import Membership, StateMap, StoredEvent
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
 
-TO_DEVICE_LIMIT = 100
 MAX_TIMEOUT_MS = 5 * 60 * 1000
-STRIPPED_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
-                        "m.room.canonical_alias", "m.room.encryption", "m.room.topic")
-UNREAD_TYPES = ("m.room.message", "m.room.encrypted")
+
+# The sections of a response, in the order they are computed (see sync_sections).
+SECTIONS: tuple[type[SyncSection], ...] = (RoomsSection, PresenceSection, AccountDataSection,
+                                           ToDeviceSection, DeviceListsSection,
+                                           KeyCountsSection)
 
 
 @dataclass
@@ -53,14 +64,15 @@ class SyncResult:
     next_batch: SyncToken
     has_updates: bool = False
     rooms_joined: list[str] = field(default_factory=list)
+    newly_joined: set[str] = field(default_factory=set)
+    rooms_left: set[str] = field(default_factory=set)
 
 
 class SyncHandler:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
         self.store = hs.stores.events
-        # (user, device) -> to-device position already deleted as acknowledged
-        self._acked_to_device: dict[tuple[str, str], int] = {}
+        self.sections = [section(hs) for section in SECTIONS]
 
     async def sync(self, requester: Requester, since: SyncToken | None, timeout_ms: int,
                    full_state: bool, set_presence: str, sync_filter: SyncFilter,
@@ -100,412 +112,11 @@ class SyncHandler:
         result.body["next_batch"] = str(result.next_batch)
         return result.body
 
-    # -- assembling the response ------------------------------------------
     async def _compute(self, req: SyncRequest) -> SyncResult:
-        next_batch = req.now
-        body: dict[str, Any] = {}
-        rooms_section, joined_ids, newly_joined_ids, left_ids = await self._rooms(req)
-        has_updates = any(rooms_section[k] for k in rooms_section)
-        body["rooms"] = rooms_section
-
-        presence = await self._presence(req, joined_ids)
-        body["presence"] = {"events": presence}
-        account_data = await self._global_account_data(req)
-        body["account_data"] = {"events": account_data}
-        to_device, reached = await self._to_device(req)
-        body["to_device"] = {"events": to_device}
-        if reached is not None:
-            next_batch = next_batch.copy_with("to_device", reached)
-        changed, left = await self._device_lists(req, joined_ids, newly_joined_ids, left_ids)
-        body["device_lists"] = {"changed": sorted(changed), "left": sorted(left)}
-        if req.requester.device_id:
-            counts, fallback = await self.hs.stores.e2e_keys.key_counts_for_sync(
-                req.user_id, req.requester.device_id)
-            body["device_one_time_keys_count"] = counts
-            body["device_unused_fallback_key_types"] = fallback
-        has_updates = has_updates or bool(presence or account_data or to_device or changed
-                                          or left)
-        return SyncResult(body, next_batch, has_updates, joined_ids)
-
-    async def _rooms(self, req: SyncRequest,
-                     ) -> tuple[dict[str, Any], list[str], set[str], set[str]]:
-        user_id = req.user_id
-        f = req.filter
-        joined: dict[str, Any] = {}
-        invited: dict[str, Any] = {}
-        left: dict[str, Any] = {}
-        knocked: dict[str, Any] = {}
-        memberships = await self.store.get_rooms_for_user(
-            user_id, ("join", "invite", "knock", "leave", "ban"), include_forgotten=False)
-        now_pos = req.now["events"]
-        # Ignore memberships that landed after `now` (they belong to the next sync).
-        memberships = [m for m in memberships if m.stream_ordering <= now_pos]
-        joined_ids = [m.room_id for m in memberships if m.membership == "join"]
-        newly_joined: set[str] = set()
-        left_ids: set[str] = set()
-        since_pos = req.since["events"] if req.since else None
-        # Which joined rooms have anything new at all: one query per stream
-        # rather than one per room, so an idle account with many rooms syncs
-        # cheaply.
-        busy: set[str] | None = None
-        if req.since is not None and not req.full_state:
-            busy = await self.store.get_rooms_with_events_between(
-                joined_ids, req.since["events"], now_pos)
-            if req.moved("receipts"):
-                busy |= await self.hs.stores.receipts.rooms_with_receipts_between(
-                    req.since["receipts"], req.now["receipts"])
-            busy |= {r for r in joined_ids
-                     if self.hs.typing.changed_since(r, req.since["typing"])}
-            if req.moved("account_data"):
-                changed_data = await self.hs.stores.account_data.changed_since(
-                    user_id, req.since["account_data"], req.now["account_data"])
-                busy |= set(changed_data)
-
-        for membership in memberships:
-            room_id = membership.room_id
-            if not f.allows_room(room_id):
-                continue
-            changed = since_pos is None or membership.stream_ordering > since_pos
-            if membership.membership == "join":
-                if busy is not None and not changed and room_id not in busy:
-                    continue
-                was_joined = not changed or (since_pos is not None and
-                                             await self._was_joined_at(room_id, user_id,
-                                                                       since_pos))
-                if since_pos is not None and not was_joined:
-                    newly_joined.add(room_id)
-                entry = await self._joined_room(req, membership,
-                                                initial=since_pos is None or not was_joined)
-                if entry is not None:
-                    joined[room_id] = entry
-            elif membership.membership == "invite" and changed:
-                invited[room_id] = {"invite_state": {"events": await self._stripped_state(
-                    room_id, membership)}}
-            elif membership.membership == "knock" and changed:
-                knocked[room_id] = {"knock_state": {"events": await self._stripped_state(
-                    room_id, membership)}}
-            elif membership.membership in ("leave", "ban"):
-                if since_pos is not None and changed:
-                    left_ids.add(room_id)
-                if (changed and since_pos is not None) or (since_pos is None and
-                                                           f.include_leave):
-                    if since_pos is not None and await self._never_saw_room(
-                            room_id, user_id, since_pos):
-                        # e.g. an invite that was rejected before the client saw it
-                        continue
-                    left[room_id] = await self._left_room(req, membership)
-        return ({"join": joined, "invite": invited, "leave": left, "knock": knocked},
-                joined_ids, newly_joined, left_ids)
-
-    async def _was_joined_at(self, room_id: str, user_id: str, position: int) -> bool:
-        row = await self.store.db.fetchone(
-            "SELECT membership FROM events WHERE room_id = ? AND type = 'm.room.member'"
-            " AND state_key = ? AND stream_ordering <= ? ORDER BY stream_ordering DESC LIMIT 1",
-            room_id, user_id, position)
-        return bool(row and row[0] == "join")
-
-    async def _never_saw_room(self, room_id: str, user_id: str, position: int) -> bool:
-        row = await self.store.db.fetchone(
-            "SELECT 1 FROM events WHERE room_id = ? AND type = 'm.room.member'"
-            " AND state_key = ? AND stream_ordering <= ? LIMIT 1", room_id, user_id, position)
-        return row is None
-
-    async def _state_before(self, room_id: str, events: list[StoredEvent],
-                            position: int) -> StateMap:
-        """The state at the start of a timeline: derived from the (cached)
-        state group of its first event when there is one, else looked up."""
-        group = events[0].state_group if events else None
-        if group is not None:
-            first = events[0]
-            state = await self.store.get_state_for_group(group)
-            event = first.event
-            if event.state_key is not None:
-                replaced = event.unsigned.get("replaces_state")
-                if replaced:
-                    state[(event.type, event.state_key)] = replaced
-                else:
-                    state.pop((event.type, event.state_key), None)
-            return state
-        return await self._state_at(room_id, position)
-
-    async def _state_at(self, room_id: str, position: int) -> StateMap:
-        """The room's state after the last event at or before ``position``."""
-        ids = await self.store.get_room_stream_ids(room_id, from_pos=position, to_pos=None,
-                                                   backwards=True, limit=1)
-        if not ids:
-            return {}
-        return await self.store.get_state_after_event(ids[0][0]) or {}
-
-    async def _timeline(self, req: SyncRequest, room_id: str, upper: int,
-                        lower: int | None, membership: Membership | None,
-                        ) -> tuple[list[StoredEvent], bool]:
-        f = req.filter.timeline
-        limit = req.filter.timeline_limit
-        if limit == 0:
-            return [], False
-        ids = await self.store.get_room_stream_ids(
-            room_id, from_pos=upper, to_pos=lower, backwards=True, limit=limit + 1,
-            types=f.types, not_types=f.not_types or None, senders=f.senders,
-            not_senders=f.not_senders or None)
-        limited = len(ids) > limit
-        ids = list(reversed(ids[:limit]))
-        loaded = await self.store.get_events([i for i, _ in ids])
-        events = [loaded[i] for i, _ in ids if i in loaded]
-        events = await self.hs.visibility.filter_events(req.user_id, events, membership)
-        return events, limited
-
-    async def _joined_room(self, req: SyncRequest, membership: Membership, *, initial: bool,
-                           ) -> dict[str, Any] | None:
-        room_id = membership.room_id
-        now_pos = req.now["events"]
-        since_pos = None if initial or req.since is None else req.since["events"]
-        events, limited = await self._timeline(req, room_id, now_pos, since_pos, membership)
-        if since_pos is not None and not events and not req.full_state:
-            ephemeral = await self._ephemeral(req, room_id, initial=False)
-            account_data = await self._room_account_data(req, room_id)
-            if not ephemeral and not account_data:
-                return None
-            return {"timeline": {"events": [], "limited": False,
-                                 "prev_batch": stream_token(now_pos)},
-                    "state": {"events": []}, "ephemeral": {"events": ephemeral},
-                    "account_data": {"events": account_data},
-                    "unread_notifications": await self._unread(req, room_id)}
-        start_pos = events[0].stream_ordering - 1 if events else now_pos
-        needs_state = initial or req.full_state or limited or req.filter.lazy_load_members
-        state_at_start = (await self._state_before(room_id, events, start_pos)
-                          if needs_state else {})
-        if initial or req.full_state:
-            state_ids = state_at_start
-        elif limited:
-            before = await self._state_at(room_id, since_pos or 0)
-            state_ids = {k: v for k, v in state_at_start.items() if before.get(k) != v}
-        else:
-            state_ids = {}
-        state_ids = self._filter_state(req, state_ids, state_at_start, events, initial)
-        loaded = await self.store.get_events(state_ids.values())
-        state_events = sorted(loaded.values(), key=lambda e: e.stream_ordering)
-        serializer = self.hs.serializer
-        kwargs = self._serialize_kwargs(req)
-        entry: dict[str, Any] = {
-            "timeline": {
-                "events": await serializer.serialize(events, **kwargs),
-                "limited": limited,
-                "prev_batch": stream_token(start_pos),
-            },
-            "state": {"events": await serializer.serialize(state_events, **kwargs)},
-            "ephemeral": {"events": await self._ephemeral(req, room_id, initial=initial)},
-            "account_data": {"events": await self._room_account_data(req, room_id, initial)},
-            "unread_notifications": await self._unread(req, room_id),
-        }
-        membership_changed = initial or any(
-            e.event.type == "m.room.member" for e in [*events, *state_events])
-        if membership_changed:
-            entry["summary"] = await self._summary(req.user_id, room_id)
-        return entry
-
-    def _filter_state(self, req: SyncRequest, state_ids: StateMap, state_at_start: StateMap,
-                      timeline: list[StoredEvent], initial: bool) -> StateMap:
-        f = req.filter.state
-        timeline_ids = {e.event.event_id for e in timeline}
-        out = {k: v for k, v in state_ids.items()
-               if v not in timeline_ids and f.allows_type(k[0])}
-        if f.lazy_load_members:
-            wanted = {e.event.sender for e in timeline} | {req.user_id}
-            wanted |= {e.event.state_key for e in timeline
-                       if e.event.type == "m.room.member" and e.event.state_key}
-            out = {k: v for k, v in out.items() if k[0] != "m.room.member" or k[1] in wanted}
-            # Members a client needs for the timeline even when the state
-            # section would otherwise be empty (incremental sync).
-            for sender in wanted:
-                key = ("m.room.member", sender)
-                if key in state_at_start and key not in out and \
-                        state_at_start[key] not in timeline_ids and \
-                        (initial or f.include_redundant_members or not state_ids):
-                    out[key] = state_at_start[key]
-        return out
-
-    async def _ephemeral(self, req: SyncRequest, room_id: str, initial: bool,
-                         ) -> list[dict[str, Any]]:
-        f = req.filter.ephemeral
-        if f.blocks_everything or not f.allows_room(room_id):
-            return []
-        out: list[dict[str, Any]] = []
-        typing = self.hs.typing
-        since_typing = None if initial or req.since is None else req.since["typing"]
-        if f.allows_type("m.typing") and (
-                (since_typing is None and typing.typing_users(room_id))
-                or (since_typing is not None and typing.changed_since(room_id, since_typing))):
-            out.append({"type": "m.typing",
-                        "content": {"user_ids": typing.typing_users(room_id)}})
-        if f.allows_type("m.receipt") and (initial or req.moved("receipts")):
-            since_receipts = None if initial or req.since is None else req.since["receipts"]
-            receipts = await self.hs.stores.receipts.get_for_rooms(
-                [room_id], since_receipts, req.now["receipts"])
-            edu = self.hs.receipts.to_edu(receipts, req.user_id)
-            if edu is not None:
-                out.append(edu)
-        return out
-
-    async def _room_account_data(self, req: SyncRequest, room_id: str, initial: bool = False,
-                                 ) -> list[dict[str, Any]]:
-        f = req.filter.room_account_data
-        if f.blocks_everything or not f.allows_room(room_id):
-            return []
-        if not initial and not req.moved("account_data"):
-            return []
-        since = None if initial or req.since is None else req.since["account_data"]
-        changed = await self.hs.stores.account_data.changed_since(
-            req.user_id, since, req.now["account_data"])
-        return [{"type": t, "content": c} for t, c in changed.get(room_id, {}).items()
-                if f.allows_type(t)]
-
-    async def _unread(self, req: SyncRequest, room_id: str) -> dict[str, int]:
-        read_up_to = await self.hs.stores.receipts.get_read_position(room_id, req.user_id)
-        membership = await self.store.get_membership(room_id, req.user_id)
-        lower = max(read_up_to or 0, membership.stream_ordering if membership else 0)
-        count = await self.store.count_events_between(
-            room_id, lower, req.now["events"], UNREAD_TYPES, not_sender=req.user_id)
-        return {"notification_count": count, "highlight_count": 0}
-
-    async def _summary(self, user_id: str, room_id: str) -> dict[str, Any]:
-        members = await self.store.get_members(room_id, ("join", "invite"))
-        joined = [m for m in members if m.membership == "join"]
-        invited = [m for m in members if m.membership == "invite"]
-        heroes = sorted(m.user_id for m in members if m.user_id != user_id)[:5]
-        return {"m.heroes": heroes, "m.joined_member_count": len(joined),
-                "m.invited_member_count": len(invited)}
-
-    async def _stripped_state(self, room_id: str, membership: Membership,
-                              ) -> list[dict[str, Any]]:
-        state = await self.store.get_current_state_ids(room_id)
-        ids = [state[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in state]
-        ids.append(membership.event_id)
-        loaded = await self.store.get_events(ids)
-        out = []
-        for event_id in ids:
-            stored = loaded.get(event_id)
-            if stored is None:
-                continue
-            e = stored.event
-            stripped: dict[str, Any] = {"type": e.type, "state_key": e.state_key or "",
-                                        "content": e.content, "sender": e.sender}
-            if event_id == membership.event_id:
-                stripped.update(event_id=e.event_id, origin_server_ts=e.origin_server_ts)
-            out.append(stripped)
-        return out
-
-    async def _left_room(self, req: SyncRequest, membership: Membership) -> dict[str, Any]:
-        room_id = membership.room_id
-        upper = membership.stream_ordering
-        since_pos = req.since["events"] if req.since else None
-        events, limited = await self._timeline(req, room_id, upper, since_pos, membership)
-        start_pos = events[0].stream_ordering - 1 if events else upper
-        state_at_start = await self._state_before(room_id, events, start_pos)
-        if since_pos is None or limited:
-            state_ids = state_at_start
-            if since_pos is not None:
-                before = await self._state_at(room_id, since_pos)
-                state_ids = {k: v for k, v in state_at_start.items() if before.get(k) != v}
-        else:
-            state_ids = {}
-        state_ids = self._filter_state(req, state_ids, state_at_start, events, since_pos is None)
-        loaded = await self.store.get_events(state_ids.values())
-        kwargs = self._serialize_kwargs(req)
-        return {
-            "timeline": {"events": await self.hs.serializer.serialize(events, **kwargs),
-                         "limited": limited, "prev_batch": stream_token(start_pos)},
-            "state": {"events": await self.hs.serializer.serialize(
-                sorted(loaded.values(), key=lambda e: e.stream_ordering), **kwargs)},
-            "account_data": {"events": []},
-        }
-
-    def _serialize_kwargs(self, req: SyncRequest) -> dict[str, Any]:
-        return {"user_id": req.user_id, "device_id": req.requester.device_id,
-                "event_format": req.filter.event_format,
-                "only_fields": req.filter.event_fields}
-
-    async def _presence(self, req: SyncRequest, joined_ids: list[str]) -> list[dict[str, Any]]:
-        f = req.filter.presence
-        if f.blocks_everything or not f.allows_type("m.presence"):
-            return []
-        store = self.hs.stores.presence
-        if not req.moved("presence"):
-            return []
-        if req.since is None:
-            changed = await store.all_active()
-        else:
-            changed = await store.changed_between(req.since["presence"], req.now["presence"])
-        if not changed:
-            return []
-        visible = await self._users_sharing_rooms(req.user_id, joined_ids)
-        return [{"type": "m.presence", "sender": s.user_id,
-                 "content": self.hs.presence.format(s)}
-                for s in changed if s.user_id in visible and f.allows("m.presence", s.user_id)]
-
-    async def _users_sharing_rooms(self, user_id: str, joined_ids: list[str]) -> set[str]:
-        users = {user_id}
-        for room_id in joined_ids:
-            users.update(m.user_id for m in await self.store.get_members(room_id))
-        return users
-
-    async def _global_account_data(self, req: SyncRequest) -> list[dict[str, Any]]:
-        f = req.filter.account_data
-        if f.blocks_everything:
-            return []
-        events: list[dict[str, Any]] = []
-        if req.moved("account_data"):
-            since = None if req.since is None else req.since["account_data"]
-            changed = await self.hs.stores.account_data.changed_since(
-                req.user_id, since, req.now["account_data"])
-            events = [{"type": t, "content": c} for t, c in changed.get("", {}).items()
-                      if f.allows_type(t) and t != "m.push_rules"]
-        # Push rules live in their own stream; they are sent as account data.
-        if f.allows_type("m.push_rules") and (req.since is None or (req.moved("push_rules") and
-                                              await self.hs.push_rules.changed_between(
-                                                  req.user_id, req.since["push_rules"],
-                                                  req.now["push_rules"]))):
-            events.append({"type": "m.push_rules",
-                           "content": {"global": await self.hs.push_rules.get_ruleset(
-                               req.user_id)}})
-        return events
-
-    async def _to_device(self, req: SyncRequest) -> tuple[list[dict[str, Any]], int | None]:
-        device_id = req.requester.device_id
-        if not device_id:
-            return [], None
-        store = self.hs.stores.to_device
-        since = req.since["to_device"] if req.since else 0
-        key = (req.user_id, device_id)
-        if since > self._acked_to_device.get(key, 0):
-            # The client has seen everything up to `since`: it is acknowledged.
-            await store.delete_up_to(req.user_id, device_id, since)
-            self._acked_to_device[key] = since
-        if not req.moved("to_device"):
-            return [], None
-        messages, reached = await store.get_messages(req.user_id, device_id, since,
-                                                     req.now["to_device"], TO_DEVICE_LIMIT)
-        return messages, reached
-
-    async def _device_lists(self, req: SyncRequest, joined_ids: list[str],
-                            newly_joined: set[str], left_rooms: set[str],
-                            ) -> tuple[set[str], set[str]]:
-        if req.since is None or (not req.moved("device_lists") and not newly_joined
-                                 and not left_rooms):
-            return set(), set()
-        changed_users = await self.hs.stores.device_lists.users_changed_between(
-            req.since["device_lists"], req.now["device_lists"])
-        sharing = await self._users_sharing_rooms(req.user_id, joined_ids)
-        changed = {u for u in changed_users if u in sharing}
-        for room_id in newly_joined:
-            changed.update(m.user_id for m in await self.store.get_members(room_id))
-        left: set[str] = set()
-        for room_id in left_rooms:
-            for member in await self.store.get_members(room_id):
-                if member.user_id not in sharing:
-                    left.add(member.user_id)
-        if req.user_id not in changed_users:
-            changed.discard(req.user_id)
-        return changed, left
+        result = SyncResult({}, req.now)
+        for section in self.sections:
+            await section.fill(req, result)
+        return result
 
 
 def parse_since(value: str | None) -> SyncToken | None:
@@ -514,4 +125,4 @@ def parse_since(value: str | None) -> SyncToken | None:
     return SyncToken.parse(value)
 
 
-__all__ = ["StreamPosition", "SyncHandler", "parse_since"]
+__all__ = ["StreamPosition", "SyncHandler", "SyncRequest", "SyncResult", "parse_since"]
