@@ -23,7 +23,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from myelin.app.fleet import FleetRunner, compact_roles
+from myelin.app.fleet import FleetRunner
+from myelin.app.routing_plan import compact_roles
 from tests.support.postgres import free_port
 from tests.support.server import make_server_config
 

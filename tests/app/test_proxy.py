@@ -82,7 +82,12 @@ def test_example_fleet_loads_every_worker() -> None:
 def test_every_declared_route_is_served_in_the_example_fleet() -> None:
     plan, _ = example_plan()
     assert len(plan.decisions) == len(all_routes())
+    assert not plan.unserved()
     for decision in plan.decisions:
+        if decision.private:
+            assert decision.route.resource in ("replication", "metrics")
+            assert decision.target is None
+            continue
         assert decision.target is not None, decision.route.describe()
         for name in decision.target.processes:
             assert name in decision.served_by, decision.route.describe()
@@ -93,8 +98,13 @@ def test_generated_locations_send_each_route_to_its_target() -> None:
     """nginx picks the first matching regex location; grouping must not misroute."""
     plan, nginx = example_plan()
     for decision in plan.decisions:
-        assert decision.target is not None
         path = sample_path(decision.route)
+        if decision.private:
+            assert nginx.blocked(path), path
+            assert nginx.blocked(path + "/../../x") and nginx.resolve("GET", path) is None
+            continue
+        assert decision.target is not None
+        assert not nginx.blocked(path)
         upstream = nginx.resolve(decision.route.method, path)
         assert upstream is not None, path
         assert upstream.members == decision.target.processes, (
@@ -107,15 +117,15 @@ def test_stream_routes_go_to_their_single_writer() -> None:
     checked = set()
     for decision in plan.decisions:
         stream = decision.route.stream
+        if decision.private:
+            continue
         assert decision.target is not None
         if stream in ("typing", "to_device", "account_data", "receipts", "presence"):
             assert decision.target.processes == ("stream_writer",), decision.route.describe()
             checked.add(stream)
-        elif stream in ("device_lists", "push_rules"):
-            assert decision.target.processes == (MAIN,)  # main writes them here
-        elif stream == "events":
-            # Two persisters without client listeners: generic workers take the
-            # requests and hand the events over.
+        elif stream in ("device_lists", "push_rules", "events"):
+            # Main writes device lists and push rules, the persisters have no
+            # client listener: generic workers take these and forward the write.
             assert set(decision.target.processes) == {"generic_worker1", "generic_worker2"}
     assert checked == {"typing", "to_device", "account_data", "receipts", "presence"}
 
@@ -198,7 +208,8 @@ def test_a_single_process_serves_everything() -> None:
     fleet = load_fleet([EXAMPLE_CONFIG], None)
     plan = plan_routes([fleet.processes[0].info])
     for decision in plan.decisions:
-        assert decision.target is not None and decision.target.processes == (MAIN,)
+        if not decision.private:
+            assert decision.target is not None and decision.target.processes == (MAIN,)
 
 
 def test_routes_check_cli() -> None:
@@ -210,7 +221,10 @@ def test_routes_check_cli() -> None:
     typing_line = next(line for line in result.stdout.splitlines() if "/typing/" in line)
     assert typing_line.startswith("PUT ")
     assert typing_line.rstrip().endswith("stream_writer")
-    assert "101 routes" in result.stdout or "routes over 7 processes" in result.stdout
+    assert f"{len(all_routes())} routes over 7 processes" in result.stdout
+    status_line = next(line for line in result.stdout.splitlines()
+                       if line.startswith("GET /_myelin/status"))
+    assert "not proxied" in status_line
 
 
 def test_nginx_include_has_the_required_settings() -> None:
@@ -307,7 +321,7 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         "redis": {"enabled": True},
         "instance_map": {"main": {"host": "127.0.0.1", "port": ports["main_repl"]},
                          "writer": {"host": "127.0.0.1", "port": ports["writer_repl"]}},
-        "stream_writers": {"typing": "writer"},
+        "stream_writers": {"typing": "writer", "presence": "writer"},
         "max_upload_size": "10M",
     }
     config_path = tmp / "homeserver.yaml"
@@ -368,19 +382,24 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         shutil.rmtree(sock_dir, ignore_errors=True)
 
 
-def through_nginx(proxied: dict[str, Any], method: str, raw_path: str,
-                  headers: dict[str, str] | None = None) -> dict[str, Any]:
+def request_nginx(proxied: dict[str, Any], method: str, raw_path: str,
+                  headers: dict[str, str] | None = None) -> tuple[int, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", proxied["port"], timeout=10)
     try:
         body = b"{}" if method in ("PUT", "POST") else None
         conn.request(method, raw_path, body=body, headers=headers or {})
         response = conn.getresponse()
-        data = response.read()
-        assert response.status == 200, (response.status, data[:200])
-        result: dict[str, Any] = json.loads(data)
-        return result
+        return response.status, json.loads(response.read())
     finally:
         conn.close()
+
+
+def through_nginx(proxied: dict[str, Any], method: str, raw_path: str,
+                  headers: dict[str, str] | None = None) -> dict[str, Any]:
+    status, result = request_nginx(proxied, method, raw_path, headers)
+    assert status == 200, (status, result)
+    assert isinstance(result, dict)
+    return result
 
 
 def test_nginx_sync_sticks_to_one_worker_per_user(proxied: dict[str, Any]) -> None:
@@ -431,7 +450,17 @@ def test_nginx_unknown_paths_and_main_only_go_to_main(proxied: dict[str, Any]) -
 
 
 def test_nginx_method_decides_where_a_path_goes(proxied: dict[str, Any]) -> None:
-    # One writer for typing only: presence is main's here (the default writer).
+    # Setting presence goes to its writer; reading it spreads over the workers.
     path = "/_matrix/client/v3/presence/%40alice%3Atest.localhost/status"
-    assert through_nginx(proxied, "PUT", path)["name"] == "main"
+    assert through_nginx(proxied, "PUT", path)["name"] == "writer"
     assert through_nginx(proxied, "GET", path)["name"] in ("sync1", "sync2")
+
+
+def test_nginx_does_not_expose_replication_or_metrics(proxied: dict[str, Any]) -> None:
+    for method, path in (("POST", "/_synapse/replication/send_event/txn1"),
+                         ("POST", "/_synapse/replication/a%2Fb/c"),
+                         ("GET", "/_myelin/status"), ("GET", "/_synapse/metrics"),
+                         ("GET", "/metrics")):
+        status, body = request_nginx(proxied, method, path)
+        assert status == 404, path
+        assert body["errcode"] == "M_UNRECOGNIZED"  # nginx's answer: no stub has a say

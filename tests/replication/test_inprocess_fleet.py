@@ -101,7 +101,7 @@ async def test_main_sends_through_the_persister_and_sees_its_rows(
     assert [e["content"].get("body") for e in timeline if e["type"] == "m.room.message"] == \
         ["hello"]
     # The membership cache main holds was filled from the rows, not by hand.
-    assert [m.room_id for m in await main.stores.events.get_rooms_for_user(alice.user_id)] == \
+    assert [m.room_id for m in await main.stores.memberships.get_rooms_for_user(alice.user_id)] == \
         [room_id]
 
 
@@ -144,7 +144,7 @@ async def test_concurrent_state_changes_from_both_processes_leave_one_extremity(
         "SELECT event_id FROM room_forward_extremities WHERE room_id = ?", room_id)
     assert len(extremities) == 1
     for hs in (main, persister):
-        topic_event = await hs.stores.events.get_current_state_event(room_id, "m.room.topic")
+        topic_event = await hs.stores.state.get_current_state_event(room_id, "m.room.topic")
         assert topic_event is not None and topic_event.content["topic"] == f"t{last}"
 
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from myelin.app import pidfile
-from myelin.app.roles import JOBS, MAIN, WRITER_STREAMS, ProcessRoles
-from myelin.app.routing_plan import ProcessInfo, display_name, local_host
+from myelin.app.roles import MAIN, ProcessRoles
+from myelin.app.routing_plan import ProcessInfo, compact_roles, display_name, local_host
 from myelin.config import ConfigError, HomeserverConfig, ListenerConfig, load_config
 
 HEALTH_PATH = "/health"
@@ -506,20 +506,6 @@ class FleetRunner:
         for line in fleet.errors:
             self.complain(line)
         return 0 if all_good else 1
-
-
-def compact_roles(roles: Sequence[str]) -> str:
-    """``main, writer:events, writer:typing, pusher`` -> ``main, writes events+typing, pusher``;
-    every stream or every job is said in one word."""
-    writes = [r.removeprefix("writer:") for r in roles if r.startswith("writer:")]
-    jobs = [r for r in roles if not r.startswith("writer:") and r not in ("main", "generic")]
-    out = [r for r in roles if r in ("main", "generic")]
-    if writes:
-        out.append("writes all streams" if set(writes) >= set(WRITER_STREAMS)
-                   else "writes " + "+".join(writes))
-    if jobs:
-        out.append("all jobs" if set(jobs) >= set(JOBS) else ", ".join(jobs))
-    return ", ".join(out) or "-"
 
 
 def _short_app(app: str) -> str:

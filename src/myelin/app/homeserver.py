@@ -65,7 +65,12 @@ class Stores:
         from myelin.storage.stores.accounts import AccountStore
         from myelin.storage.stores.device_lists import DeviceListStore
         from myelin.storage.stores.e2e_keys import E2EKeyStore
-        from myelin.storage.stores.events import EventStore
+        from myelin.storage.stores.events import (
+            EventStore,
+            MembershipStore,
+            RoomStore,
+            StateStore,
+        )
         from myelin.storage.stores.presence import PresenceStore
         from myelin.storage.stores.push_rules import PushRuleStore
         from myelin.storage.stores.receipts import ReceiptStore
@@ -73,7 +78,11 @@ class Stores:
 
         gens = streams.generators
         self.accounts = AccountStore(db)
-        self.events = EventStore(db, caches, instance_name)
+        self.rooms = RoomStore(db, caches)
+        self.state = StateStore(db, caches, instance_name)
+        self.memberships = MembershipStore(db, caches)
+        self.events = EventStore(db, caches, instance_name, self.state, self.memberships)
+        self.state.events = self.events
         self.receipts = ReceiptStore(db, gens["receipts"], instance_name, caches)
         self.presence = PresenceStore(db, gens["presence"])
         self.to_device = ToDeviceStore(db, gens["to_device"], instance_name)
@@ -336,6 +345,8 @@ class HomeServer:
         notifier = self.notifier
         events = self.stores.events
         follow.on_rows("events", events.on_events_rows)
+        follow.on_rows("events", self.stores.state.on_events_rows)
+        follow.on_rows("events", self.stores.memberships.on_events_rows)
         follow.on_visible("events", lambda _, rows: notifier.notify(
             rooms={r.room_id for _, r in rows},
             users={r.state_key for _, r in rows if r.membership is not None and r.state_key}))
@@ -370,7 +381,7 @@ class HomeServer:
             rooms: set[str] = set()
             for user_id in users:
                 rooms.update(m.room_id for m in
-                             await self.stores.events.get_rooms_for_user(user_id))
+                             await self.stores.memberships.get_rooms_for_user(user_id))
             self.notifier.notify(rooms=rooms, users=users)
 
         task = asyncio.get_running_loop().create_task(wake())
@@ -379,7 +390,7 @@ class HomeServer:
 
     async def start(self) -> None:
         """Load stream positions, follow the streams and start this process's jobs."""
-        await self.stores.events.setup()
+        await self.stores.state.setup()
         await self.streams.setup()
         for name, generator in self.streams.written().items():
             self.announcer.attach(name, generator)

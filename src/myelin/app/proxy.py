@@ -40,6 +40,7 @@ from myelin.app.routing_plan import (
     ProcessInfo,
     RoutingPlan,
     Target,
+    compact_roles,
     display_name,
     local_host,
     plan_routes,
@@ -56,6 +57,10 @@ KEEPALIVE_CONNECTIONS = 32
 # that is not main's client listener.
 _FALLBACK_PREFIXES = (("/_matrix/federation/", "federation"), ("/_matrix/key/", "keys"),
                       ("/_matrix/media/", "media"))
+
+# The destination of the location that refuses the private routes.
+BLOCKED = "-"
+_UNRECOGNIZED = '{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}'
 
 _TOKEN_TAIL = "_[A-Za-z0-9]{20}_[A-Za-z0-9]{6}$"
 USER_VAR = "$myelin_user"
@@ -149,6 +154,7 @@ class NginxConfig:
         self.locations: list[Location] = []
         self.fallbacks: list[tuple[str, str]] = []  # (prefix, upstream name)
         self.unserved: list[Route] = []
+        self.private: list[Route] = []
         self._build()
 
     # -- building -----------------------------------------------------------------
@@ -189,8 +195,19 @@ class NginxConfig:
     def _build(self) -> None:
         per_regex: dict[str, dict[str, str]] = {}
         notes: dict[str, list[str]] = {}
+        blocked = Location([], BLOCKED, [])
         for decision in self.plan.decisions:
             route = decision.route
+            if decision.private:
+                self.private.append(route)
+                # The whole prefix, not just the route: whatever nginx decodes
+                # a path under it to, it must not reach a process.
+                regex = "^" + re.escape(route.pattern.prefix) + "(?:/.*)?$"
+                if regex not in blocked.regexes:
+                    blocked.regexes.append(regex)
+                blocked.routes.append(f"{route.describe()} -> not exposed (private "
+                                      f"{route.resource} resource)")
+                continue
             if decision.target is None:
                 self.unserved.append(route)
                 continue
@@ -222,6 +239,9 @@ class NginxConfig:
                 self.locations.append(location)
             location.regexes.append(regex)
             location.routes.extend(notes[regex])
+        if blocked.regexes:
+            # First, so no public location can ever shadow it.
+            self.locations.insert(0, blocked)
         main = self.plan.processes.get(MAIN)
         client = main.listener_for("client") if main is not None else None
         if main is not None and client is not None:
@@ -254,9 +274,16 @@ class NginxConfig:
             key = method if variable_map.source == "$request_method" else (
                 "x" if since else "")
             destination = variable_map.resolve(key)
-        if destination is None:
+        if destination is None or destination == BLOCKED:
             return None
         return next(u for u in self.upstreams.values() if u.name == destination)
+
+    def blocked(self, path: str) -> bool:
+        """Whether nginx refuses ``path`` (a private route) instead of proxying it."""
+        for location in self.locations:
+            if re.match(location.regex, path):
+                return location.destination == BLOCKED
+        return False
 
     # -- text ----------------------------------------------------------------------
     def _uses(self, balance: Balance) -> bool:
@@ -329,6 +356,14 @@ class NginxConfig:
         for location in self.locations:
             for note in location.routes:
                 out.append(f"    # {note}")
+            if location.destination == BLOCKED:
+                out += ["    # Replication and metrics are for the fleet and Prometheus, on their",
+                        "    # own listeners: never through the public proxy.",
+                        f'    location ~ "{location.regex}" {{',
+                        "        default_type application/json;",
+                        f"        return 404 '{_UNRECOGNIZED}';",
+                        "    }", ""]
+                continue
             out += [f'    location ~ "{location.regex}" {{',
                     f"        proxy_pass http://{location.destination};",
                     "    }", ""]
@@ -397,7 +432,9 @@ def check_table(plan: RoutingPlan) -> str:
     rows = []
     for decision in plan.decisions:
         served = ", ".join(display_name(p) for p in decision.served_by) or "nobody"
-        if decision.target is None:
+        if decision.private:
+            sends = f"- (private {decision.route.resource} resource: not proxied)"
+        elif decision.target is None:
             sends = "- (no listener has its resource: main answers 404)"
         else:
             sends = decision.target.describe()
@@ -407,11 +444,11 @@ def check_table(plan: RoutingPlan) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
              for row in [header, *rows]]
-    processes = ", ".join(
-        f"{display_name(p.name)} ({', '.join(p.roles.describe())})"
-        for p in plan.processes.values())
-    lines += ["", f"{len(plan.decisions)} routes over {len(plan.processes)} processes: "
-                  f"{processes}"]
+    processes = ", ".join(f"{display_name(p.name)} ({compact_roles(p.roles.describe())})"
+                          for p in plan.processes.values())
+    count = len(plan.processes)
+    lines += ["", f"{len(plan.decisions)} routes over {count} process"
+                  f"{'es' if count != 1 else ''}: {processes}"]
     unserved = plan.unserved()
     if unserved:
         lines.append(f"{len(unserved)} routes are served by no process: "

@@ -11,8 +11,11 @@ Two questions, answered from the same route tables the processes dispatch on:
   1. ``/health`` goes to main, so the proxy's health is the server's;
   2. a ``main_only`` route goes to main;
   3. a route whose write lands on stream S (``Route.stream``) goes to S's
-     writer when S has exactly one writer and that writer serves the route
-     (it has a ``client`` listener): the write happens where it arrives;
+     writer when S has exactly one writer, other than main, and that writer
+     serves the route (it has a ``client`` listener): the write happens where
+     it arrives. (Any process can take any write — it forwards to the writer
+     over HTTP replication — so writes of streams main keeps, such as
+     ``device_lists`` on login, still spread over the workers.)
   4. ``/sync`` and ``/events`` go to the *sync pool* hashed by the user of
      the access token; ``/initialSync``, ``/rooms/{roomId}/initialSync`` and
      a ``/sync`` without ``since`` go to the *initial-sync workers* (workers
@@ -20,6 +23,9 @@ Two questions, answered from the same route tables the processes dispatch on:
      else to the sync pool;
   5. everything else goes to the pool, hashed by user or room when the route
      declares an ``affinity``, round robin otherwise.
+
+  Routes of the private resources (``replication``, ``metrics``) are never
+  proxied: other processes and Prometheus call those listeners directly.
 
   The pool is the workers that serve the route and are not *dedicated*. A
   dedicated worker is a stream writer or an initial-sync worker: it gets its
@@ -34,7 +40,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from myelin.app.roles import MAIN, ProcessRoles
+from myelin.app.roles import JOBS, MAIN, WRITER_STREAMS, ProcessRoles
 from myelin.app.servlets import all_routes, served_resources
 from myelin.config.schema import ListenerConfig
 from myelin.http.routing import PathPattern, Route
@@ -48,8 +54,25 @@ _CLIENT = "/_matrix/client"
 SYNC_PATHS = frozenset({"/sync", "/events"})
 INITIAL_SYNC_PATHS = frozenset({"/initialSync", "/rooms/{roomId}/initialSync"})
 
+# Resources a public reverse proxy must not expose.
+PRIVATE_RESOURCES = frozenset({"replication", "metrics"})
+
 # Listener types that speak HTTP (a manhole does not).
 HTTP_LISTENER_TYPES = ("http", "metrics")
+
+
+def compact_roles(roles: Sequence[str]) -> str:
+    """``main, writer:events, writer:typing, pusher`` -> ``main, writes events+typing, pusher``;
+    every stream or every job is said in one word."""
+    writes = [r.removeprefix("writer:") for r in roles if r.startswith("writer:")]
+    jobs = [r for r in roles if not r.startswith("writer:") and r not in ("main", "generic")]
+    out = [r for r in roles if r in ("main", "generic")]
+    if writes:
+        out.append("writes all streams" if set(writes) >= set(WRITER_STREAMS)
+                   else "writes " + "+".join(writes))
+    if jobs:
+        out.append("all jobs" if set(jobs) >= set(JOBS) else ", ".join(jobs))
+    return ", ".join(out) or "-"
 
 
 def local_host(listener: ListenerConfig) -> str:
@@ -139,8 +162,9 @@ class Target:
 class Decision:
     route: Route
     served_by: tuple[str, ...]     # every process able to serve the route
-    target: Target | None          # None: no process serves it
+    target: Target | None          # None: not proxied (private, or no process serves it)
     initial: Target | None = None  # /sync without `since`, when it differs from target
+    private: bool = False          # of a resource the proxy must not expose
 
 
 @dataclass
@@ -163,7 +187,11 @@ class RoutingPlan:
         return None
 
     def unserved(self) -> list[Decision]:
-        return [d for d in self.decisions if d.target is None]
+        """Public routes that no process serves (no listener has their resource)."""
+        return [d for d in self.decisions if d.target is None and not d.private]
+
+    def private(self) -> list[Decision]:
+        return [d for d in self.decisions if d.private]
 
 
 def _is_sync(route: Route) -> bool:
@@ -200,6 +228,8 @@ class _Planner:
     def decide(self, route: Route) -> Decision:
         candidates = [p for p in self.processes if p.serves(route)]
         served_by = tuple(p.name for p in candidates)
+        if route.resource in PRIVATE_RESOURCES:
+            return Decision(route, served_by, None, private=True)
         if not candidates:
             return Decision(route, served_by, None)
         main_serves = self.main is not None and self.main in candidates
@@ -210,7 +240,9 @@ class _Planner:
             return Decision(route, served_by, Target((MAIN,), "one", "main only"))
         if route.stream is not None:
             writers = self.writers_of(route.stream)
-            if len(writers) == 1 and writers[0] in served_by:
+            # Every stream has a writer seam, so any process can take the write;
+            # a dedicated writer takes it first-hand, main is not loaded with it.
+            if len(writers) == 1 and writers[0] in served_by and writers[0] != MAIN:
                 return Decision(route, served_by,
                                 Target((writers[0],), "one", f"writer of {route.stream}"))
 

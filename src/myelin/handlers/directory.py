@@ -82,25 +82,25 @@ class DirectoryHandler:
         self.check_local_alias(alias)
         if not isinstance(room_id, str) or not room_id.startswith("!"):
             raise invalid_param("room_id must be a room ID")
-        if await self.store.get_room_version(room_id) is None:
+        if await self.hs.stores.rooms.get_room_version(room_id) is None:
             raise not_found(f"Room {room_id} not found")
         if not requester.is_admin:
-            membership = await self.store.get_membership(room_id, requester.user_id)
+            membership = await self.hs.stores.memberships.get_membership(room_id, requester.user_id)
             if membership is None or membership.membership != "join":
                 raise forbidden("You must be in the room to create an alias for it")
-        if not await self.store.create_alias(alias, room_id, requester.user_id):
+        if not await self.hs.stores.rooms.create_alias(alias, room_id, requester.user_id):
             raise MatrixError(409, "M_UNKNOWN", f"Room alias {alias} already exists.")
 
     async def resolve_alias(self, alias: str) -> dict[str, Any]:
         self.check_alias_syntax(alias)
-        found = await self.store.get_alias(alias)
+        found = await self.hs.stores.rooms.get_alias(alias)
         if found is None:
             raise not_found(f"Room alias {alias} not found.")
         return {"room_id": found[0], "servers": [self.hs.server_name]}
 
     async def delete_alias(self, requester: Requester, alias: str) -> None:
         self.check_alias_syntax(alias)
-        found = await self.store.get_alias(alias)
+        found = await self.hs.stores.rooms.get_alias(alias)
         if found is None:
             raise not_found(f"Room alias {alias} not found.")
         room_id, creator = found
@@ -108,14 +108,15 @@ class DirectoryHandler:
                 or await self.can_send_state(requester.user_id, room_id,
                                              "m.room.canonical_alias")):
             raise forbidden("You don't have permission to delete the alias.")
-        await self.store.delete_alias(alias)
+        await self.hs.stores.rooms.delete_alias(alias)
         await self._remove_from_canonical_alias(requester, room_id, alias)
 
     async def _remove_from_canonical_alias(self, requester: Requester, room_id: str,
                                            alias: str) -> None:
         """Drop a deleted alias from the room's ``m.room.canonical_alias``, if it is
         there and the user may change that event; the alias is gone either way."""
-        event = await self.store.get_current_state_event(room_id, "m.room.canonical_alias")
+        event = await self.hs.stores.state.get_current_state_event(
+            room_id, "m.room.canonical_alias")
         if event is None:
             return
         content = dict(event.content)
@@ -137,25 +138,25 @@ class DirectoryHandler:
                         alias, room_id, e.message)
 
     async def get_local_aliases(self, requester: Requester, room_id: str) -> list[str]:
-        if await self.store.get_room_version(room_id) is None:
+        if await self.hs.stores.rooms.get_room_version(room_id) is None:
             raise forbidden("You are not a member of the room.")
         if not requester.is_admin:
-            membership = await self.store.get_membership(room_id, requester.user_id)
+            membership = await self.hs.stores.memberships.get_membership(room_id, requester.user_id)
             if (membership is None or membership.membership != "join") and \
                     not await self.hs.visibility.is_world_readable(room_id):
                 raise forbidden("You are not a member of the room.")
-        return await self.store.get_aliases_for_room(room_id)
+        return await self.hs.stores.rooms.get_aliases_for_room(room_id)
 
     # -- permissions -------------------------------------------------------
     async def can_send_state(self, user_id: str, room_id: str, etype: str) -> bool:
         """Whether a joined ``user_id`` has the power to send state ``etype`` now."""
-        membership = await self.store.get_membership(room_id, user_id)
+        membership = await self.hs.stores.memberships.get_membership(room_id, user_id)
         if membership is None or membership.membership != "join":
             return False
-        room_version = await self.store.get_room_version(room_id)
+        room_version = await self.hs.stores.rooms.get_room_version(room_id)
         if room_version is None:
             return False
-        state = await self.store.get_current_state_ids(room_id)
+        state = await self.hs.stores.state.get_current_state_ids(room_id)
         keys = [("m.room.create", ""), ("m.room.power_levels", "")]
         loaded = await self.store.get_events([state[k] for k in keys if k in state])
         auth: dict[tuple[str, str], Event] = {
@@ -169,24 +170,24 @@ class DirectoryHandler:
 
     # -- the published room list ---------------------------------------------
     async def get_visibility(self, room_id: str) -> str:
-        if await self.store.get_room_version(room_id) is None:
+        if await self.hs.stores.rooms.get_room_version(room_id) is None:
             raise not_found("Room not found")
-        return "public" if await self.store.is_room_public(room_id) else "private"
+        return "public" if await self.hs.stores.rooms.is_room_public(room_id) else "private"
 
     async def set_visibility(self, requester: Requester, room_id: str, visibility: str) -> None:
         if visibility not in ("public", "private"):
             raise invalid_param("visibility must be 'public' or 'private'")
-        if await self.store.get_room_version(room_id) is None:
+        if await self.hs.stores.rooms.get_room_version(room_id) is None:
             raise not_found("Room not found")
         if not requester.is_admin and not await self.can_send_state(
                 requester.user_id, room_id, "m.room.canonical_alias"):
             raise forbidden("You don't have permission to change the room's directory "
                             "visibility.")
-        await self.store.set_room_public(room_id, visibility == "public")
+        await self.hs.stores.rooms.set_room_public(room_id, visibility == "public")
 
     async def room_summary(self, room_id: str, joined_members: int) -> dict[str, Any]:
         """One ``/publicRooms`` chunk entry, from the room's current state."""
-        state = await self.store.get_current_state_ids(room_id)
+        state = await self.hs.stores.state.get_current_state_ids(room_id)
         wanted = ("m.room.name", "m.room.topic", "m.room.canonical_alias", "m.room.avatar",
                   "m.room.history_visibility", "m.room.guest_access", "m.room.join_rules",
                   "m.room.create")
@@ -228,8 +229,8 @@ class DirectoryHandler:
         if query.third_party_instance_id is not None and not query.include_all_networks:
             # No application service networks here: nothing is on that network.
             return {"chunk": [], "total_room_count_estimate": 0}
-        room_ids = await self.store.get_public_room_ids()
-        counts = await self.store.get_joined_member_counts(room_ids)
+        room_ids = await self.hs.stores.rooms.get_public_room_ids()
+        counts = await self.hs.stores.rooms.get_joined_member_counts(room_ids)
         entries = []
         term = query.search_term.casefold().strip() if query.search_term else ""
         for room_id in room_ids:

@@ -168,11 +168,11 @@ class EventPersister:
         state group to build on (None if it had to be resolved afresh)."""
         if not prev_event_ids:
             return {}, None
-        groups = await self.store.get_state_group_for_events(prev_event_ids)
+        groups = await self.hs.stores.state.get_state_group_for_events(prev_event_ids)
         distinct = sorted(set(groups.values()))
         if len(distinct) == 1:
-            return await self.store.get_state_for_group(distinct[0]), distinct[0]
-        state_sets = [await self.store.get_state_for_group(g) for g in distinct]
+            return await self.hs.stores.state.get_state_for_group(distinct[0]), distinct[0]
+        state_sets = [await self.hs.stores.state.get_state_for_group(g) for g in distinct]
         event_map = await self._load_auth_closure(state_sets)
         resolved = resolve_state_v2(room_version, state_sets, event_map)
         return dict(resolved), None
@@ -230,7 +230,7 @@ class EventPersister:
             if new_room is not None:
                 version, creator, is_public = new_room
                 first = batch[0].event
-                await self.store.store_room(ptxn.txn, first.room_id, version, creator,
+                await self.hs.stores.rooms.store_room(ptxn.txn, first.room_id, version, creator,
                                             is_public, first.origin_server_ts)
             state: StateMap = {}
             group: int | None = None
@@ -246,7 +246,7 @@ class EventPersister:
                     state[key] = event.event_id
                     delta[key] = event.event_id
                 if delta or group is None:
-                    group = await self.store.store_state_group(
+                    group = await self.hs.stores.state.store_state_group(
                         ptxn.txn, event.room_id, event.event_id, group, delta, state)
                 position = await self.store.persist_event(
                     ptxn, event, instance_name=self.hs.config.instance_name, state_group=group,
@@ -258,7 +258,7 @@ class EventPersister:
             self.store.event_persisted(StoredEvent(event, position, group, None,
                                                    pending.txn_key))
             if event.state_key is not None:
-                self.store.remember_current_state(event.room_id, state_after)
+                self.hs.stores.state.remember_current_state(event.room_id, state_after)
             sent.append(SentEvent(event, position, state_after))
         if fence and sent:
             # Readers (and wake-ups) follow the stream: answer once it is here.
@@ -289,7 +289,7 @@ class EventCreationHandler:
                               " Try again shortly.")
 
     async def room_version(self, room_id: str) -> RoomVersion:
-        version = await self.store.get_room_version(room_id)
+        version = await self.hs.stores.rooms.get_room_version(room_id)
         if version is None:
             raise not_found("Unknown room")
         return version

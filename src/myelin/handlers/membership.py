@@ -19,7 +19,7 @@ class MembershipHandler:
 
     async def resolve_room(self, room_id_or_alias: str) -> str:
         if room_id_or_alias.startswith("#"):
-            found = await self.store.get_alias(room_id_or_alias)
+            found = await self.hs.stores.rooms.get_alias(room_id_or_alias)
             if found is None:
                 raise not_found(f"Room alias {room_id_or_alias} not found")
             return found[0]
@@ -54,7 +54,7 @@ class MembershipHandler:
                                 ratelimit: bool = True,
                                 txn_key: tuple[str, str, str] | None = None) -> SentEvent:
         hs = self.hs
-        if await self.store.get_room_version(room_id) is None:
+        if await self.hs.stores.rooms.get_room_version(room_id) is None:
             raise not_found("No known room with that ID")
         if not target.startswith("@") or ":" not in target:
             raise MatrixError(400, "M_INVALID_PARAM", f"Invalid user ID {target!r}")
@@ -64,7 +64,7 @@ class MembershipHandler:
             hs.ratelimiters.invites.check(room_id)
         content = await self.member_content(target, membership, reason, extra_content)
         if membership == "leave" and target == requester.user_id:
-            current = await self.store.get_membership(room_id, target)
+            current = await self.hs.stores.memberships.get_membership(room_id, target)
             if current is None or current.membership in ("leave", "ban"):
                 raise forbidden(f"{target} is not in the room")
 
@@ -75,15 +75,15 @@ class MembershipHandler:
                                             txn_key=txn_key)
 
     async def forget(self, requester: Requester, room_id: str) -> None:
-        current = await self.store.get_membership(room_id, requester.user_id)
+        current = await self.hs.stores.memberships.get_membership(room_id, requester.user_id)
         if current is not None and current.membership in ("join", "invite", "knock"):
             raise MatrixError(400, "M_UNKNOWN", "You must leave the room before forgetting it")
-        await self.store.forget_room(requester.user_id, room_id)
+        await self.hs.stores.memberships.forget_room(requester.user_id, room_id)
         await self.hs.invalidate_cache("memberships", [[room_id, requester.user_id]])
 
     async def leave_all_rooms(self, user_id: str) -> None:
         requester = Requester(user_id, None, "")
-        for membership in await self.store.get_rooms_for_user(
+        for membership in await self.hs.stores.memberships.get_rooms_for_user(
                 user_id, ("join", "invite", "knock")):
             try:
                 await self.update_membership(requester, membership.room_id, user_id, "leave",

@@ -222,8 +222,8 @@ class PresenceHandler:
     async def can_see(self, viewer: str, user_id: str) -> bool:
         if viewer == user_id:
             return True
-        mine = {m.room_id for m in await self.hs.stores.events.get_rooms_for_user(viewer)}
-        theirs = {m.room_id for m in await self.hs.stores.events.get_rooms_for_user(user_id)}
+        mine = {m.room_id for m in await self.hs.stores.memberships.get_rooms_for_user(viewer)}
+        theirs = {m.room_id for m in await self.hs.stores.memberships.get_rooms_for_user(user_id)}
         return bool(mine & theirs)
 
     @staticmethod

@@ -106,7 +106,7 @@ class ProfileHandler:
         membership = self.hs.membership
         acting = requester if requester.user_id == user_id else \
             Requester(user_id, None, "")
-        for joined in await self.hs.stores.events.get_rooms_for_user(user_id):
+        for joined in await self.hs.stores.memberships.get_rooms_for_user(user_id):
             try:
                 await membership.update_membership(acting, joined.room_id, user_id, "join",
                                                    ratelimit=False)

@@ -37,7 +37,7 @@ class ReceiptHandler:
 
     async def _event_in_room(self, user_id: str, room_id: str, event_id: str) -> int:
         store = self.hs.stores.events
-        membership = await store.get_membership(room_id, user_id)
+        membership = await self.hs.stores.memberships.get_membership(room_id, user_id)
         if membership is None or membership.membership != "join":
             raise forbidden(f"User {user_id} not in room {room_id}")
         stored = await store.get_event(event_id)

@@ -38,14 +38,14 @@ class RoomReadHandler:
         self.store = hs.stores.events
 
     async def _require_room(self, room_id: str) -> None:
-        if await self.store.get_room_version(room_id) is None:
+        if await self.hs.stores.rooms.get_room_version(room_id) is None:
             raise forbidden("You are not allowed to see this room")
 
     async def membership_for_read(self, requester: Requester, room_id: str,
                                   ) -> tuple[Membership | None, bool]:
         """(membership, world_readable); raises M_FORBIDDEN if the user may not read."""
         await self._require_room(room_id)
-        membership = await self.store.get_membership(room_id, requester.user_id)
+        membership = await self.hs.stores.memberships.get_membership(room_id, requester.user_id)
         if membership is not None and membership.membership in ("join", "leave", "ban"):
             if membership.membership == "join":
                 return membership, False
@@ -62,8 +62,8 @@ class RoomReadHandler:
         membership, world_readable = await self.membership_for_read(requester, room_id)
         if membership is None or membership.membership == "join" or (world_readable and \
                 (membership is None or membership.membership not in ("leave", "ban"))):
-            return await self.store.get_current_state_ids(room_id)
-        state = await self.store.get_state_after_event(membership.event_id)
+            return await self.hs.stores.state.get_current_state_ids(room_id)
+        state = await self.hs.stores.state.get_state_after_event(membership.event_id)
         return state or {}
 
     async def get_state(self, requester: Requester, room_id: str) -> list[dict[str, Any]]:
@@ -139,7 +139,7 @@ class RoomReadHandler:
             response["end"] = stream_token(end)
         if f.get("lazy_load_members"):
             senders = {s.event.sender for s in chunk}
-            state = await self.store.get_current_state_ids(room_id)
+            state = await self.hs.stores.state.get_current_state_ids(room_id)
             member_ids = [state[("m.room.member", s)] for s in senders
                           if ("m.room.member", s) in state]
             members = await self.store.get_events(member_ids)
@@ -159,7 +159,7 @@ class RoomReadHandler:
                                     from_token=stream_token(stored.stream_ordering),
                                     to_token=None, backwards=False, limit=max(after_limit, 1),
                                     event_filter=event_filter)
-        state = await self.store.get_state_after_event(event_id) or {}
+        state = await self.hs.stores.state.get_state_after_event(event_id) or {}
         state_events = await self.store.get_events(state.values())
         serializer = self.hs.serializer
         return {
@@ -181,7 +181,7 @@ class RoomReadHandler:
             ids = await self.store.get_room_stream_ids(room_id, from_pos=position, to_pos=None,
                                                        backwards=True, limit=1)
             if ids:
-                state = await self.store.get_state_after_event(ids[0][0]) or state
+                state = await self.hs.stores.state.get_state_after_event(ids[0][0]) or state
         member_ids = [eid for (etype, _), eid in state.items() if etype == "m.room.member"]
         events = await self.store.get_events(member_ids)
         chosen = [e for e in events.values()
@@ -194,7 +194,7 @@ class RoomReadHandler:
         membership, world_readable = await self.membership_for_read(requester, room_id)
         if not world_readable and (membership is None or membership.membership != "join"):
             raise forbidden("You aren't a member of the room")
-        members = await self.store.get_members(room_id)
+        members = await self.hs.stores.memberships.get_members(room_id)
         events = await self.store.get_events([m.event_id for m in members])
         joined = {}
         for member in members:

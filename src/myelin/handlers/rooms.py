@@ -131,7 +131,7 @@ class RoomCreationHandler:
             if not _ALIAS_LOCALPART.match(alias_name):
                 raise MatrixError(400, "M_INVALID_PARAM", "Invalid characters in room alias")
             alias = f"#{alias_name}:{hs.server_name}"
-            if await hs.stores.events.get_alias(alias) is not None:
+            if await hs.stores.rooms.get_alias(alias) is not None:
                 raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")
 
         # Build every initial event in memory, authorising each against the
@@ -150,7 +150,7 @@ class RoomCreationHandler:
         await hs.persister.persist_batch(draft.pending(),
                                          new_room=(version_id, user_id, visibility == "public"))
         if alias is not None:
-            await hs.stores.events.create_alias(alias, room_id, user_id)
+            await hs.stores.rooms.create_alias(alias, room_id, user_id)
         for invitee in invitees:
             extra = {"is_direct": True} if body.get("is_direct") else {}
             await hs.membership.update_membership(requester, room_id, invitee, "invite",

@@ -85,7 +85,8 @@ class SyncHandler:
                 await hs.presence.user_syncing(user_id, set_presence)
             deadline = time.monotonic() + min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
             while True:
-                rooms = [m.room_id for m in await self.store.get_rooms_for_user(user_id)]
+                rooms = [m.room_id for m in
+                         await hs.stores.memberships.get_rooms_for_user(user_id)]
                 with hs.notifier.listen(user_id, rooms) as listener:
                     now = self._clamp(hs.streams.current_token(), since)
                     request = SyncRequest(requester, since, now, sync_filter, full_state)

@@ -52,7 +52,7 @@ class TypingHandler:
 
     async def set_typing(self, user_id: str, room_id: str, typing: bool,
                          timeout_ms: int | None) -> None:
-        membership = await self.hs.stores.events.get_membership(room_id, user_id)
+        membership = await self.hs.stores.memberships.get_membership(room_id, user_id)
         if membership is None or membership.membership != "join":
             raise forbidden(f"User {user_id} not in room {room_id}")
         await self.hs.replication.call(SetTyping, {

@@ -35,12 +35,13 @@ class VisibilityHandler:
             return []
         room_id = events[0].event.room_id
         if membership_now is None:
-            membership_now = await self.store.get_membership(room_id, user_id)
+            membership_now = await self.hs.stores.memberships.get_membership(room_id, user_id)
         current = membership_now.membership if membership_now else None
         left_at = membership_now.stream_ordering if membership_now and current in (
             "leave", "ban") else None
         ever_joined: bool | None = None
-        groups = await self.store.get_state_group_for_events([e.event.event_id for e in events])
+        groups = await self.hs.stores.state.get_state_group_for_events(
+            [e.event.event_id for e in events])
         state_cache: dict[int, tuple[str, str | None]] = {}
         out = []
         for stored in events:
@@ -52,7 +53,7 @@ class VisibilityHandler:
             if group is None:
                 continue
             if group not in state_cache:
-                state = await self.store.get_state_for_group(group)
+                state = await self.hs.stores.state.get_state_for_group(group)
                 visibility = "shared"
                 hv_id = state.get(("m.room.history_visibility", ""))
                 member_id = state.get(("m.room.member", user_id))
@@ -84,5 +85,6 @@ class VisibilityHandler:
         return bool(await self.filter_events(user_id, [stored]))
 
     async def is_world_readable(self, room_id: str) -> bool:
-        event = await self.store.get_current_state_event(room_id, "m.room.history_visibility")
+        event = await self.hs.stores.state.get_current_state_event(
+            room_id, "m.room.history_visibility")
         return bool(event and event.content.get("history_visibility") == "world_readable")

@@ -59,9 +59,9 @@ async def _transaction(request: Request, requester: Requester,
 
 async def _require_joined(request: Request, room_id: str) -> None:
     requester = await request.requester(allow_guest=True)
-    membership = await request.hs.stores.events.get_membership(room_id, requester.user_id)
+    membership = await request.hs.stores.memberships.get_membership(room_id, requester.user_id)
     if membership is None or membership.membership != "join":
-        if await request.hs.stores.events.get_room_version(room_id) is None:
+        if await request.hs.stores.rooms.get_room_version(room_id) is None:
             raise forbidden("Unknown room")
         raise forbidden(f"User {requester.user_id} not in room {room_id}")
 
@@ -84,7 +84,7 @@ async def put_state(request: Request) -> dict[str, Any]:
         return {"event_id": sent.event.event_id}
     await _require_joined(request, room_id)
     # Re-sending identical state is a no-op that returns the existing event.
-    current = await hs.stores.events.get_current_state_event(room_id, etype, state_key)
+    current = await hs.stores.state.get_current_state_event(room_id, etype, state_key)
     if current is not None and current.content == body and current.sender == requester.user_id:
         return {"event_id": current.event_id}
     sent = await hs.event_creation.send(requester.user_id, room_id, etype, body,
@@ -177,11 +177,11 @@ def _membership_servlet(action: str, membership: str, needs_target: bool) -> Non
         if reason is not None and not isinstance(reason, str):
             raise bad_json("reason must be a string")
         if action == "unban":
-            current = await request.hs.stores.events.get_membership(room_id, target)
+            current = await request.hs.stores.memberships.get_membership(room_id, target)
             if current is None or current.membership != "ban":
                 raise forbidden(f"{target} is not banned")
         if action == "kick":
-            current = await request.hs.stores.events.get_membership(room_id, target)
+            current = await request.hs.stores.memberships.get_membership(room_id, target)
             if current is None or current.membership not in ("join", "invite", "knock"):
                 raise forbidden(f"{target} is not in the room")
         await request.hs.membership.update_membership(requester, room_id, target, membership,
@@ -254,7 +254,7 @@ async def joined_members(request: Request) -> dict[str, Any]:
 @routes.get(client_path("/joined_rooms", LEGACY))
 async def joined_rooms(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
-    rooms = await request.hs.stores.events.get_rooms_for_user(requester.user_id)
+    rooms = await request.hs.stores.memberships.get_rooms_for_user(requester.user_id)
     return {"joined_rooms": [m.room_id for m in rooms]}
 
 

@@ -63,7 +63,7 @@ async def _room_initial_sync(request: Request, room_id: str, limit: int) -> dict
         messages["start"]
     state = await hs.room_reads.get_state(requester, room_id)
     visibility = "private"
-    if await hs.stores.events.is_room_public(room_id):
+    if await hs.stores.rooms.is_room_public(room_id):
         visibility = "public"
     account_data = await hs.stores.account_data.changed_since(
         requester.user_id, None, hs.streams.position("account_data"))
@@ -85,7 +85,7 @@ async def initial_sync(request: Request) -> dict[str, Any]:
     hs = request.hs
     limit = request.query_int("limit", 10, minimum=0, maximum=100) or 0
     rooms = []
-    for membership in await hs.stores.events.get_rooms_for_user(
+    for membership in await hs.stores.memberships.get_rooms_for_user(
             requester.user_id, ("join", "invite")):
         if membership.membership == "invite":
             rooms.append({"room_id": membership.room_id, "membership": "invite"})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from myelin.storage.stores.events import EventStore
+from myelin.storage.stores.events import EventStore, MembershipStore
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
@@ -29,10 +29,10 @@ class SyncSection:
         raise NotImplementedError
 
 
-async def users_sharing_rooms(store: EventStore, user_id: str,
+async def users_sharing_rooms(memberships: MembershipStore, user_id: str,
                               joined_ids: list[str]) -> set[str]:
     """The user and everyone in one of ``joined_ids`` with them."""
     users = {user_id}
     for room_id in joined_ids:
-        users.update(m.user_id for m in await store.get_members(room_id))
+        users.update(m.user_id for m in await memberships.get_members(room_id))
     return users

@@ -33,7 +33,8 @@ class PresenceSection(SyncSection):
             changed = await store.changed_between(req.since["presence"], req.now["presence"])
         if not changed:
             return []
-        visible = await users_sharing_rooms(self.store, req.user_id, joined_ids)
+        visible = await users_sharing_rooms(self.hs.stores.memberships, req.user_id,
+                                            joined_ids)
         return [{"type": "m.presence", "sender": s.user_id,
                  "content": self.hs.presence.format(s)}
                 for s in changed if s.user_id in visible and f.allows("m.presence", s.user_id)]
@@ -113,13 +114,14 @@ class DeviceListsSection(SyncSection):
             return set(), set()
         changed_users = await self.hs.stores.device_lists.users_changed_between(
             req.since["device_lists"], req.now["device_lists"])
-        sharing = await users_sharing_rooms(self.store, req.user_id, joined_ids)
+        sharing = await users_sharing_rooms(self.hs.stores.memberships, req.user_id,
+                                            joined_ids)
         changed = {u for u in changed_users if u in sharing}
         for room_id in newly_joined:
-            changed.update(m.user_id for m in await self.store.get_members(room_id))
+            changed.update(m.user_id for m in await self.hs.stores.memberships.get_members(room_id))
         left: set[str] = set()
         for room_id in left_rooms:
-            for member in await self.store.get_members(room_id):
+            for member in await self.hs.stores.memberships.get_members(room_id):
                 if member.user_id not in sharing:
                     left.add(member.user_id)
         if req.user_id not in changed_users:

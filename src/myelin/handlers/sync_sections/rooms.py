@@ -35,7 +35,7 @@ class RoomsSection(SyncSection):
         invited: dict[str, Any] = {}
         left: dict[str, Any] = {}
         knocked: dict[str, Any] = {}
-        memberships = await self.store.get_rooms_for_user(
+        memberships = await self.hs.stores.memberships.get_rooms_for_user(
             user_id, ("join", "invite", "knock", "leave", "ban"), include_forgotten=False)
         now_pos = req.now["events"]
         # Ignore memberships that landed after `now` (they belong to the next sync).
@@ -117,7 +117,7 @@ class RoomsSection(SyncSection):
         group = events[0].state_group if events else None
         if group is not None:
             first = events[0]
-            state = await self.store.get_state_for_group(group)
+            state = await self.hs.stores.state.get_state_for_group(group)
             event = first.event
             if event.state_key is not None:
                 replaced = event.unsigned.get("replaces_state")
@@ -134,7 +134,7 @@ class RoomsSection(SyncSection):
                                                    backwards=True, limit=1)
         if not ids:
             return {}
-        return await self.store.get_state_after_event(ids[0][0]) or {}
+        return await self.hs.stores.state.get_state_after_event(ids[0][0]) or {}
 
     async def _timeline(self, req: SyncRequest, room_id: str, upper: int,
                         lower: int | None, membership: Membership | None,
@@ -261,14 +261,14 @@ class RoomsSection(SyncSection):
 
     async def _unread(self, req: SyncRequest, room_id: str) -> dict[str, int]:
         read_up_to = await self.hs.stores.receipts.get_read_position(room_id, req.user_id)
-        membership = await self.store.get_membership(room_id, req.user_id)
+        membership = await self.hs.stores.memberships.get_membership(room_id, req.user_id)
         lower = max(read_up_to or 0, membership.stream_ordering if membership else 0)
         count = await self.store.count_events_between(
             room_id, lower, req.now["events"], UNREAD_TYPES, not_sender=req.user_id)
         return {"notification_count": count, "highlight_count": 0}
 
     async def _summary(self, user_id: str, room_id: str) -> dict[str, Any]:
-        members = await self.store.get_members(room_id, ("join", "invite"))
+        members = await self.hs.stores.memberships.get_members(room_id, ("join", "invite"))
         joined = [m for m in members if m.membership == "join"]
         invited = [m for m in members if m.membership == "invite"]
         heroes = sorted(m.user_id for m in members if m.user_id != user_id)[:5]
@@ -277,7 +277,7 @@ class RoomsSection(SyncSection):
 
     async def _stripped_state(self, room_id: str, membership: Membership,
                               ) -> list[dict[str, Any]]:
-        state = await self.store.get_current_state_ids(room_id)
+        state = await self.hs.stores.state.get_current_state_ids(room_id)
         ids = [state[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in state]
         ids.append(membership.event_id)
         loaded = await self.store.get_events(ids)

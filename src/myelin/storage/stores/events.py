@@ -1,8 +1,11 @@
-"""Events, the room graph, state groups, current state and memberships.
+"""The room stores: rooms, state, memberships and events, each owning its
+tables and its caches.
 
 Reads of immutable things (events by id, state group contents, room
-versions) are cached per process without invalidation; current state is
-cached per room and replaced by the persister after each commit.
+versions) are cached per process without invalidation; what changes
+(current state, memberships, extremities, redactions) is invalidated by the
+``events`` rows every process follows, and replaced exactly by the room's
+persister after each commit.
 """
 
 from __future__ import annotations
@@ -56,35 +59,13 @@ class Membership:
     stream_ordering: int
 
 
-class EventStore:
-    def __init__(self, db: Database, caches: CacheRegistry, instance_name: str) -> None:
+class RoomStore:
+    """Rooms (version, creator, directory visibility), their aliases and member counts."""
+
+    def __init__(self, db: Database, caches: CacheRegistry) -> None:
         self.db = db
-        self.instance_name = instance_name
-        # Immutable once loaded (state groups, chain lengths, room versions) or
-        # changed only by stream rows (see on_events_rows).
-        self._events: Cache[str, StoredEvent] = caches.register("events", 50_000)
-        self._state_groups: Cache[int, StateMap] = caches.register("state_groups", 5_000)
         self._room_versions: Cache[str, RoomVersion] = caches.register("room_versions", 100_000)
-        self._current_state: Cache[str, StateMap] = caches.register("current_state", 10_000)
-        self._user_memberships: Cache[str, Any] = caches.register("user_memberships", 50_000)
-        self._room_members: Cache[str, Any] = caches.register("room_members", 10_000)
-        self._invalidations = 0
-        self._extremities: Cache[str, list[str]] = caches.register("forward_extremities",
-                                                                   10_000)
-        self._recent_txns: Cache[tuple[str, str, str], str] = caches.register("event_txns",
-                                                                              10_000)
-        self._chain_lengths: Cache[int, int] = caches.register("state_chain_lengths", 10_000)
-        # room -> (complete_after, [(position, event_id, type, sender)]): the
-        # newest events of each room this process has followed, for /sync.
-        self._timelines: Cache[str, Any] = caches.register("room_timelines", 10_000)
-        self._next_state_group = 0
-        caches.register_invalidator("memberships", self._invalidate_memberships)
 
-    async def setup(self) -> None:
-        value = await self.db.fetchval("SELECT MAX(id) FROM state_groups")
-        self._next_state_group = int(value or 0)
-
-    # -- rooms -------------------------------------------------------------
     async def store_room(self, txn: Transaction, room_id: str, version: str, creator: str,
                          is_public: bool, created_ts: int) -> None:
         await txn.execute(
@@ -115,7 +96,277 @@ class EventStore:
             "SELECT room_id FROM rooms WHERE is_public = 1 ORDER BY created_ts")
         return [r[0] for r in rows]
 
-    # -- events ------------------------------------------------------------
+    async def create_alias(self, alias: str, room_id: str, creator: str) -> bool:
+        async with self.db.transaction() as txn:
+            if await txn.fetchone("SELECT 1 FROM room_aliases WHERE room_alias = ?", alias):
+                return False
+            await txn.execute(
+                "INSERT INTO room_aliases (room_alias, room_id, creator) VALUES (?, ?, ?)",
+                alias, room_id, creator)
+        return True
+
+    async def get_alias(self, alias: str) -> tuple[str, str] | None:
+        row = await self.db.fetchone(
+            "SELECT room_id, creator FROM room_aliases WHERE room_alias = ?", alias)
+        return (row[0], row[1]) if row else None
+
+    async def delete_alias(self, alias: str) -> None:
+        await self.db.execute("DELETE FROM room_aliases WHERE room_alias = ?", alias)
+
+    async def get_aliases_for_room(self, room_id: str) -> list[str]:
+        rows = await self.db.fetchall(
+            "SELECT room_alias FROM room_aliases WHERE room_id = ? ORDER BY room_alias", room_id)
+        return [r[0] for r in rows]
+
+    async def get_joined_member_counts(self, room_ids: Sequence[str]) -> dict[str, int]:
+        """Number of joined members of each room (rooms with none are absent)."""
+        out: dict[str, int] = {}
+        for start in range(0, len(room_ids), 200):
+            chunk = list(room_ids[start:start + 200])
+            marks = ",".join("?" * len(chunk))
+            rows = await self.db.fetchall(
+                f"SELECT room_id, COUNT(*) FROM room_memberships WHERE membership = 'join'"
+                f" AND room_id IN ({marks}) GROUP BY room_id", *chunk)
+            out.update({r[0]: int(r[1]) for r in rows})
+        return out
+
+
+class StateStore:
+    """State groups (the state after each event, stored as deltas) and each
+    room's current state."""
+
+    def __init__(self, db: Database, caches: CacheRegistry, instance_name: str) -> None:
+        self.db = db
+        self.instance_name = instance_name
+        self.events: EventStore | None = None  # set by EventStore's owner
+        self._state_groups: Cache[int, StateMap] = caches.register("state_groups", 5_000)
+        self._chain_lengths: Cache[int, int] = caches.register("state_chain_lengths", 10_000)
+        self._current_state: Cache[str, StateMap] = caches.register("current_state", 10_000)
+        self._next_state_group = 0
+
+    async def setup(self) -> None:
+        value = await self.db.fetchval("SELECT MAX(id) FROM state_groups")
+        self._next_state_group = int(value or 0)
+
+    def on_events_rows(self, writer: str, rows: Sequence[tuple[int, EventsRow]]) -> None:
+        """A state event written elsewhere changes the room's current state
+        (the room's writer keeps its own exact: remember_current_state)."""
+        if writer == self.instance_name:
+            return
+        for _, row in rows:
+            if row.state_key is not None:
+                self._current_state.invalidate(row.room_id)
+
+    @staticmethod
+    def write_current_state(txn: Transaction, event: Event) -> None:
+        txn.defer(
+            "INSERT INTO current_state_events (room_id, type, state_key, event_id)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (room_id, type, state_key)"
+            " DO UPDATE SET event_id = excluded.event_id",
+            event.room_id, event.type, event.state_key, event.event_id)
+
+    async def get_state_group_for_events(self, event_ids: Sequence[str]) -> dict[str, int]:
+        assert self.events is not None
+        events = await self.events.get_events(event_ids)
+        return {event_id: stored.state_group for event_id, stored in events.items()
+                if stored.state_group is not None}
+
+    async def get_state_for_group(self, group: int) -> StateMap:
+        """The full state of a group (a fresh dict the caller may change)."""
+        cached = self._state_groups.get(group)
+        if cached is not None:
+            return dict(cached)
+        chain: list[int] = []
+        current: int | None = group
+        base: StateMap = {}
+        while current is not None:
+            hit = self._state_groups.get(current)
+            if hit is not None:
+                base = dict(hit)
+                break
+            chain.append(current)
+            current = await self.db.fetchval(
+                "SELECT prev_group FROM state_groups WHERE id = ?", current)
+        for member in reversed(chain):
+            rows = await self.db.fetchall(
+                "SELECT type, state_key, event_id FROM state_groups_state WHERE state_group = ?",
+                member)
+            for etype, skey, event_id in rows:
+                base[(etype, skey)] = event_id
+            self._state_groups.put(member, dict(base))
+        return dict(base)
+
+    async def get_state_after_event(self, event_id: str) -> StateMap | None:
+        groups = await self.get_state_group_for_events([event_id])
+        if event_id not in groups:
+            return None
+        return await self.get_state_for_group(groups[event_id])
+
+    async def store_state_group(self, txn: Transaction, room_id: str, event_id: str,
+                                prev_group: int | None, delta: StateMap,
+                                full_state: StateMap) -> int:
+        """Store the state after ``event_id`` as a delta on ``prev_group``."""
+        chain_length = 0
+        if prev_group is not None:
+            prev_len = self._chain_lengths.get(prev_group)
+            if prev_len is None:
+                prev_len = await txn.fetchval(
+                    "SELECT chain_length FROM state_groups WHERE id = ?", prev_group)
+            chain_length = int(prev_len or 0) + 1
+            if chain_length > MAX_STATE_CHAIN:
+                prev_group, chain_length, delta = None, 0, full_state
+        else:
+            delta = full_state
+        if self.db.engine == "postgres":
+            group = int(await txn.fetchval("SELECT nextval('state_group_id_seq')"))
+        else:
+            self._next_state_group += 1
+            group = self._next_state_group
+        txn.defer(
+            "INSERT INTO state_groups (id, room_id, event_id, prev_group, chain_length)"
+            " VALUES (?, ?, ?, ?, ?)", group, room_id, event_id, prev_group, chain_length)
+        await txn.executemany(
+            "INSERT INTO state_groups_state (state_group, type, state_key, event_id)"
+            " VALUES (?, ?, ?, ?)", [(group, t, k, e) for (t, k), e in delta.items()])
+        self._state_groups.put(group, dict(full_state))
+        self._chain_lengths.put(group, chain_length)
+        return group
+
+    async def get_current_state_ids(self, room_id: str) -> StateMap:
+        cached = self._current_state.get(room_id)
+        if cached is not None:
+            return dict(cached)
+        rows = await self.db.fetchall(
+            "SELECT type, state_key, event_id FROM current_state_events WHERE room_id = ?",
+            room_id)
+        state = {(r[0], r[1]): r[2] for r in rows}
+        self._current_state.put(room_id, state)
+        return dict(state)
+
+    async def get_current_state_event(self, room_id: str, etype: str, state_key: str = "",
+                                      ) -> Event | None:
+        state = await self.get_current_state_ids(room_id)
+        event_id = state.get((etype, state_key))
+        if event_id is None:
+            return None
+        assert self.events is not None
+        stored = await self.events.get_event(event_id)
+        return stored.event if stored else None
+
+    def remember_current_state(self, room_id: str, state: StateMap) -> None:
+        """The writer's exact current state after a commit."""
+        self._current_state.put(room_id, dict(state))
+
+
+class MembershipStore:
+    """Who is in which room: per user and per room, cached, invalidated by
+    ``events`` rows (and ``memberships`` rows on the caches stream)."""
+
+    def __init__(self, db: Database, caches: CacheRegistry) -> None:
+        self.db = db
+        self._user_memberships: Cache[str, Any] = caches.register("user_memberships", 50_000)
+        self._room_members: Cache[str, Any] = caches.register("room_members", 10_000)
+        self._invalidations = 0
+        caches.register_invalidator("memberships", self._invalidate_memberships)
+
+    def on_events_rows(self, writer: str, rows: Sequence[tuple[int, EventsRow]]) -> None:
+        for _, row in rows:
+            if row.membership is not None and row.state_key is not None:
+                self.invalidate_membership(row.room_id, row.state_key)
+
+    @staticmethod
+    def write_membership(txn: Transaction, event: Event, position: int) -> None:
+        txn.defer(
+            "INSERT INTO room_memberships (room_id, user_id, membership, event_id,"
+            " stream_ordering, forgotten) VALUES (?, ?, ?, ?, ?, 0)"
+            " ON CONFLICT (room_id, user_id) DO UPDATE SET"
+            " membership = excluded.membership, event_id = excluded.event_id,"
+            " stream_ordering = excluded.stream_ordering, forgotten = 0",
+            event.room_id, event.state_key, str(event.membership), event.event_id, position)
+
+    async def _memberships_of_user(self, user_id: str) -> list[tuple[Membership, bool]]:
+        """Every membership of a user with its forgotten flag (cached per user)."""
+        cached = self._user_memberships.get(user_id)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        generation = self._invalidations
+        rows = await self.db.fetchall(
+            "SELECT room_id, user_id, membership, event_id, stream_ordering, forgotten"
+            " FROM room_memberships WHERE user_id = ?", user_id)
+        result = [(Membership(*r[:5]), bool(r[5])) for r in rows]
+        # A change that committed while we read may not be in `rows`: don't cache then.
+        if generation == self._invalidations:
+            self._user_memberships.put(user_id, result)
+        return result
+
+    async def _members_of_room(self, room_id: str) -> list[Membership]:
+        cached = self._room_members.get(room_id)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        generation = self._invalidations
+        rows = await self.db.fetchall(
+            "SELECT room_id, user_id, membership, event_id, stream_ordering"
+            " FROM room_memberships WHERE room_id = ?", room_id)
+        result = [Membership(*r) for r in rows]
+        if generation == self._invalidations:
+            self._room_members.put(room_id, result)
+        return result
+
+    def _invalidate_memberships(self, keys: list[Any] | None) -> None:
+        """A ``memberships`` row from the caches stream: [[room, user], ...]."""
+        for room_id, user_id in keys or ():
+            self.invalidate_membership(room_id, user_id)
+
+    def invalidate_membership(self, room_id: str, user_id: str) -> None:
+        """Called after a membership change commits (and, in a fleet, from the
+        caches stream)."""
+        self._invalidations += 1
+        self._user_memberships.invalidate(user_id)
+        self._room_members.invalidate(room_id)
+
+    async def get_membership(self, room_id: str, user_id: str) -> Membership | None:
+        for membership, _ in await self._memberships_of_user(user_id):
+            if membership.room_id == room_id:
+                return membership
+        return None
+
+    async def get_rooms_for_user(self, user_id: str, memberships: Sequence[str] = ("join",),
+                                 include_forgotten: bool = False) -> list[Membership]:
+        return [m for m, forgotten in await self._memberships_of_user(user_id)
+                if m.membership in memberships and (include_forgotten or not forgotten)]
+
+    async def get_members(self, room_id: str, memberships: Sequence[str] = ("join",),
+                          ) -> list[Membership]:
+        return [m for m in await self._members_of_room(room_id) if m.membership in memberships]
+
+    async def forget_room(self, user_id: str, room_id: str) -> None:
+        await self.db.execute(
+            "UPDATE room_memberships SET forgotten = 1 WHERE user_id = ? AND room_id = ?",
+            user_id, room_id)
+
+
+class EventStore:
+    """Events by id, the room graph's forward extremities, each room's recent
+    events, transaction ids, and the write of an event (which hands the
+    current state and memberships it changes to their stores)."""
+
+    def __init__(self, db: Database, caches: CacheRegistry, instance_name: str,
+                 state: StateStore, memberships: MembershipStore) -> None:
+        self.db = db
+        self.instance_name = instance_name
+        self.state = state
+        self.memberships = memberships
+        # Immutable once loaded, except redactions (see on_events_rows).
+        self._events: Cache[str, StoredEvent] = caches.register("events", 50_000)
+        self._invalidations = 0
+        self._extremities: Cache[str, list[str]] = caches.register("forward_extremities",
+                                                                   10_000)
+        self._recent_txns: Cache[tuple[str, str, str], str] = caches.register("event_txns",
+                                                                              10_000)
+        # room -> (complete_after, [(position, event_id, type, sender)]): the
+        # newest events of each room this process has followed, for /sync.
+        self._timelines: Cache[str, Any] = caches.register("room_timelines", 10_000)
+
     async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
         wanted = list(dict.fromkeys(event_ids))
         found: dict[str, StoredEvent] = {}
@@ -297,155 +548,6 @@ class EventStore:
             " AND txn_id = ?", user_id, device_id, txn_id)
         return str(value) if value is not None else None
 
-    # -- state groups ------------------------------------------------------
-    async def get_state_group_for_events(self, event_ids: Sequence[str]) -> dict[str, int]:
-        events = await self.get_events(event_ids)
-        return {event_id: stored.state_group for event_id, stored in events.items()
-                if stored.state_group is not None}
-
-    async def get_state_for_group(self, group: int) -> StateMap:
-        """The full state of a group (a fresh dict the caller may change)."""
-        cached = self._state_groups.get(group)
-        if cached is not None:
-            return dict(cached)
-        chain: list[int] = []
-        current: int | None = group
-        base: StateMap = {}
-        while current is not None:
-            hit = self._state_groups.get(current)
-            if hit is not None:
-                base = dict(hit)
-                break
-            chain.append(current)
-            current = await self.db.fetchval(
-                "SELECT prev_group FROM state_groups WHERE id = ?", current)
-        for member in reversed(chain):
-            rows = await self.db.fetchall(
-                "SELECT type, state_key, event_id FROM state_groups_state WHERE state_group = ?",
-                member)
-            for etype, skey, event_id in rows:
-                base[(etype, skey)] = event_id
-            self._state_groups.put(member, dict(base))
-        return dict(base)
-
-    async def get_state_after_event(self, event_id: str) -> StateMap | None:
-        groups = await self.get_state_group_for_events([event_id])
-        if event_id not in groups:
-            return None
-        return await self.get_state_for_group(groups[event_id])
-
-    async def store_state_group(self, txn: Transaction, room_id: str, event_id: str,
-                                prev_group: int | None, delta: StateMap,
-                                full_state: StateMap) -> int:
-        """Store the state after ``event_id`` as a delta on ``prev_group``."""
-        chain_length = 0
-        if prev_group is not None:
-            prev_len = self._chain_lengths.get(prev_group)
-            if prev_len is None:
-                prev_len = await txn.fetchval(
-                    "SELECT chain_length FROM state_groups WHERE id = ?", prev_group)
-            chain_length = int(prev_len or 0) + 1
-            if chain_length > MAX_STATE_CHAIN:
-                prev_group, chain_length, delta = None, 0, full_state
-        else:
-            delta = full_state
-        if self.db.engine == "postgres":
-            group = int(await txn.fetchval("SELECT nextval('state_group_id_seq')"))
-        else:
-            self._next_state_group += 1
-            group = self._next_state_group
-        txn.defer(
-            "INSERT INTO state_groups (id, room_id, event_id, prev_group, chain_length)"
-            " VALUES (?, ?, ?, ?, ?)", group, room_id, event_id, prev_group, chain_length)
-        await txn.executemany(
-            "INSERT INTO state_groups_state (state_group, type, state_key, event_id)"
-            " VALUES (?, ?, ?, ?)", [(group, t, k, e) for (t, k), e in delta.items()])
-        self._state_groups.put(group, dict(full_state))
-        self._chain_lengths.put(group, chain_length)
-        return group
-
-    # -- current state -----------------------------------------------------
-    async def get_current_state_ids(self, room_id: str) -> StateMap:
-        cached = self._current_state.get(room_id)
-        if cached is not None:
-            return dict(cached)
-        rows = await self.db.fetchall(
-            "SELECT type, state_key, event_id FROM current_state_events WHERE room_id = ?",
-            room_id)
-        state = {(r[0], r[1]): r[2] for r in rows}
-        self._current_state.put(room_id, state)
-        return dict(state)
-
-    async def get_current_state_event(self, room_id: str, etype: str, state_key: str = "",
-                                      ) -> Event | None:
-        state = await self.get_current_state_ids(room_id)
-        event_id = state.get((etype, state_key))
-        if event_id is None:
-            return None
-        stored = await self.get_event(event_id)
-        return stored.event if stored else None
-
-    # -- memberships ---------------------------------------------------------
-    async def _memberships_of_user(self, user_id: str) -> list[tuple[Membership, bool]]:
-        """Every membership of a user with its forgotten flag (cached per user)."""
-        cached = self._user_memberships.get(user_id)
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
-        generation = self._invalidations
-        rows = await self.db.fetchall(
-            "SELECT room_id, user_id, membership, event_id, stream_ordering, forgotten"
-            " FROM room_memberships WHERE user_id = ?", user_id)
-        result = [(Membership(*r[:5]), bool(r[5])) for r in rows]
-        # A change that committed while we read may not be in `rows`: don't cache then.
-        if generation == self._invalidations:
-            self._user_memberships.put(user_id, result)
-        return result
-
-    async def _members_of_room(self, room_id: str) -> list[Membership]:
-        cached = self._room_members.get(room_id)
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
-        generation = self._invalidations
-        rows = await self.db.fetchall(
-            "SELECT room_id, user_id, membership, event_id, stream_ordering"
-            " FROM room_memberships WHERE room_id = ?", room_id)
-        result = [Membership(*r) for r in rows]
-        if generation == self._invalidations:
-            self._room_members.put(room_id, result)
-        return result
-
-    def _invalidate_memberships(self, keys: list[Any] | None) -> None:
-        """A ``memberships`` row from the caches stream: [[room, user], ...]."""
-        for room_id, user_id in keys or ():
-            self.invalidate_membership(room_id, user_id)
-
-    def invalidate_membership(self, room_id: str, user_id: str) -> None:
-        """Called after a membership change commits (and, in a fleet, from the
-        caches stream)."""
-        self._invalidations += 1
-        self._user_memberships.invalidate(user_id)
-        self._room_members.invalidate(room_id)
-
-    async def get_membership(self, room_id: str, user_id: str) -> Membership | None:
-        for membership, _ in await self._memberships_of_user(user_id):
-            if membership.room_id == room_id:
-                return membership
-        return None
-
-    async def get_rooms_for_user(self, user_id: str, memberships: Sequence[str] = ("join",),
-                                 include_forgotten: bool = False) -> list[Membership]:
-        return [m for m, forgotten in await self._memberships_of_user(user_id)
-                if m.membership in memberships and (include_forgotten or not forgotten)]
-
-    async def get_members(self, room_id: str, memberships: Sequence[str] = ("join",),
-                          ) -> list[Membership]:
-        return [m for m in await self._members_of_room(room_id) if m.membership in memberships]
-
-    async def forget_room(self, user_id: str, room_id: str) -> None:
-        await self.db.execute(
-            "UPDATE room_memberships SET forgotten = 1 WHERE user_id = ? AND room_id = ?",
-            user_id, room_id)
-
     async def get_rooms_with_events_between(self, room_ids: Sequence[str], from_pos: int,
                                             to_pos: int) -> set[str]:
         if not room_ids or from_pos >= to_pos:
@@ -472,7 +574,6 @@ class EventStore:
             out.update(r[0] for r in rows)
         return out
 
-    # -- persistence -------------------------------------------------------
     async def persist_event(self, ptxn: PositionTransaction, event: Event, *,
                             instance_name: str, state_group: int,
                             replaces_state: str | None,
@@ -511,20 +612,9 @@ class EventStore:
                 "INSERT INTO redactions (event_id, redacts) VALUES (?, ?)"
                 " ON CONFLICT (event_id) DO NOTHING", event.event_id, event.redacts)
         if event.state_key is not None:
-            txn.defer(
-                "INSERT INTO current_state_events (room_id, type, state_key, event_id)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (room_id, type, state_key)"
-                " DO UPDATE SET event_id = excluded.event_id",
-                event.room_id, event.type, event.state_key, event.event_id)
+            self.state.write_current_state(txn, event)
             if event.type == "m.room.member":
-                txn.defer(
-                    "INSERT INTO room_memberships (room_id, user_id, membership, event_id,"
-                    " stream_ordering, forgotten) VALUES (?, ?, ?, ?, ?, 0)"
-                    " ON CONFLICT (room_id, user_id) DO UPDATE SET"
-                    " membership = excluded.membership, event_id = excluded.event_id,"
-                    " stream_ordering = excluded.stream_ordering, forgotten = 0",
-                    event.room_id, event.state_key, str(event.membership), event.event_id,
-                    position)
+                self.memberships.write_membership(txn, event, position)
         if txn_key is not None:
             txn.defer(
                 "INSERT INTO event_txn_ids (user_id, device_id, txn_id, room_id, event_id,"
@@ -559,16 +649,12 @@ class EventStore:
         for position, row in rows:
             self._append_to_timeline(position, row)
             if not mine:
-                # The writer keeps its own room state and extremities exact.
+                # The writer keeps its own extremities exact.
                 self._extremities.invalidate(row.room_id)
-                if row.state_key is not None:
-                    self._current_state.invalidate(row.room_id)
             if row.redacts is not None:
                 # The redacted event is served pruned from now on.
                 self._invalidations += 1
                 self._events.invalidate(row.redacts)
-            if row.membership is not None and row.state_key is not None:
-                self.invalidate_membership(row.room_id, row.state_key)
 
     def _append_to_timeline(self, position: int, row: EventsRow) -> None:
         ring = self._timelines.peek(row.room_id)
@@ -584,43 +670,3 @@ class EventStore:
         if len(ring[1]) > RECENT_EVENTS_PER_ROOM:
             dropped = ring[1].pop(0)
             self._timelines.put(row.room_id, (dropped[0], ring[1]))
-
-    def remember_current_state(self, room_id: str, state: StateMap) -> None:
-        """The writer's exact current state after a commit."""
-        self._current_state.put(room_id, dict(state))
-
-    # -- aliases -------------------------------------------------------------
-    async def create_alias(self, alias: str, room_id: str, creator: str) -> bool:
-        async with self.db.transaction() as txn:
-            if await txn.fetchone("SELECT 1 FROM room_aliases WHERE room_alias = ?", alias):
-                return False
-            await txn.execute(
-                "INSERT INTO room_aliases (room_alias, room_id, creator) VALUES (?, ?, ?)",
-                alias, room_id, creator)
-        return True
-
-    async def get_alias(self, alias: str) -> tuple[str, str] | None:
-        row = await self.db.fetchone(
-            "SELECT room_id, creator FROM room_aliases WHERE room_alias = ?", alias)
-        return (row[0], row[1]) if row else None
-
-    async def delete_alias(self, alias: str) -> None:
-        await self.db.execute("DELETE FROM room_aliases WHERE room_alias = ?", alias)
-
-    async def get_aliases_for_room(self, room_id: str) -> list[str]:
-        rows = await self.db.fetchall(
-            "SELECT room_alias FROM room_aliases WHERE room_id = ? ORDER BY room_alias", room_id)
-        return [r[0] for r in rows]
-
-    # -- directory -----------------------------------------------------------
-    async def get_joined_member_counts(self, room_ids: Sequence[str]) -> dict[str, int]:
-        """Number of joined members of each room (rooms with none are absent)."""
-        out: dict[str, int] = {}
-        for start in range(0, len(room_ids), 200):
-            chunk = list(room_ids[start:start + 200])
-            marks = ",".join("?" * len(chunk))
-            rows = await self.db.fetchall(
-                f"SELECT room_id, COUNT(*) FROM room_memberships WHERE membership = 'join'"
-                f" AND room_id IN ({marks}) GROUP BY room_id", *chunk)
-            out.update({r[0]: int(r[1]) for r in rows})
-        return out
