@@ -18,8 +18,8 @@ import pytest
 from myelin.app.homeserver import HomeServer
 from myelin.app.process import start_listeners
 from myelin.config import load_config_from_dict
+from myelin.domain import Requester
 from myelin.handlers.filters import SyncFilter
-from myelin.http.request import Requester
 from myelin.replication.bus import InMemoryBus
 from myelin.storage.engines import open_database
 from tests.support.postgres import PostgresServer, create_database, free_port

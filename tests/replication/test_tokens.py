@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from myelin.http.errors import MatrixError
+from myelin.domain import MatrixError
 from myelin.replication.tokens import SYNC_STREAMS, StreamPosition, SyncToken
 
 

@@ -419,7 +419,7 @@ class Fleet:
             if child is not None and child.poll() is not None:
                 raise RuntimeError(f"{name} exited ({child.returncode}):\n{self.logs(name)}")
             try:
-                status, body = http("GET", url, timeout=2)
+                status, _ = http("GET", url, timeout=2)
                 if status == 200:
                     return
             except OSError:
@@ -560,6 +560,10 @@ def unique(prefix: str) -> str:
     return f"{prefix}{_names}x{os.getpid()}{int(time.time() * 1000) % 100000}"
 
 
+# Incremental syncs return every new event of a room, not just the newest 10.
+SYNC_FILTER = json.dumps({"room": {"timeline": {"limit": 500}}})
+
+
 class User:
     """A logged-in user; requests go through ``base`` (nginx unless changed)."""
 
@@ -632,8 +636,8 @@ class User:
     # -- sync --------------------------------------------------------------------
     def sync(self, since: str | None = None, timeout_ms: int = 0,
              http_timeout: float | None = None) -> dict[str, Any]:
-        query = f"?timeout={timeout_ms}" + (f"&since={urllib.request.quote(since)}"
-                                            if since else "")
+        query = (f"?timeout={timeout_ms}&filter={urllib.request.quote(SYNC_FILTER)}"
+                 + (f"&since={urllib.request.quote(since)}" if since else ""))
         out: dict[str, Any] = self.ok("GET", "/sync" + query,
                                       timeout=http_timeout or (timeout_ms / 1000 + 30))
         return out

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 import bcrypt
 from aiohttp import web
 
-from myelin.http.errors import MatrixError, forbidden
-from myelin.http.request import Requester
+from myelin.domain import MatrixError, Requester, forbidden
 from myelin.storage.caches import Cache, CacheRegistry
 from myelin.storage.stores.accounts import now_ms
 

@@ -14,10 +14,9 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from myelin.domain import MatrixError, Requester, forbidden, invalid_param, not_found
 from myelin.events.auth import get_send_level, get_user_power_level
 from myelin.events.event import Event
-from myelin.http.errors import MatrixError, forbidden, invalid_param, not_found
-from myelin.http.request import Requester
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer

@@ -14,8 +14,7 @@ from signedjson.key import decode_verify_key_bytes
 from signedjson.sign import SignatureVerifyException, verify_signed_json
 from unpaddedbase64 import decode_base64
 
-from myelin.http.errors import MatrixError, bad_json, forbidden
-from myelin.http.request import Requester
+from myelin.domain import MatrixError, Requester, bad_json, forbidden
 from myelin.replication.tokens import SyncToken
 
 if TYPE_CHECKING:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from myelin.domain import MatrixError, forbidden, not_found, too_large
 from myelin.events.auth import (
     AuthError,
     auth_types_for_event,
@@ -38,7 +39,6 @@ from myelin.events.event import Event
 from myelin.events.room_versions import RoomVersion, get_room_version
 from myelin.events.signing import sign_event
 from myelin.events.state_res import resolve_state_v2
-from myelin.http.errors import MatrixError, forbidden, not_found, too_large
 from myelin.replication.http import ReplicationEndpoint
 from myelin.storage.stores.events import StateMap, StoredEvent
 

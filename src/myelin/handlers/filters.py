@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from myelin.http.errors import bad_json, not_found
-from myelin.http.request import parse_json_object
+from myelin.domain import bad_json, not_found, parse_json_object
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from myelin.domain import MatrixError, Requester, forbidden, not_found
 from myelin.handlers.events import SentEvent
-from myelin.http.errors import MatrixError, forbidden, not_found
-from myelin.http.request import Requester
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from myelin.http.errors import MatrixError
+from myelin.domain import MatrixError
 from myelin.replication.commands import Command, UserSyncCommand
 from myelin.replication.http import ReplicationEndpoint
 from myelin.storage.stores.presence import PresenceState

@@ -11,8 +11,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from myelin.http.errors import MatrixError, forbidden, invalid_param, missing_param, not_found
-from myelin.http.request import Requester
+from myelin.domain import MatrixError, Requester, forbidden, invalid_param, missing_param, not_found
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer

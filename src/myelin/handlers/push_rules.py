@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from myelin.http.errors import MatrixError, bad_json, not_found
+from myelin.domain import MatrixError, bad_json, not_found
 from myelin.replication.http import ReplicationEndpoint
 from myelin.storage.stores.push_rules import RuleNotFound, StoredRule
 

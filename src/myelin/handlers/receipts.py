@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from myelin.http.errors import MatrixError, forbidden, not_found
+from myelin.domain import MatrixError, forbidden, not_found
 from myelin.replication.http import ReplicationEndpoint
 from myelin.storage.stores.receipts import MAIN_THREAD, Receipt
 

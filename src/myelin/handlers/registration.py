@@ -9,8 +9,8 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
+from myelin.domain import MatrixError, forbidden
 from myelin.handlers.auth import hash_password
-from myelin.http.errors import MatrixError, forbidden
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer

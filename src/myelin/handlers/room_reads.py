@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from myelin.http.errors import MatrixError, forbidden, not_found
-from myelin.http.request import Requester
+from myelin.domain import MatrixError, Requester, forbidden, not_found
 from myelin.storage.stores.events import Membership, StateMap, StoredEvent
 
 if TYPE_CHECKING:

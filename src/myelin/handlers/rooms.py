@@ -10,13 +10,12 @@ import string
 import time
 from typing import TYPE_CHECKING, Any
 
+from myelin.domain import MatrixError, Requester, bad_json, forbidden, too_large
 from myelin.events.auth import AuthError, auth_types_for_event, check_auth
 from myelin.events.canonical import CanonicalJSONError, encode_canonical_json
 from myelin.events.event import Event
 from myelin.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
 from myelin.handlers.events import MAX_PDU_SIZE, PendingEvent
-from myelin.http.errors import MatrixError, bad_json, forbidden, too_large
-from myelin.http.request import Requester
 from myelin.storage.stores.events import StateMap
 
 if TYPE_CHECKING:

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from myelin.domain import Requester
 from myelin.handlers.filters import SyncFilter
 from myelin.handlers.sync_sections import SyncSection
 from myelin.handlers.sync_sections.others import (
@@ -27,7 +28,6 @@ from myelin.handlers.sync_sections.others import (
     ToDeviceSection,
 )
 from myelin.handlers.sync_sections.rooms import RoomsSection
-from myelin.http.request import Requester
 from myelin.replication.tokens import StreamPosition, SyncToken
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from myelin.http.errors import MatrixError
+from myelin.domain import MatrixError
 from myelin.replication.http import ReplicationEndpoint
 
 if TYPE_CHECKING:

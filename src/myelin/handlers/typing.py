@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from myelin.http.errors import forbidden
+from myelin.domain import forbidden
 from myelin.replication.http import ReplicationEndpoint
 from myelin.storage.stream_rows import TypingRow
 

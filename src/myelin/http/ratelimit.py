@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 
 from myelin.config import RateLimit
-from myelin.http.errors import limit_exceeded
+from myelin.domain import limit_exceeded
 
 
 class Ratelimiter:

@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from aiohttp import web
 
-from myelin.http.errors import MatrixError, bad_json, missing_param, too_large
+from myelin.domain import MatrixError, Requester, missing_param, parse_json_object, too_large
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
-
-
-@dataclass(frozen=True)
-class Requester:
-    """Who is making an authenticated request."""
-
-    user_id: str
-    device_id: str | None
-    access_token: str
-    is_admin: bool = False
-    is_guest: bool = False
-
-    @property
-    def localpart(self) -> str:
-        return self.user_id[1:].split(":", 1)[0]
-
-
-def parse_json_object(data: str | bytes, what: str) -> dict[str, Any]:
-    """JSON text that must be an object: ``M_NOT_JSON`` / ``M_BAD_JSON`` otherwise."""
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise MatrixError(400, "M_NOT_JSON", f"{what} is not JSON.") from None
-    if not isinstance(value, dict):
-        raise bad_json(f"{what} must be a JSON object.")
-    return value
 
 
 class Request:

@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from myelin.config import ListenerConfig
-from myelin.http.errors import MatrixError, unrecognized
+from myelin.domain import MatrixError, unrecognized
 from myelin.http.request import Request
 from myelin.http.routing import Route, Router
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import aiohttp
 import orjson
 
-from myelin.http.errors import MatrixError
+from myelin.domain import MatrixError
 from myelin.storage.caches import Cache
 
 if TYPE_CHECKING:

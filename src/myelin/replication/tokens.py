@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from myelin.http.errors import MatrixError
+from myelin.domain import MatrixError
 
 MAX_POSITION = 2**63 - 1  # a database stream position is a signed 64-bit integer
 _NUMBER = re.compile(r"0|[1-9][0-9]{0,18}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from myelin.http.errors import MatrixError
+from myelin.domain import MatrixError
 from myelin.http.request import Request
 from myelin.http.routing import RouteTable, plain_path
 

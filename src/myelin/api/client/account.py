@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from myelin.domain import MatrixError, not_found
 from myelin.handlers.auth import hash_password
-from myelin.http.errors import MatrixError, not_found
 from myelin.http.request import Request
 from myelin.http.routing import RouteTable, client_path
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from myelin.http.errors import MatrixError, bad_json, forbidden, not_found
-from myelin.http.request import Request, Requester
+from myelin.domain import MatrixError, Requester, bad_json, forbidden, not_found
+from myelin.http.request import Request
 from myelin.http.routing import RouteTable, client_path
 
 routes = RouteTable("client")

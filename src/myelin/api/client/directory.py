@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from myelin.domain import MatrixError, bad_json, invalid_param
 from myelin.handlers.directory import PublicRoomsQuery
-from myelin.http.errors import MatrixError, bad_json, invalid_param
 from myelin.http.request import Request
 from myelin.http.routing import LEGACY, RouteTable, client_path
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from myelin.http.errors import missing_param
+from myelin.domain import missing_param
 from myelin.http.request import Request
 from myelin.http.routing import RouteTable, client_path
 

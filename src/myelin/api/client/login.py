@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from myelin.http.errors import MatrixError, forbidden
+from myelin.domain import MatrixError, forbidden
 from myelin.http.request import Request
 from myelin.http.routing import LEGACY, RouteTable, client_path
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from myelin.domain import MatrixError, bad_json
 from myelin.handlers.push_rules import check_scope_kind
-from myelin.http.errors import MatrixError, bad_json
 from myelin.http.request import Request
 from myelin.http.routing import LEGACY, RouteTable, client_path
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from myelin.http.errors import MatrixError, forbidden
+from myelin.domain import MatrixError, forbidden
 from myelin.http.request import Request
 from myelin.http.routing import RouteTable, client_path, client_v1_path
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from myelin.domain import MatrixError
 from myelin.handlers.filters import SyncFilter
 from myelin.handlers.room_reads import stream_token
 from myelin.handlers.sync import parse_since
-from myelin.http.errors import MatrixError
 from myelin.http.request import Request
 from myelin.http.routing import LEGACY, RouteTable, client_path
 

@@ -21,8 +21,8 @@ import myelin.handlers.push_rules
 import myelin.handlers.receipts
 import myelin.handlers.to_device
 import myelin.handlers.typing  # noqa: F401
-from myelin.http.errors import MatrixError
-from myelin.http.request import Request, parse_json_object
+from myelin.domain import MatrixError, parse_json_object
+from myelin.http.request import Request
 from myelin.http.routing import RouteTable, plain_path
 
 routes = RouteTable("replication")

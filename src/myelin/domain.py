@@ -1,8 +1,17 @@
-"""Matrix errors: one exception that knows its HTTP status and errcode."""
+"""Domain types every layer shares: who is asking (:class:`Requester`) and
+what went wrong (:class:`MatrixError`, answered to the client as
+``{"errcode", "error"}``).
+
+They sit below ``http/`` so handlers, stores and replication use them
+without depending on the web layer.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 
 class MatrixError(Exception):
@@ -50,3 +59,29 @@ def too_large(message: str = "Request too large") -> MatrixError:
 def limit_exceeded(retry_after_ms: int) -> MatrixError:
     return MatrixError(429, "M_LIMIT_EXCEEDED", "Too many requests",
                        retry_after_ms=retry_after_ms)
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who is making an authenticated request."""
+
+    user_id: str
+    device_id: str | None
+    access_token: str
+    is_admin: bool = False
+    is_guest: bool = False
+
+    @property
+    def localpart(self) -> str:
+        return self.user_id[1:].split(":", 1)[0]
+
+
+def parse_json_object(data: str | bytes, what: str) -> dict[str, Any]:
+    """JSON text that must be an object: ``M_NOT_JSON`` / ``M_BAD_JSON`` otherwise."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise MatrixError(400, "M_NOT_JSON", f"{what} is not JSON.") from None
+    if not isinstance(value, dict):
+        raise bad_json(f"{what} must be a JSON object.")
+    return value
