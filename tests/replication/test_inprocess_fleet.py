@@ -164,3 +164,26 @@ async def test_replication_without_the_secret_is_refused(
             status = await response.json()
     assert status["instance"] == "persister"
     assert "writer:events" in status["roles"]
+
+
+async def test_persisters_refuse_while_a_process_disagrees_on_the_writers(
+        fleet: tuple[HomeServer, HomeServer]) -> None:
+    from myelin.domain import MatrixError
+    from myelin.replication.commands import PingCommand
+
+    main, persister = fleet
+    dave = await _user(main, "dave")
+    room_id, _ = await main.room_creation.create_room(dave, {})
+    # A process that was restarted with another events writer list speaks up.
+    persister.bus.publish(PingCommand("newcomer", 1, "0123456789abcdef"))
+    await asyncio.sleep(0.1)
+    with pytest.raises(MatrixError) as refused:
+        await main.event_creation.send(dave.user_id, room_id, "m.room.message",
+                                       {"msgtype": "m.text", "body": "not now"})
+    assert refused.value.status == 503
+    assert "newcomer" in refused.value.message
+    # Once it runs with the same list, writes go through again.
+    persister.bus.publish(PingCommand("newcomer", 2, persister.follower.digest))
+    await asyncio.sleep(0.1)
+    await main.event_creation.send(dave.user_id, room_id, "m.room.message",
+                                   {"msgtype": "m.text", "body": "now"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from myelin.domain import not_found
 from myelin.replication.http import ReplicationEndpoint
 from myelin.storage.stores.accounts import DeviceRecord
 
@@ -31,6 +32,13 @@ class DeviceHandler:
 
     async def get_device(self, user_id: str, device_id: str) -> DeviceRecord | None:
         return await self.store.get_device(user_id, device_id)
+
+    async def rename_device(self, user_id: str, device_id: str,
+                            display_name: str | None) -> None:
+        """Set (or clear) a device's display name; M_NOT_FOUND for no such device."""
+        if not await self.store.update_device_display_name(user_id, device_id, display_name):
+            raise not_found("No device found")
+        await self.notify_device_change(user_id, device_id)
 
     async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
         async with self.hs.db.transaction() as txn:

@@ -281,12 +281,12 @@ class EventCreationHandler:
         return SigningKey(key.encode(), key.version)
 
     def check_writers_agree(self) -> None:
-        disagreeing = self.hs.follower.disagreeing
-        if disagreeing:
+        """Refuse to persist while the fleet disagrees on who writes which room."""
+        reason = self.hs.follower.may_write("events")
+        if reason is not None:
             raise MatrixError(503, "M_UNKNOWN",
-                              "Event persisters are being reconfigured: "
-                              f"{', '.join(disagreeing)} disagree(s) on stream_writers."
-                              " Try again shortly.")
+                              f"Event persisters are being reconfigured ({reason});"
+                              " try again shortly.")
 
     async def room_version(self, room_id: str) -> RoomVersion:
         version = await self.hs.stores.rooms.get_room_version(room_id)
@@ -408,3 +408,18 @@ class EventCreationHandler:
             check_auth(event, await self.auth_map(event, state_before))
         except AuthError as e:
             raise forbidden(str(e)) from None
+
+    async def previous_txn_event(self, txn_key: tuple[str, str, str]) -> str | None:
+        """The event a (user, device, txnId) already sent, if any: a retried
+        request answers the first one's event id instead of sending again."""
+        return await self.store.get_txn_event(*txn_key)
+
+    async def set_state(self, sender: str, room_id: str, etype: str, state_key: str,
+                        content: dict[str, Any]) -> str:
+        """Send a state event and return its id. Re-sending identical state is a
+        no-op that returns the existing event."""
+        current = await self.hs.stores.state.get_current_state_event(room_id, etype, state_key)
+        if current is not None and current.content == content and current.sender == sender:
+            return current.event_id
+        sent = await self.send(sender, room_id, etype, content, state_key=state_key)
+        return sent.event.event_id

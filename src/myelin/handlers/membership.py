@@ -73,6 +73,34 @@ class MembershipHandler:
                                             if membership == "join" else None,
                                             txn_key=txn_key)
 
+    async def change_member(self, requester: Requester, room_id: str, target: str,
+                            action: str, membership: str, *,
+                            reason: str | None = None) -> SentEvent:
+        """``/rooms/{roomId}/{action}`` for invite, leave, kick, ban and unban:
+        only a banned user can be unbanned, only a member (or an invited or
+        knocking user) kicked."""
+        if action == "unban":
+            current = await self.hs.stores.memberships.get_membership(room_id, target)
+            if current is None or current.membership != "ban":
+                raise forbidden(f"{target} is not banned")
+        if action == "kick":
+            current = await self.hs.stores.memberships.get_membership(room_id, target)
+            if current is None or current.membership not in ("join", "invite", "knock"):
+                raise forbidden(f"{target} is not in the room")
+        return await self.update_membership(requester, room_id, target, membership,
+                                            reason=reason)
+
+    async def require_joined(self, user_id: str, room_id: str) -> None:
+        """M_FORBIDDEN unless ``user_id`` is joined to ``room_id`` (an unknown room too)."""
+        membership = await self.hs.stores.memberships.get_membership(room_id, user_id)
+        if membership is None or membership.membership != "join":
+            if await self.hs.stores.rooms.get_room_version(room_id) is None:
+                raise forbidden("Unknown room")
+            raise forbidden(f"User {user_id} not in room {room_id}")
+
+    async def joined_rooms(self, user_id: str) -> list[str]:
+        return [m.room_id for m in await self.hs.stores.memberships.get_rooms_for_user(user_id)]
+
     async def forget(self, requester: Requester, room_id: str) -> None:
         current = await self.hs.stores.memberships.get_membership(room_id, requester.user_id)
         if current is not None and current.membership in ("join", "invite", "knock"):

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from myelin.domain import MatrixError
+from myelin.domain import MatrixError, forbidden, not_found
 from myelin.replication.commands import Command, UserSyncCommand
 from myelin.replication.http import ReplicationEndpoint
 from myelin.storage.stores.presence import PresenceState
@@ -238,3 +238,15 @@ class PresenceHandler:
         if include_user:
             content["user_id"] = state.user_id
         return content
+
+    async def presence_for(self, viewer: str, user_id: str) -> dict[str, Any]:
+        """``user_id``'s presence as ``viewer`` may see it (GET presence): M_FORBIDDEN
+        without a shared room, M_NOT_FOUND for an unknown user, offline if never set."""
+        if not await self.can_see(viewer, user_id):
+            raise forbidden("You are not allowed to see their presence")
+        state = await self.get_state(user_id)
+        if state is None:
+            if await self.hs.stores.accounts.get_user(user_id) is None:
+                raise not_found("Unknown user")
+            return {"presence": "offline"}
+        return self.format(state)

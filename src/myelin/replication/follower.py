@@ -43,6 +43,7 @@ RowHandler = Callable[[str, Sequence[Update]], None]
 ANY_WRITER_STREAMS = ("caches",)
 PING_INTERVAL_S = 5.0
 DISAGREEMENT_EXPIRY_S = 3 * PING_INTERVAL_S
+STARTUP_AGREEMENT_S = 1.5 * PING_INTERVAL_S
 
 
 def writers_digest(writers: Mapping[str, Sequence[str]]) -> str:
@@ -70,6 +71,8 @@ class ReplicationFollower:
         self._locks: dict[str, asyncio.Lock] = {}
         self.digest = writers_digest(view.writers)
         self._disagreeing: dict[str, tuple[str, float]] = {}
+        self._agreeing: set[str] = {instance_name}
+        self._started_at = time.monotonic()
         self._pinger: asyncio.Task[None] | None = None
         self.rows_applied = 0
         self.gaps_filled = 0
@@ -123,13 +126,35 @@ class ReplicationFollower:
         if command.instance == self.instance_name or not command.writers_digest:
             return
         if command.writers_digest != self.digest:
+            self._agreeing.discard(command.instance)
             if command.instance not in self._disagreeing:
                 logger.error("replication: %s has a different stream_writers configuration;"
                              " refusing to persist events until every process agrees",
                              command.instance)
             self._disagreeing[command.instance] = (command.writers_digest, time.monotonic())
-        elif self._disagreeing.pop(command.instance, None) is not None:
-            logger.info("replication: %s now agrees on stream_writers", command.instance)
+        else:
+            self._agreeing.add(command.instance)
+            if self._disagreeing.pop(command.instance, None) is not None:
+                logger.info("replication: %s now agrees on stream_writers", command.instance)
+
+    def may_write(self, stream: str) -> str | None:
+        """None if this process may write ``stream`` now, else why not.
+
+        Not while any process disagrees about the writers; and, just after
+        start-up, not before every other writer of the stream has said it
+        agrees (or a few PINGs went by): a persister restarted with a new
+        writer list must not take rooms another still thinks are its own.
+        """
+        disagreeing = self.disagreeing
+        if disagreeing:
+            return f"{', '.join(disagreeing)} disagree(s) on stream_writers"
+        writers = set(self.view.writers_of(stream))
+        if writers <= self._agreeing:
+            return None
+        if time.monotonic() - self._started_at > STARTUP_AGREEMENT_S:
+            return None
+        waiting = ", ".join(sorted(writers - self._agreeing))
+        return f"waiting to hear that {waiting} agree(s) on stream_writers"
 
     @property
     def disagreeing(self) -> list[str]:

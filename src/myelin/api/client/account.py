@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from myelin.domain import MatrixError, not_found
-from myelin.handlers.auth import hash_password
 from myelin.http.request import Request
 from myelin.http.routing import RouteTable, client_path
 
@@ -38,14 +37,8 @@ async def change_password(request: Request) -> dict[str, Any]:
     hs.auth.check_password_policy(new_password)
     await hs.auth.check_user_interactive_auth(requester, body, request.raw.path, "POST",
                                               "change your password")
-    password_hash = await hash_password(new_password)
-    logout_devices = body.get("logout_devices", True)
-    async with hs.db.transaction() as txn:
-        await hs.stores.accounts.set_password_hash(txn, requester.user_id, password_hash)
-    if logout_devices:
-        others = [d.device_id for d in await hs.stores.accounts.get_devices(requester.user_id)
-                  if d.device_id != requester.device_id]
-        await hs.devices.delete_devices(requester.user_id, others)
+    await hs.account_lifecycle.change_password(requester, new_password,
+                                               bool(body.get("logout_devices", True)))
     return {}
 
 
@@ -85,11 +78,7 @@ async def update_device(request: Request) -> dict[str, Any]:
     name = body.get("display_name")
     if name is not None and not isinstance(name, str):
         raise MatrixError(400, "M_BAD_JSON", "display_name must be a string")
-    updated = await request.hs.stores.accounts.update_device_display_name(
-        requester.user_id, request.param("deviceId"), name)
-    if not updated:
-        raise not_found("No device found")
-    await request.hs.devices.notify_device_change(requester.user_id, request.param("deviceId"))
+    await request.hs.devices.rename_device(requester.user_id, request.param("deviceId"), name)
     return {}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from myelin.domain import MatrixError, bad_json, forbidden, not_found
+from myelin.domain import MatrixError, bad_json, forbidden
 from myelin.http.request import Request
 from myelin.http.routing import LEGACY, RouteTable, client_path
 
@@ -79,16 +79,7 @@ async def set_presence(request: Request) -> dict[str, Any]:
 @routes.get(client_path("/presence/{userId}/status", LEGACY))
 async def get_presence(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
-    user_id = request.param("userId")
-    hs = request.hs
-    if not await hs.presence.can_see(requester.user_id, user_id):
-        raise forbidden("You are not allowed to see their presence")
-    state = await hs.presence.get_state(user_id)
-    if state is None:
-        if await hs.stores.accounts.get_user(user_id) is None:
-            raise not_found("Unknown user")
-        return {"presence": "offline"}
-    return hs.presence.format(state)
+    return await request.hs.presence.presence_for(requester.user_id, request.param("userId"))
 
 
 @routes.put(client_path("/sendToDevice/{eventType}/{txnId}", LEGACY), stream="to_device",

@@ -49,9 +49,7 @@ async def login(request: Request) -> dict[str, Any]:
     limits.login_address.check(request.client_ip)
     limits.login_account.check(user_id.lower())
     limits.login_failures.check(user_id.lower(), update=False)
-    candidates = await hs.stores.accounts.find_user_case_insensitive(user_id)
-    if user_id not in candidates and len(candidates) == 1:
-        user_id = candidates[0]
+    user_id = await hs.account_lifecycle.login_user_id(user_id)
     if not await hs.auth.validate_login(user_id, password):
         limits.login_failures.check(user_id.lower())
         raise forbidden("Invalid username or password")
@@ -69,25 +67,12 @@ async def login(request: Request) -> dict[str, Any]:
 @routes.post(client_path("/logout"), stream="device_lists")
 async def logout(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
-    hs = request.hs
-    if requester.device_id:
-        await hs.devices.delete_devices(requester.user_id, [requester.device_id])
-    else:
-        async with hs.db.transaction() as txn:
-            await hs.stores.accounts.delete_token(txn, requester.access_token)
-        await hs.auth.invalidate_tokens([requester.access_token])
+    await request.hs.account_lifecycle.logout(requester)
     return {}
 
 
 @routes.post(client_path("/logout/all"), stream="device_lists")
 async def logout_all(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
-    hs = request.hs
-    devices = [d.device_id for d in await hs.stores.accounts.get_devices(requester.user_id)]
-    await hs.devices.delete_devices(requester.user_id, devices)
-    async with hs.db.transaction() as txn:
-        leftovers = await hs.stores.accounts.tokens_of_user(txn, requester.user_id)
-        for token, _ in leftovers:
-            await hs.stores.accounts.delete_token(txn, token)
-    await hs.auth.invalidate_user(requester.user_id)
+    await request.hs.account_lifecycle.logout_all(requester.user_id)
     return {}
