@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from myelin.handlers.e2e_keys import E2EKeysHandler
     from myelin.handlers.events import EventCreationHandler, EventPersister
     from myelin.handlers.filters import FilterHandler
+    from myelin.handlers.initial_sync import InitialSyncHandler
     from myelin.handlers.membership import MembershipHandler
     from myelin.handlers.presence import PresenceHandler
     from myelin.handlers.profile import ProfileHandler
@@ -289,6 +290,12 @@ class HomeServer:
         from myelin.handlers.sync import SyncHandler
 
         return SyncHandler(self)
+
+    @cached_property
+    def initial_sync(self) -> InitialSyncHandler:
+        from myelin.handlers.initial_sync import InitialSyncHandler
+
+        return InitialSyncHandler(self)
 
     @cached_property
     def filters(self) -> FilterHandler:

@@ -202,3 +202,14 @@ class RoomReadHandler:
             joined[member.user_id] = {"display_name": content.get("displayname"),
                                       "avatar_url": content.get("avatar_url")}
         return {"joined": joined}
+
+    async def event_at_timestamp(self, requester: Requester, room_id: str, ts: int,
+                                 forwards: bool) -> dict[str, Any]:
+        """The event closest to ``ts`` (the first at or after it going forwards,
+        the last at or before it going backwards) that the requester may see."""
+        await self.membership_for_read(requester, room_id)
+        event_id = await self.store.get_event_at_ts(room_id, ts, forwards)
+        if event_id is None:
+            raise MatrixError(404, "M_NOT_FOUND", "No event found")
+        stored = await self.get_event(requester, room_id, event_id)
+        return {"event_id": event_id, "origin_server_ts": stored.event.origin_server_ts}

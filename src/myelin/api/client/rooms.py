@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from myelin.domain import MatrixError, Requester, bad_json, forbidden
+from myelin.domain import MatrixError, Requester, bad_json
 from myelin.http.request import Request
 from myelin.http.routing import LEGACY, RouteTable, client_path, client_v1_path
 
@@ -40,7 +40,7 @@ async def send_event(request: Request) -> dict[str, Any]:
     if existing is not None:
         return {"event_id": existing}
     hs.ratelimiters.message.check(requester.user_id)
-    await _require_joined(request, room_id)
+    await hs.membership.require_joined(requester.user_id, room_id)
     sent = await hs.event_creation.send(requester.user_id, room_id, etype, body,
                                         txn_key=txn_key)
     return {"event_id": sent.event.event_id}
@@ -54,16 +54,7 @@ async def _transaction(request: Request, requester: Requester,
     if not txn_id:
         return None, None
     txn_key = (requester.user_id, requester.device_id or "", txn_id)
-    return txn_key, await request.hs.stores.events.get_txn_event(*txn_key)
-
-
-async def _require_joined(request: Request, room_id: str) -> None:
-    requester = await request.requester(allow_guest=True)
-    membership = await request.hs.stores.memberships.get_membership(room_id, requester.user_id)
-    if membership is None or membership.membership != "join":
-        if await request.hs.stores.rooms.get_room_version(room_id) is None:
-            raise forbidden("Unknown room")
-        raise forbidden(f"User {requester.user_id} not in room {room_id}")
+    return txn_key, await request.hs.event_creation.previous_txn_event(txn_key)
 
 
 @routes.put(client_path("/rooms/{roomId}/state/{eventType}/{stateKey?}", LEGACY),
@@ -82,16 +73,10 @@ async def put_state(request: Request) -> dict[str, Any]:
             requester, room_id, state_key, membership, reason=body.get("reason"),
             extra_content={k: v for k, v in body.items() if k not in ("membership",)})
         return {"event_id": sent.event.event_id}
-    await _require_joined(request, room_id)
-    # Re-sending identical state is a no-op that returns the existing event.
-    current = await hs.stores.state.get_current_state_event(room_id, etype, state_key)
-    if current is not None and current.content == body and current.sender == requester.user_id:
-        return {"event_id": current.event_id}
-    sent = await hs.event_creation.send(requester.user_id, room_id, etype, body,
-                                        state_key=state_key)
-    if etype == "m.room.canonical_alias":
-        pass
-    return {"event_id": sent.event.event_id}
+    await hs.membership.require_joined(requester.user_id, room_id)
+    event_id = await hs.event_creation.set_state(requester.user_id, room_id, etype, state_key,
+                                                 body)
+    return {"event_id": event_id}
 
 
 @routes.get(client_path("/rooms/{roomId}/state/{eventType}/{stateKey?}", LEGACY),
@@ -127,7 +112,7 @@ async def redact(request: Request) -> dict[str, Any]:
     txn_key, existing = await _transaction(request, requester)
     if existing is not None:
         return {"event_id": existing}
-    await _require_joined(request, room_id)
+    await hs.membership.require_joined(requester.user_id, room_id)
     sent = await hs.redactions.redact(requester, room_id, event_id, body, txn_key)
     return {"event_id": sent.event.event_id}
 
@@ -176,16 +161,8 @@ def _membership_servlet(action: str, membership: str, needs_target: bool) -> Non
         reason = body.get("reason")
         if reason is not None and not isinstance(reason, str):
             raise bad_json("reason must be a string")
-        if action == "unban":
-            current = await request.hs.stores.memberships.get_membership(room_id, target)
-            if current is None or current.membership != "ban":
-                raise forbidden(f"{target} is not banned")
-        if action == "kick":
-            current = await request.hs.stores.memberships.get_membership(room_id, target)
-            if current is None or current.membership not in ("join", "invite", "knock"):
-                raise forbidden(f"{target} is not in the room")
-        await request.hs.membership.update_membership(requester, room_id, target, membership,
-                                                      reason=reason)
+        await request.hs.membership.change_member(requester, room_id, target, action,
+                                                  membership, reason=reason)
         return {}
 
     handler.__name__ = f"membership_{action}"
@@ -254,8 +231,7 @@ async def joined_members(request: Request) -> dict[str, Any]:
 @routes.get(client_path("/joined_rooms", LEGACY))
 async def joined_rooms(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
-    rooms = await request.hs.stores.memberships.get_rooms_for_user(requester.user_id)
-    return {"joined_rooms": [m.room_id for m in rooms]}
+    return {"joined_rooms": await request.hs.membership.joined_rooms(requester.user_id)}
 
 
 @routes.get(client_v1_path("/rooms/{roomId}/timestamp_to_event"), affinity="room")
@@ -266,9 +242,5 @@ async def timestamp_to_event(request: Request) -> dict[str, Any]:
     direction = request.query_str("dir")
     if ts is None or direction not in ("f", "b"):
         raise MatrixError(400, "M_INVALID_PARAM", "ts and dir (f|b) are required")
-    await request.hs.room_reads.membership_for_read(requester, room_id)
-    event_id = await request.hs.stores.events.get_event_at_ts(room_id, ts, direction == "f")
-    if event_id is None:
-        raise MatrixError(404, "M_NOT_FOUND", "No event found")
-    stored = await request.hs.room_reads.get_event(requester, room_id, event_id)
-    return {"event_id": event_id, "origin_server_ts": stored.event.origin_server_ts}
+    return await request.hs.room_reads.event_at_timestamp(requester, room_id, ts,
+                                                          direction == "f")

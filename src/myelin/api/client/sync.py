@@ -52,59 +52,19 @@ async def events(request: Request) -> dict[str, Any]:
     return {"chunk": chunk, "start": str(since), "end": body["next_batch"]}
 
 
-async def _room_initial_sync(request: Request, room_id: str, limit: int) -> dict[str, Any]:
-    hs = request.hs
-    requester = await request.requester(allow_guest=True)
-    membership, _ = await hs.room_reads.membership_for_read(requester, room_id)
-    messages = await hs.room_reads.paginate(requester, room_id, from_token=None, to_token=None,
-                                            backwards=True, limit=limit, event_filter=None)
-    messages["chunk"].reverse()
-    messages["start"], messages["end"] = messages.get("end", messages["start"]), \
-        messages["start"]
-    state = await hs.room_reads.get_state(requester, room_id)
-    visibility = "private"
-    if await hs.stores.rooms.is_room_public(room_id):
-        visibility = "public"
-    account_data = await hs.stores.account_data.changed_since(
-        requester.user_id, None, hs.streams.position("account_data"))
-    return {
-        "room_id": room_id,
-        "membership": membership.membership if membership else "leave",
-        "messages": messages,
-        "state": state,
-        "visibility": visibility,
-        "presence": [],
-        "account_data": [{"type": t, "content": c}
-                         for t, c in account_data.get(room_id, {}).items()],
-    }
-
-
 @routes.get(client_path("/initialSync", LEGACY), affinity="user")
 async def initial_sync(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
-    hs = request.hs
     limit = request.query_int("limit", 10, minimum=0, maximum=100) or 0
-    rooms = []
-    for membership in await hs.stores.memberships.get_rooms_for_user(
-            requester.user_id, ("join", "invite")):
-        if membership.membership == "invite":
-            rooms.append({"room_id": membership.room_id, "membership": "invite"})
-            continue
-        rooms.append(await _room_initial_sync(request, membership.room_id, limit))
-    account_data = await hs.stores.account_data.changed_since(
-        requester.user_id, None, hs.streams.position("account_data"))
-    return {
-        "end": str(hs.streams.current_token()),
-        "rooms": rooms,
-        "presence": [],
-        "account_data": [{"type": t, "content": c} for t, c in account_data.get("", {}).items()],
-    }
+    return await request.hs.initial_sync.initial_sync(requester, limit)
 
 
 @routes.get(client_path("/rooms/{roomId}/initialSync", LEGACY), affinity="user")
 async def room_initial_sync(request: Request) -> dict[str, Any]:
     limit = request.query_int("limit", 10, minimum=0, maximum=100) or 0
-    return await _room_initial_sync(request, request.param("roomId"), limit)
+    requester = await request.requester(allow_guest=True)
+    return await request.hs.initial_sync.room_initial_sync(requester, request.param("roomId"),
+                                                           limit)
 
 
 __all__ = ["routes", "stream_token"]
