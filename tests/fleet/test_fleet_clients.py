@@ -9,6 +9,7 @@ worker is good on the other.
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -32,7 +33,7 @@ from nio import (
 from nio.crypto import ENCRYPTION_ENABLED
 
 from tests.clients.nio_support import ok
-from tests.support.fleet import Fleet, User, bodies, ephemeral, timeline, unique
+from tests.support.fleet import MYELIN, Fleet, User, bodies, ephemeral, timeline, unique
 
 PASSWORD = "correct horse"
 q = urllib.parse.quote
@@ -278,6 +279,17 @@ async def test_nio_encrypted_message_decrypts(nio_pair: tuple[AsyncClient, Async
         if answers:
             break
     assert answers == ["got it"]
+
+
+def test_fleet_status_shows_every_process_up(fleet: Fleet) -> None:
+    done = subprocess.run(
+        [*MYELIN, "fleet", "status", "-c", fleet.shared_path, "--workers", fleet.workers_dir,
+         "--run-dir", fleet.run_dir], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.strip()}
+    for name in fleet.processes:
+        assert name in rows and " alive " in rows[name] and "OK" in rows[name], done.stdout
+    assert "event_persister1=" in done.stdout  # the events stream's per-writer positions
 
 
 def test_no_errors_in_fleet_logs(fleet: Fleet) -> None:

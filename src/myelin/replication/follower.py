@@ -184,6 +184,11 @@ class ReplicationFollower:
                               command.new_token, [])
         elif isinstance(command, ReplicateCommand):
             self.announcer.replicate()
+            # A process that just (re)connected waits to hear every writer agree
+            # before it persists (may_write): tell it now, not at the next PING.
+            if command.instance != self.instance_name:
+                self.bus.publish(PingCommand(self.instance_name, int(time.time() * 1000),
+                                             self.digest))
         elif isinstance(command, PingCommand):
             self._on_ping(command)
 
