@@ -39,7 +39,7 @@ from myelin.events.event import Event
 from myelin.events.room_versions import RoomVersion, get_room_version
 from myelin.events.signing import sign_event
 from myelin.events.state_res import resolve_state_v2
-from myelin.replication.http import ReplicationEndpoint
+from myelin.replication.http import RETRY_KEY, ReplicationEndpoint
 from myelin.storage.stores.events import StateMap, StoredEvent
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class SendEvent(ReplicationEndpoint):
         sent = await hs.event_creation.send_here(
             p["sender"], p["room_id"], p["type"], p["content"], state_key=p.get("state_key"),
             txn_key=txn_key, redacts=p.get("redacts"), precheck=p.get("precheck"),
-            retried=True)
+            retried=bool(p.get(RETRY_KEY)))
         return _sent_to_wire(sent)
 
 

@@ -44,6 +44,8 @@ ANY_WRITER_STREAMS = ("caches",)
 PING_INTERVAL_S = 5.0
 DISAGREEMENT_EXPIRY_S = 3 * PING_INTERVAL_S
 STARTUP_AGREEMENT_S = 1.5 * PING_INTERVAL_S
+# How long an idle writer gathers other writers' advances before following them.
+IDLE_ADVANCE_DELAY_S = 0.001
 
 
 def writers_digest(writers: Mapping[str, Sequence[str]]) -> str:
@@ -74,6 +76,7 @@ class ReplicationFollower:
         self._agreeing: set[str] = {instance_name}
         self._started_at = time.monotonic()
         self._pinger: asyncio.Task[None] | None = None
+        self._idle_targets: dict[str, int] = {}
         self.rows_applied = 0
         self.gaps_filled = 0
 
@@ -264,4 +267,14 @@ class ReplicationFollower:
         generator = self.generators.get(stream)
         if generator is None or len(self.view.writers_of(stream)) < 2:
             return
-        generator.advance_idle(token)
+        # Coalesce: a burst of another writer's rows costs one POSITION from us.
+        pending = self._idle_targets.get(stream)
+        self._idle_targets[stream] = max(token, pending or 0)
+        if pending is None:
+            asyncio.get_running_loop().call_later(IDLE_ADVANCE_DELAY_S, self._advance_idle,
+                                                  stream)
+
+    def _advance_idle(self, stream: str) -> None:
+        target = self._idle_targets.pop(stream, None)
+        if target is not None:
+            self.generators[stream].advance_idle(target)

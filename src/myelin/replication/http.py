@@ -42,6 +42,7 @@ PATH_PREFIX = "/_synapse/replication"
 RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)
 REQUEST_TIMEOUT_S = 30.0
 FENCE_TIMEOUT_S = 10.0
+RETRY_KEY = "_retry"  # in a retried call's payload: the attempt number
 
 REGISTRY: dict[str, type[ReplicationEndpoint]] = {}
 
@@ -126,6 +127,9 @@ class ReplicationClient:
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS_S)):
             if delay:
                 await asyncio.sleep(delay)
+                # The writer may have done it and restarted before answering:
+                # a retry says so, so it looks for the first attempt's effects.
+                body = orjson.dumps({**payload, RETRY_KEY: attempt})
             try:
                 async with session.post(url, data=body, headers=headers) as response:
                     raw = await response.read()
