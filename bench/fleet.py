@@ -45,7 +45,22 @@ from tests.support.fleet import LAYOUT, Fleet  # noqa: E402
 from tests.support.postgres import PostgresServer, start_postgres  # noqa: E402
 from tests.support.server import launch_server  # noqa: E402
 
-SHAPES = ("fleet", "monolith")
+# Fleet layouts: process -> (client listener, replication listener), and their
+# stream writers. "fleet" is the seed's example; "direct" gives its persisters
+# client listeners, so nginx sends each room's events to its persister; "1p" and
+# "2p" are small fleets for 2 cores: main, one generic worker (sync and the
+# rest) and one or two persisters that take their rooms' sends first-hand.
+FLEET_SHAPES: dict[str, tuple[dict[str, tuple[bool, bool]] | None, dict[str, Any] | None]] = {
+    "fleet": (None, None),
+    "direct": ({**LAYOUT, "event_persister1": (True, True), "event_persister2": (True, True)},
+               None),
+    "1p": ({"main": (True, True), "event_persister1": (True, True),
+            "generic_worker1": (True, True)}, {"events": ["event_persister1"]}),
+    "2p": ({"main": (True, True), "event_persister1": (True, True),
+            "event_persister2": (True, True), "generic_worker1": (True, True)},
+           {"events": ["event_persister1", "event_persister2"]}),
+}
+SHAPES = (*FLEET_SHAPES, "monolith")
 
 
 def proc_status_kb(pid: int, field: str) -> int | None:
@@ -75,11 +90,12 @@ def run_one(shape: str, load: str, pg: PostgresServer, out_dir: str, rep: int, q
     server = None
     t_begin = time.time()
     try:
-        if shape == "fleet":
-            fleet = Fleet(pg, log_level=log_level)
+        if shape in FLEET_SHAPES:
+            layout, writers = FLEET_SHAPES[shape]
+            fleet = Fleet(pg, log_level=log_level, layout=layout, stream_writers=writers)
             fleet.start()
             base_url, secret = fleet.base_url, fleet.shared_secret
-            pids = {name: pid for name in LAYOUT if (pid := fleet.pid(name)) is not None}
+            pids = {name: pid for name in fleet.layout if (pid := fleet.pid(name)) is not None}
             if fleet.nginx is not None:
                 pids["nginx"] = fleet.nginx.pid
         else:

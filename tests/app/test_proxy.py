@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import http.client
 import io
 import json
@@ -343,11 +344,22 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     stubs.add("sync2", ports["sync2"])
     stubs.add("writer", path=socket_path)
 
+    try:
+        with run_nginx(tmp, config_path, workers, ports["nginx"]) as conf:
+            yield {"port": ports["nginx"], "conf": conf}
+    finally:
+        stubs.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def run_nginx(tmp: Path, config_path: Path, workers: Path, port: int) -> Iterator[str]:
+    """nginx with the config ``myelin routes --nginx --full`` makes; yields that config."""
     prefix = tmp / "nginx"
     prefix.mkdir()
     out = io.StringIO()
     assert routes_command([str(config_path)], str(workers), nginx=True, full=True,
-                          prefix=str(prefix), listen=f"127.0.0.1:{ports['nginx']}",
+                          prefix=str(prefix), listen=f"127.0.0.1:{port}",
                           user="root" if os.geteuid() == 0 else None, out=out) == 0
     (prefix / "nginx.conf").write_text(out.getvalue())
     base = [NGINX, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", "nginx.conf"]
@@ -360,7 +372,7 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         deadline = time.monotonic() + 15
         while True:
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", ports["nginx"], timeout=2)
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
                 conn.request("GET", "/health")
                 conn.getresponse().read()
                 conn.close()
@@ -370,7 +382,7 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
                     raise RuntimeError(f"nginx did not start: {nginx.stderr.read()!r}"
                                        if nginx.stderr else "nginx did not start") from None
                 time.sleep(0.05)
-        yield {"port": ports["nginx"], "conf": out.getvalue()}
+        yield out.getvalue()
     finally:
         nginx.send_signal(signal.SIGQUIT)
         try:
@@ -378,8 +390,6 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         except subprocess.TimeoutExpired:
             nginx.kill()
             nginx.wait()
-        stubs.close()
-        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def request_nginx(proxied: dict[str, Any], method: str, raw_path: str,
@@ -464,3 +474,61 @@ def test_nginx_does_not_expose_replication_or_metrics(proxied: dict[str, Any]) -
         status, body = request_nginx(proxied, method, path)
         assert status == 404, path
         assert body["errcode"] == "M_UNRECOGNIZED"  # nginx's answer: no stub has a say
+
+
+@pytest.fixture(scope="module")
+def persisters_proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Three event persisters that take client requests themselves."""
+    if not os.path.exists(NGINX):
+        pytest.skip("nginx is not installed")
+    tmp = tmp_path_factory.mktemp("nginx-persisters")
+    names = ["p1", "p2", "p3"]
+    ports = {name: free_port() for name in ["main", "main_repl", "nginx", *names,
+                                            *(f"{n}_repl" for n in names)]}
+    shared = {
+        "server_name": "test.localhost",
+        "listeners": [_listener(ports["main"]),
+                      _listener(ports["main_repl"], names=("replication",))],
+        "database": {"name": "psycopg2", "args": {"database": "unused", "host": "127.0.0.1"}},
+        "redis": {"enabled": True},
+        "instance_map": {"main": {"host": "127.0.0.1", "port": ports["main_repl"]},
+                         **{n: {"host": "127.0.0.1", "port": ports[f"{n}_repl"]}
+                            for n in names}},
+        "stream_writers": {"events": names},
+    }
+    config_path = tmp / "homeserver.yaml"
+    config_path.write_text(yaml.safe_dump(shared))
+    workers = tmp / "workers"
+    workers.mkdir()
+    stubs = StubServers()
+    stubs.add("main", ports["main"])
+    for name in names:
+        (workers / f"{name}.yaml").write_text(yaml.safe_dump({
+            "worker_app": "synapse.app.generic_worker", "worker_name": name,
+            "worker_listeners": [_listener(ports[name]),
+                                 _listener(ports[f"{name}_repl"], names=("replication",))]}))
+        stubs.add(name, ports[name])
+    try:
+        with run_nginx(tmp, config_path, workers, ports["nginx"]) as conf:
+            yield {"port": ports["nginx"], "conf": conf, "writers": names}
+    finally:
+        stubs.close()
+
+
+def test_nginx_sends_each_room_to_the_persister_that_writes_it(
+        persisters_proxied: dict[str, Any]) -> None:
+    from urllib.parse import quote
+
+    from myelin.app.roles import shard_index
+
+    writers = persisters_proxied["writers"]
+    seen = set()
+    for i in range(60):
+        room_id = f"!room{i}x{i * 7919}:test.localhost"
+        expected = writers[shard_index(room_id, len(writers))]
+        # Clients encode the room id (or not): nginx hashes the decoded path.
+        for encoded in (quote(room_id, safe=""), room_id):
+            path = f"/_matrix/client/v3/rooms/{encoded}/send/m.room.message/t{i}"
+            assert through_nginx(persisters_proxied, "PUT", path)["name"] == expected, room_id
+        seen.add(expected)
+    assert seen == set(writers)  # the rooms spread over every persister

@@ -54,6 +54,11 @@ LAYOUT: dict[str, tuple[bool, bool]] = {
     "generic_worker2": (True, True),
 }
 WORKERS = [name for name in LAYOUT if name != "main"]
+STREAM_WRITERS: dict[str, Any] = {
+    "events": ["event_persister1", "event_persister2"],
+    "typing": "stream_writer", "to_device": "stream_writer",
+    "account_data": "stream_writer", "receipts": "stream_writer",
+    "presence": "stream_writer"}
 
 
 def http(method: str, url: str, body: Any = None, token: str | None = None,
@@ -161,8 +166,15 @@ class Fleet:
     ``start()`` and (always) ``stop()``."""
 
     def __init__(self, pg: PostgresServer, *, log_level: str = "INFO",
-                 extra_shared: dict[str, Any] | None = None) -> None:
+                 extra_shared: dict[str, Any] | None = None,
+                 layout: dict[str, tuple[bool, bool]] | None = None,
+                 stream_writers: dict[str, Any] | None = None) -> None:
+        """``layout``: process name -> (has a client listener, has a replication
+        listener), main included; the seed's example fleet by default."""
         self.pg = pg
+        self.layout = layout or LAYOUT
+        self.stream_writers = stream_writers or STREAM_WRITERS
+        self.workers = [name for name in self.layout if name != "main"]
         self.log_level = log_level
         self.extra_shared = extra_shared or {}
         self.workdir = tempfile.mkdtemp(prefix="myelin-fleet-")
@@ -193,7 +205,7 @@ class Fleet:
                     used.add(p)
                     return p
 
-        for name, (client, replication) in LAYOUT.items():
+        for name, (client, replication) in self.layout.items():
             paths = [self.shared_path]
             if name != "main":
                 paths.append(os.path.join(self.workers_dir, f"{name}.yaml"))
@@ -221,6 +233,8 @@ class Fleet:
         assert self.redis is not None
         lenient = {"per_second": 10000, "burst_count": 10000}
         main = self.processes["main"]
+        writers = {w for ws in self.stream_writers.values()
+                   for w in ([ws] if isinstance(ws, str) else ws)}
         shared: dict[str, Any] = {
             "server_name": self.server_name,
             "public_baseurl": f"http://127.0.0.1:{self.nginx_port}/",
@@ -233,13 +247,10 @@ class Fleet:
             "instance_map": {
                 name: {"host": "127.0.0.1", "port": p.replication_port}
                 for name, p in self.processes.items()
-                if name in ("main", "event_persister1", "event_persister2", "stream_writer")},
-            "stream_writers": {
-                "events": ["event_persister1", "event_persister2"],
-                "typing": "stream_writer", "to_device": "stream_writer",
-                "account_data": "stream_writer", "receipts": "stream_writer",
-                "presence": "stream_writer"},
-            "run_background_tasks_on": "background_worker",
+                if name == "main" or name in writers},
+            "stream_writers": self.stream_writers,
+            "run_background_tasks_on": ("background_worker" if "background_worker"
+                                        in self.layout else "main"),
             "signing_key_path": key_path,
             "enable_registration": True,
             "enable_registration_without_verification": True,
@@ -252,7 +263,7 @@ class Fleet:
         }
         with open(self.shared_path, "w") as f:
             yaml.safe_dump(shared, f)
-        for name in WORKERS:
+        for name in self.workers:
             process = self.processes[name]
             worker = {"worker_app": "synapse.app.generic_worker", "worker_name": name,
                       "worker_listeners": self._listeners(process)}
@@ -285,7 +296,7 @@ class Fleet:
         if done.returncode != 0:
             raise RuntimeError(f"myelin fleet start failed ({done.returncode}):\n"
                                f"{done.stdout}\n{done.stderr}\n{self.all_errors()}")
-        for name in LAYOUT:
+        for name in self.layout:
             self.wait_healthy(name, 30)
         self.start_nginx()
 
@@ -341,7 +352,7 @@ class Fleet:
                                 "--timeout", "20"],
                                capture_output=True, env=self._env(), timeout=90, check=False)
         # Whatever survived (stop failed, a pid file was lost): SIGKILL by pid.
-        for name in LAYOUT:
+        for name in self.layout:
             pid = self.pid(name)
             if pid is not None and _pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
@@ -461,7 +472,7 @@ class Fleet:
     def all_errors(self) -> str:
         """Unexpected ERROR lines and tracebacks of every process, by process."""
         parts = []
-        for name in LAYOUT:
+        for name in self.layout:
             lines = [line for line in self.errors(name)
                      if not any(e in line for e in self.expected_errors)]
             if lines:

@@ -354,7 +354,9 @@ class HomeServer:
         follow.on_rows("events", events.on_events_rows)
         follow.on_rows("events", self.stores.state.on_events_rows)
         follow.on_rows("events", self.stores.memberships.on_events_rows)
-        follow.on_visible("events", lambda _, rows: notifier.notify(
+        # A room's events are read at its persister's position (SyncRequest.events_upper):
+        # wake its readers as soon as that writer's rows are here.
+        follow.on_writer_advanced("events", lambda _, rows: notifier.notify(
             rooms={r.room_id for _, r in rows},
             users={r.state_key for _, r in rows if r.membership is not None and r.state_key}))
         follow.on_rows("receipts", self.stores.receipts.on_receipts_rows)

@@ -66,7 +66,8 @@ _TOKEN_TAIL = "_[A-Za-z0-9]{20}_[A-Za-z0-9]{6}$"
 USER_VAR = "$myelin_user"
 ROOM_VAR = "$myelin_room"
 
-_BALANCE_WORDS = {"round_robin": "round_robin", "user": "by_user", "room": "by_room"}
+_BALANCE_WORDS = {"round_robin": "round_robin", "user": "by_user", "room": "by_room",
+                  "persister": "persister"}
 
 
 def _safe(name: str) -> str:
@@ -99,13 +100,18 @@ class Upstream:
     def render(self) -> list[str]:
         how = {"one": "", "round_robin": "; round robin",
                "user": "; hashed by the user of the access token",
-               "room": "; hashed by the room in the path"}[self.balance]
+               "room": "; hashed by the room in the path",
+               "persister": "; the room's persister (roles.shard_index)"}[self.balance]
         lines = [f"upstream {self.name} {{",
                  f"    # {', '.join(display_name(m) for m in self.members)}{how}"]
         if self.balance == "user":
             lines.append(f"    hash {USER_VAR} consistent;")
         elif self.balance == "room":
             lines.append(f"    hash {ROOM_VAR} consistent;")
+        elif self.balance == "persister":
+            # Plain (not consistent) hash: CRC-32 of the room, as Myelin shards
+            # rooms; the servers are the events writers in stream_writers order.
+            lines.append(f"    hash {ROOM_VAR};")
         lines += [f"    server {server};" for server in self.servers]
         lines += [f"    keepalive {KEEPALIVE_CONNECTIONS};", "}"]
         return lines
@@ -314,7 +320,7 @@ class NginxConfig:
                 "}",
                 "",
             ]
-        if self._uses("room"):
+        if self._uses("room") or self._uses("persister"):
             out += [
                 "# The room of a request: the path segment after /rooms/ (or /join/, /knock/).",
                 f"map $uri {ROOM_VAR} {{",

@@ -8,7 +8,7 @@ is a fleet of one: it is the writer of every stream and runs every job.
 
 from __future__ import annotations
 
-import hashlib
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,12 +31,18 @@ JOBS = ("background_tasks", "federation_sender", "pusher", "user_dir", "appservi
 
 
 def shard_index(key: str, count: int) -> int:
-    """A stable hash of ``key`` onto ``count`` writers: the same in every
-    process and every Python run (``hash()`` is salted per process)."""
+    """A stable hash of ``key`` onto ``count`` writers, the same in every
+    process and every Python run (``hash()`` is salted per process).
+
+    It is the hash nginx's ``hash $key;`` (not ``consistent``) uses to pick
+    the first peer of an upstream of equal weights — CRC-32 of the key, its
+    upper 15 bits, modulo the peer count — so a proxy whose upstream lists the
+    events writers in ``stream_writers`` order sends a room's requests
+    straight to the process that persists its events.
+    """
     if count <= 1:
         return 0
-    digest = hashlib.sha256(key.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % count
+    return ((zlib.crc32(key.encode("utf-8")) >> 16) & 0x7FFF) % count
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,11 @@ class ProcessRoles:
         if len(writers) == 1 or key is None:
             return writers[0]
         return writers[shard_index(key, len(writers))]
+
+    def writer_index(self, stream: str, key: str) -> int:
+        """The index in ``stream_writers`` of the writer of ``key`` (a token's ``i``)."""
+        count = len(self.writers_of(stream))
+        return shard_index(key, count) if count > 1 else 0
 
     def is_writer(self, stream: str, key: str | None = None) -> bool:
         if key is None:

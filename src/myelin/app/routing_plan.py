@@ -10,7 +10,11 @@ Two questions, answered from the same route tables the processes dispatch on:
 
   1. ``/health`` goes to main, so the proxy's health is the server's;
   2. a ``main_only`` route goes to main;
-  3. a route whose write lands on stream S (``Route.stream``) goes to S's
+  3. a room's event (``stream="events"``, room affinity) goes straight to
+     the room's persister when every events writer has a ``client``
+     listener: nginx hashes the room exactly as ``roles.shard_index`` does;
+     else
+  3b. a route whose write lands on stream S (``Route.stream``) goes to S's
      writer when S has exactly one writer, other than main, and that writer
      serves the route (it has a ``client`` listener): the write happens where
      it arrives. (Any process can take any write — it forwards to the writer
@@ -45,7 +49,9 @@ from myelin.app.servlets import all_routes, served_resources
 from myelin.config.schema import ListenerConfig
 from myelin.http.routing import PathPattern, Route
 
-Balance = Literal["one", "round_robin", "user", "room"]
+# "persister": hashed by room exactly as roles.shard_index maps rooms onto the
+# events writers, so each request lands on its room's persister.
+Balance = Literal["one", "round_robin", "user", "room", "persister"]
 
 # A worker whose name contains this receives the initial syncs (and only them).
 INITIAL_SYNC_MARKER = "initial_sync"
@@ -154,7 +160,7 @@ class Target:
     def describe(self) -> str:
         names = ", ".join(display_name(p) for p in self.processes)
         how = {"one": "", "round_robin": " (round robin)", "user": " (by user)",
-               "room": " (by room)"}[self.balance]
+               "room": " (by room)", "persister": " (the room's persister)"}[self.balance]
         return f"{names}{how}"
 
 
@@ -245,6 +251,11 @@ class _Planner:
             if len(writers) == 1 and writers[0] in served_by and writers[0] != MAIN:
                 return Decision(route, served_by,
                                 Target((writers[0],), "one", f"writer of {route.stream}"))
+            if route.stream == "events" and route.affinity == "room" and len(writers) > 1 \
+                    and all(w in served_by for w in writers):
+                # Every persister takes client requests: send each to its room's.
+                return Decision(route, served_by,
+                                Target(tuple(writers), "persister", "the room's persister"))
 
         workers = [p for p in candidates if not p.is_main]
         pool = [p for p in workers if not p.dedicated]

@@ -94,7 +94,9 @@ class RoomReadHandler:
                        to_token: str | None, backwards: bool, limit: int,
                        event_filter: dict[str, Any] | None) -> dict[str, Any]:
         membership, _ = await self.membership_for_read(requester, room_id)
-        current = self.hs.streams.position("events")
+        # The room's persister's position: everything of this room up to it is here.
+        current = self.hs.streams.view.writer_position(
+            "events", self.hs.roles.writer_for("events", room_id))
         if from_token is None:
             position = current if backwards else 0
         else:

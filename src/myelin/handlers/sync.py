@@ -14,6 +14,7 @@ timeout passes; it never polls the database.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,10 +49,28 @@ class SyncRequest:
     now: SyncToken
     filter: SyncFilter
     full_state: bool
+    # room -> index of the events writer that persists it (0 with one writer)
+    room_writer: Callable[[str], int] = lambda _: 0
 
     @property
     def user_id(self) -> str:
         return self.requester.user_id
+
+    def events_upper(self, room_id: str) -> int:
+        """How far this sync reads ``room_id``'s events: its persister's position.
+
+        All of a room's events come from one persister, so a room need not
+        wait for the slowest writer (the stream's minimum) to be read.
+        """
+        return self.now.positions["events"].position_of(self.room_writer(room_id)) \
+            if "events" in self.now.positions else 0
+
+    def events_lower(self, room_id: str) -> int | None:
+        """Where the previous sync left ``room_id`` (None: an initial sync)."""
+        if self.since is None:
+            return None
+        position = self.since.positions.get("events")
+        return position.position_of(self.room_writer(room_id)) if position else 0
 
     def moved(self, stream: str) -> bool:
         """Could ``stream`` hold anything new for this request?"""
@@ -73,6 +92,8 @@ class SyncHandler:
         self.hs = hs
         self.store = hs.stores.events
         self.sections = [section(hs) for section in SECTIONS]
+        self._room_writer: Callable[[str], int] = lambda room_id: hs.roles.writer_index(
+            "events", room_id)
 
     async def sync(self, requester: Requester, since: SyncToken | None, timeout_ms: int,
                    full_state: bool, set_presence: str, sync_filter: SyncFilter,
@@ -89,7 +110,8 @@ class SyncHandler:
                          await hs.stores.memberships.get_rooms_for_user(user_id)]
                 with hs.notifier.listen(user_id, rooms) as listener:
                     now = self._clamp(hs.streams.current_token(), since)
-                    request = SyncRequest(requester, since, now, sync_filter, full_state)
+                    request = SyncRequest(requester, since, now, sync_filter, full_state,
+                                          self._room_writer)
                     result = await self._compute(request)
                     remaining = deadline - time.monotonic()
                     if since is None or full_state or result.has_updates or remaining <= 0 \

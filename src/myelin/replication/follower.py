@@ -68,6 +68,7 @@ class ReplicationFollower:
         self.db = db
         self._row_handlers: dict[str, list[RowHandler]] = {}
         self._visible_handlers: dict[str, list[RowHandler]] = {}
+        self._advanced_handlers: dict[str, list[RowHandler]] = {}
         # rows received beyond the stream's readable position: (position, writer, row)
         self._held: dict[str, list[tuple[int, str, Any]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -88,6 +89,13 @@ class ReplicationFollower:
     def on_visible(self, stream: str, handler: RowHandler) -> None:
         """``handler(writer, rows)`` once readers can see the rows (wake-ups)."""
         self._visible_handlers.setdefault(stream, []).append(handler)
+
+    def on_writer_advanced(self, stream: str, handler: RowHandler) -> None:
+        """``handler(writer, rows)`` once this process's view has the writer's
+        rows — before the stream's minimum passes them. For readers that read
+        each key at its own writer's position (a room's events at its
+        persister's), so they need not wait for the slowest writer."""
+        self._advanced_handlers.setdefault(stream, []).append(handler)
 
     # -- start-up ------------------------------------------------------------
     async def start(self) -> None:
@@ -240,6 +248,12 @@ class ReplicationFollower:
                 except Exception:
                     logger.exception("row handler failed on %s", stream)
         self.view.advance(stream, writer, token)
+        if rows:
+            for handler in self._advanced_handlers.get(stream, ()):
+                try:
+                    handler(writer, rows)
+                except Exception:
+                    logger.exception("advanced handler failed on %s", stream)
         visible = self._visible_handlers.get(stream)
         if visible:
             after = self.view.position(stream)

@@ -1,7 +1,9 @@
 """The bus of a fleet: replication commands over Redis pub/sub.
 
 Every process publishes to and subscribes to one channel (named after the
-server, so two homeservers can share a Redis). A process hears its own
+server, so two homeservers can share a Redis). A message carries one or
+more commands, one per line: what queued up while the last publish was in
+flight goes out together. A process hears its own
 commands too — the same path as the in-memory bus, the monolith being a
 fleet of one. If Redis goes away the process keeps serving what it can,
 logs it, reports it on ``connected``, and reconnects with backoff; a
@@ -25,6 +27,7 @@ from myelin.replication.commands import Command, CommandParseError, ReplicateCom
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 10.0
+MAX_BATCH = 100  # commands per Redis message (each is one line)
 
 
 class RedisBus(Bus):
@@ -65,10 +68,15 @@ class RedisBus(Bus):
         assert self._client is not None
         backoff = 0.1
         while True:
-            line = await self._outbox.get()
+            lines = [await self._outbox.get()]
+            # Everything queued meanwhile goes in the same message: one publish
+            # (and one delivery in every process) for a burst of commands.
+            while not self._outbox.empty() and len(lines) < MAX_BATCH:
+                lines.append(self._outbox.get_nowait())
+            message = "\n".join(lines)
             while True:
                 try:
-                    await self._client.publish(self.channel, line)
+                    await self._client.publish(self.channel, message)
                     backoff = 0.1
                     break
                 except (aioredis.ConnectionError, OSError) as e:
@@ -92,12 +100,13 @@ class RedisBus(Bus):
                         continue
                     if kind != "message":
                         continue
-                    try:
-                        command = parse_command(message["data"])
-                    except CommandParseError as e:
-                        logger.warning("replication: ignoring bad command: %s", e)
-                        continue
-                    await self._deliver(command)
+                    for line in message["data"].split("\n"):
+                        try:
+                            command = parse_command(line)
+                        except CommandParseError as e:
+                            logger.warning("replication: ignoring bad command: %s", e)
+                            continue
+                        await self._deliver(command)
                     backoff = 0.1
             except asyncio.CancelledError:
                 raise

@@ -80,6 +80,11 @@ class SyncToken:
         pos = self.positions.get(stream)
         return pos.minimum if pos else 0
 
+    def maximum(self, stream: str) -> int:
+        """The furthest any writer of ``stream`` has got."""
+        pos = self.positions.get(stream)
+        return pos.maximum if pos else 0
+
     def __str__(self) -> str:
         return "s" + "_".join(str(self.positions.get(s, StreamPosition(0)))
                               for s in SYNC_STREAMS)

@@ -37,20 +37,20 @@ class RoomsSection(SyncSection):
         knocked: dict[str, Any] = {}
         memberships = await self.hs.stores.memberships.get_rooms_for_user(
             user_id, ("join", "invite", "knock", "leave", "ban"), include_forgotten=False)
-        now_pos = req.now["events"]
         # Ignore memberships that landed after `now` (they belong to the next sync).
-        memberships = [m for m in memberships if m.stream_ordering <= now_pos]
+        memberships = [m for m in memberships
+                       if m.stream_ordering <= req.events_upper(m.room_id)]
         joined_ids = [m.room_id for m in memberships if m.membership == "join"]
         newly_joined: set[str] = set()
         left_ids: set[str] = set()
-        since_pos = req.since["events"] if req.since else None
         # Which joined rooms have anything new at all: one query per stream
         # rather than one per room, so an idle account with many rooms syncs
         # cheaply.
         busy: set[str] | None = None
         if req.since is not None and not req.full_state:
+            # (A superset: each room is then read between its own bounds.)
             busy = await self.store.get_rooms_with_events_between(
-                joined_ids, req.since["events"], now_pos)
+                joined_ids, req.since["events"], req.now.maximum("events"))
             if req.moved("receipts"):
                 busy |= await self.hs.stores.receipts.rooms_with_receipts_between(
                     req.since["receipts"], req.now["receipts"])
@@ -65,6 +65,7 @@ class RoomsSection(SyncSection):
             room_id = membership.room_id
             if not f.allows_room(room_id):
                 continue
+            since_pos = req.events_lower(room_id)
             changed = since_pos is None or membership.stream_ordering > since_pos
             if membership.membership == "join":
                 if busy is not None and not changed and room_id not in busy:
@@ -157,8 +158,8 @@ class RoomsSection(SyncSection):
     async def _joined_room(self, req: SyncRequest, membership: Membership, *, initial: bool,
                            ) -> dict[str, Any] | None:
         room_id = membership.room_id
-        now_pos = req.now["events"]
-        since_pos = None if initial or req.since is None else req.since["events"]
+        now_pos = req.events_upper(room_id)
+        since_pos = None if initial else req.events_lower(room_id)
         events, limited = await self._timeline(req, room_id, now_pos, since_pos, membership)
         if since_pos is not None and not events and not req.full_state:
             ephemeral = await self._ephemeral(req, room_id, initial=False)
@@ -264,7 +265,7 @@ class RoomsSection(SyncSection):
         membership = await self.hs.stores.memberships.get_membership(room_id, req.user_id)
         lower = max(read_up_to or 0, membership.stream_ordering if membership else 0)
         count = await self.store.count_events_between(
-            room_id, lower, req.now["events"], UNREAD_TYPES, not_sender=req.user_id)
+            room_id, lower, req.events_upper(room_id), UNREAD_TYPES, not_sender=req.user_id)
         return {"notification_count": count, "highlight_count": 0}
 
     async def _summary(self, user_id: str, room_id: str) -> dict[str, Any]:
@@ -297,7 +298,7 @@ class RoomsSection(SyncSection):
     async def _left_room(self, req: SyncRequest, membership: Membership) -> dict[str, Any]:
         room_id = membership.room_id
         upper = membership.stream_ordering
-        since_pos = req.since["events"] if req.since else None
+        since_pos = req.events_lower(room_id)
         events, limited = await self._timeline(req, room_id, upper, since_pos, membership)
         start_pos = events[0].stream_ordering - 1 if events else upper
         state_at_start = await self._state_before(room_id, events, start_pos)
