@@ -9,6 +9,7 @@ from the rows on the bus.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,7 +29,7 @@ SECRET = "in-process-secret"
 
 
 def _config(pg: PostgresServer, database: str, ports: dict[str, int], worker: str | None,
-            ) -> Any:
+            persisters: tuple[str, ...] = ("persister",)) -> Any:
     data: dict[str, Any] = {
         "server_name": "fleet.test",
         "database": {"name": "psycopg2", "args": {"user": pg.user, "host": pg.host,
@@ -37,8 +38,8 @@ def _config(pg: PostgresServer, database: str, ports: dict[str, int], worker: st
         "redis": {"enabled": True},  # the bus is handed over in-memory below
         "worker_replication_secret": SECRET,
         "instance_map": {"main": {"host": "127.0.0.1", "port": ports["main"]},
-                         "persister": {"host": "127.0.0.1", "port": ports["persister"]}},
-        "stream_writers": {"events": ["persister"]},
+                         **{p: {"host": "127.0.0.1", "port": ports[p]} for p in persisters}},
+        "stream_writers": {"events": list(persisters)},
         "listeners": [{"port": ports["main"], "bind_addresses": ["127.0.0.1"],
                        "resources": [{"names": ["replication"]}]}],
     }
@@ -49,28 +50,35 @@ def _config(pg: PostgresServer, database: str, ports: dict[str, int], worker: st
     return load_config_from_dict(data)
 
 
-@pytest.fixture
-async def fleet(postgres_server: PostgresServer) -> AsyncIterator[tuple[HomeServer, HomeServer]]:
+@contextlib.asynccontextmanager
+async def _servers(pg: PostgresServer, persisters: tuple[str, ...],
+                   ) -> AsyncIterator[list[HomeServer]]:
+    """main and ``persisters`` (the events writers), on one bus and one database."""
     name = f"inproc_{os.getpid()}_{free_port()}"
-    await asyncio.to_thread(create_database, postgres_server, name)
-    ports = {"main": free_port(), "persister": free_port()}
+    await asyncio.to_thread(create_database, pg, name)
+    ports = {"main": free_port(), **{p: free_port() for p in persisters}}
     bus = InMemoryBus()
     servers = []
-    for worker in (None, "persister"):
-        config = _config(postgres_server, name, ports, worker)
-        hs = HomeServer(config, await open_database(config.database), bus=bus)
-        await hs.start()
-        await start_listeners(hs)
-        servers.append(hs)
-    main, persister = servers
     try:
-        yield main, persister
+        for worker in (None, *persisters):
+            config = _config(pg, name, ports, worker, persisters)
+            hs = HomeServer(config, await open_database(config.database), bus=bus)
+            servers.append(hs)
+            await hs.start()
+            await start_listeners(hs)
+        yield servers
     finally:
         for hs in servers:
             await hs.stop()
             for listener in hs.listeners:
                 await listener.stop()
             await hs.db.close()
+
+
+@pytest.fixture
+async def fleet(postgres_server: PostgresServer) -> AsyncIterator[tuple[HomeServer, HomeServer]]:
+    async with _servers(postgres_server, ("persister",)) as (main, persister):
+        yield main, persister
 
 
 async def _user(hs: HomeServer, name: str) -> Requester:
@@ -187,3 +195,32 @@ async def test_persisters_refuse_while_a_process_disagrees_on_the_writers(
     await asyncio.sleep(0.1)
     await main.event_creation.send(dave.user_id, room_id, "m.room.message",
                                    {"msgtype": "m.text", "body": "now"})
+
+
+async def test_a_rooms_events_are_read_at_its_persisters_position(
+        postgres_server: PostgresServer) -> None:
+    """With two persisters, a room is read up to *its* persister's position:
+    it need not wait for the other one (the stream's minimum) to move."""
+    from myelin.replication.tokens import SyncToken
+
+    async with _servers(postgres_server, ("p1", "p2")) as (main, p1, p2):
+        erin = await _user(main, "erin")
+        rooms = [(await main.room_creation.create_room(erin, {}))[0] for _ in range(6)]
+        mine = [r for r in rooms if main.roles.writer_for("events", r) == "p1"]
+        assert mine, "no room hashed to p1"
+        room_id = mine[0]
+        since = SyncToken.parse((await _sync(main, erin))["next_batch"])
+        # p2 goes quiet: it no longer follows p1's position when idle.
+        p2.follower._maybe_advance_idle = lambda *a: None  # type: ignore[method-assign]
+        await asyncio.sleep(0.05)
+        stuck = main.streams.view.writer_position("events", "p2")
+        sent = await p1.event_creation.send(erin.user_id, room_id, "m.room.message",
+                                            {"msgtype": "m.text", "body": "not held back"})
+        body = await asyncio.wait_for(main.sync.sync(
+            erin, since, 5_000, False, "offline", SyncFilter.parse({})), 3)
+        assert main.streams.position("events") <= stuck < sent.stream_ordering
+        events = body["rooms"]["join"][room_id]["timeline"]["events"]
+        assert [e["content"]["body"] for e in events] == ["not held back"]
+        # The next token continues from there: the message is not repeated.
+        again = await _sync(main, erin, SyncToken.parse(body["next_batch"]))
+        assert room_id not in again["rooms"]["join"]
