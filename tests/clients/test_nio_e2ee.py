@@ -22,23 +22,18 @@ from nio import (
     KeysClaimResponse,
     KeysQueryResponse,
     KeysUploadResponse,
-    MegolmEvent,
     RoomCreateResponse,
-    RoomMessageText,
-    RoomSendResponse,
     SyncResponse,
 )
 from nio.api import Api
 from nio.crypto import ENCRYPTION_ENABLED as NIO_HAS_E2E
 
-from tests.clients.nio_support import logged_in_pair, ok
+from tests.clients.nio_support import encrypted_exchange, logged_in_pair, ok
 from tests.support.server import ServerProcess
 
 # MYELIN_TEST_NIO_PLAIN=1 runs the key API test as a client without Olm would.
 ENCRYPTION_ENABLED = NIO_HAS_E2E and not os.environ.get("MYELIN_TEST_NIO_PLAIN")
 
-ENCRYPTION = {"type": "m.room.encryption", "state_key": "",
-              "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
 
 
 @pytest.fixture
@@ -117,40 +112,6 @@ async def test_nio_key_apis(server: ServerProcess,
 async def test_nio_encrypted_message(server: ServerProcess,
                                      clients: tuple[AsyncClient, AsyncClient]) -> None:
     alice, bob = clients
-    for client in (alice, bob):
-        ok(await client.sync(timeout=0), SyncResponse)
-        assert client.should_upload_keys
-        uploaded = ok(await client.keys_upload(), KeysUploadResponse)
-    bob_otks = uploaded.signed_curve25519_count
-
-    room = ok(await alice.room_create(invite=[bob.user_id], initial_state=[ENCRYPTION]),
-               RoomCreateResponse).room_id
-    ok(await bob.sync(timeout=0), SyncResponse)
-    ok(await bob.join(room), JoinResponse)
-    ok(await alice.sync(timeout=0), SyncResponse)
-    assert alice.rooms[room].encrypted
-    if alice.should_query_keys:
-        ok(await alice.keys_query(), KeysQueryResponse)
-    assert bob.device_id in alice.device_store[bob.user_id]
-
-    sent = ok(await alice.room_send(room, "m.room.message",
-                                     {"msgtype": "m.text", "body": "a secret for bob"},
-                                     ignore_unverified_devices=True), RoomSendResponse)
-
-    decrypted: list[RoomMessageText] = []
-    undecryptable: list[MegolmEvent] = []
-    for _ in range(5):
-        sync = ok(await bob.sync(timeout=2000), SyncResponse)
-        joined = sync.rooms.join.get(room)
-        for event in joined.timeline.events if joined else []:
-            if isinstance(event, RoomMessageText) and event.event_id == sent.event_id:
-                decrypted.append(event)
-            elif isinstance(event, MegolmEvent):
-                undecryptable.append(event)
-        if decrypted:
-            break
-    assert not undecryptable, undecryptable
-    assert [e.body for e in decrypted] == ["a secret for bob"]
-    assert decrypted[0].decrypted and decrypted[0].sender == alice.user_id
+    _, _, sync, bob_otks = await encrypted_exchange(alice, bob, "a secret for bob")
     # One of Bob's one-time keys went into Alice's Olm session with him.
     assert sync.device_key_count.signed_curve25519 == bob_otks - 1

@@ -22,7 +22,6 @@ from nio import (
     AsyncClientConfig,
     JoinResponse,
     KeysQueryResponse,
-    KeysUploadResponse,
     LoginResponse,
     MegolmEvent,
     RoomCreateResponse,
@@ -32,7 +31,7 @@ from nio import (
 )
 from nio.crypto import ENCRYPTION_ENABLED
 
-from tests.clients.nio_support import ok
+from tests.clients.nio_support import encrypted_exchange, ok
 from tests.support.fleet import MYELIN, Fleet, User, bodies, ephemeral, timeline, unique
 
 PASSWORD = "correct horse"
@@ -178,8 +177,6 @@ def test_sync_token_from_one_worker_continues_on_the_other(fleet: Fleet) -> None
 
 # -- matrix-nio, end to end encrypted ---------------------------------------------------
 
-ENCRYPTION = {"type": "m.room.encryption", "state_key": "",
-              "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
 
 
 @pytest.fixture
@@ -227,39 +224,7 @@ async def test_nio_plain_conversation(nio_pair: tuple[AsyncClient, AsyncClient])
 async def test_nio_encrypted_message_decrypts(nio_pair: tuple[AsyncClient, AsyncClient],
                                               ) -> None:
     alice, bob = nio_pair
-    for client in (alice, bob):
-        ok(await client.sync(timeout=0), SyncResponse)
-        assert client.should_upload_keys
-        ok(await client.keys_upload(), KeysUploadResponse)
-
-    room = ok(await alice.room_create(invite=[bob.user_id], initial_state=[ENCRYPTION]),
-              RoomCreateResponse).room_id
-    ok(await bob.sync(timeout=0), SyncResponse)
-    ok(await bob.join(room), JoinResponse)
-    ok(await alice.sync(timeout=0), SyncResponse)
-    assert alice.rooms[room].encrypted
-    if alice.should_query_keys:
-        ok(await alice.keys_query(), KeysQueryResponse)
-    assert bob.device_id in alice.device_store[bob.user_id]
-
-    sent = ok(await alice.room_send(room, "m.room.message",
-                                    {"msgtype": "m.text", "body": "a secret for bob"},
-                                    ignore_unverified_devices=True), RoomSendResponse)
-    decrypted: list[RoomMessageText] = []
-    undecryptable: list[MegolmEvent] = []
-    for _ in range(10):
-        sync = ok(await bob.sync(timeout=2000), SyncResponse)
-        joined = sync.rooms.join.get(room)
-        for event in joined.timeline.events if joined else []:
-            if isinstance(event, RoomMessageText) and event.event_id == sent.event_id:
-                decrypted.append(event)
-            elif isinstance(event, MegolmEvent):
-                undecryptable.append(event)
-        if decrypted or undecryptable:
-            break
-    assert not undecryptable, undecryptable
-    assert [e.body for e in decrypted] == ["a secret for bob"]
-    assert decrypted[0].decrypted and decrypted[0].sender == alice.user_id
+    room, _, _, _ = await encrypted_exchange(alice, bob, "a secret for bob")
 
     # And the other way: bob answers, alice decrypts.
     ok(await bob.sync(timeout=0), SyncResponse)

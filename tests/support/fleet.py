@@ -34,9 +34,11 @@ from typing import Any
 import yaml
 from signedjson.key import generate_signing_key, write_signing_keys
 
+from myelin.app.fleet import pid_alive
 from tests.support.postgres import PostgresServer, free_port
 from tests.support.redis import RedisServer, start_redis
 from tests.support.server import SERVER_NAME, ServerProcess
+from tests.support.server import http as server_http
 
 MYELIN = [sys.executable, "-m", "myelin.cli"]
 REGISTRATION_SECRET = "fleet-registration-secret"
@@ -67,34 +69,7 @@ def http(method: str, url: str, body: Any = None, token: str | None = None,
     """A blocking JSON request with a timeout; (status, decoded JSON or text).
 
     Connection failures and timeouts raise (OSError / TimeoutError)."""
-    data = json.dumps(body).encode() if body is not None else None
-    all_headers = {"Content-Type": "application/json", **(headers or {})}
-    if token:
-        all_headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=data, method=method, headers=all_headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status, payload = response.status, response.read()
-    except urllib.error.HTTPError as e:
-        status, payload = e.code, e.read()
-    try:
-        return status, json.loads(payload) if payload else None
-    except ValueError:
-        return status, payload.decode(errors="replace")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rpartition(")")[2].split()[:1] != ["Z"]
-    except OSError:
-        return False
+    return server_http(method, url, body, token, headers=headers, timeout=timeout)
 
 
 def _reap(pid: int) -> None:
@@ -354,7 +329,7 @@ class Fleet:
         # Whatever survived (stop failed, a pid file was lost): SIGKILL by pid.
         for name in self.layout:
             pid = self.pid(name)
-            if pid is not None and _pid_alive(pid):
+            if pid is not None and pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         for child in self._children.values():
@@ -383,7 +358,7 @@ class Fleet:
         if pid is None:
             return False
         _reap(pid)
-        return _pid_alive(pid)
+        return pid_alive(pid)
 
     def kill(self, name: str, sig: int = signal.SIGKILL, wait: float = 20.0) -> None:
         """Send ``sig``; for SIGKILL/SIGTERM wait until the process is gone."""
@@ -395,7 +370,7 @@ class Fleet:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             _reap(pid)
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"{name} (pid {pid}) still alive {wait}s after signal {sig}")

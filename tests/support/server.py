@@ -26,7 +26,7 @@ SERVER_NAME = "test.localhost"
 
 def http(method: str, url: str, body: Any = None, token: str | None = None,
          raw: bytes | None = None, headers: dict[str, str] | None = None,
-         ) -> tuple[int, Any]:
+         timeout: float = 60.0) -> tuple[int, Any]:
     """A tiny blocking JSON client: returns (status, decoded JSON or text)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     all_headers = {"Content-Type": "application/json", **(headers or {})}
@@ -34,14 +34,14 @@ def http(method: str, url: str, body: Any = None, token: str | None = None,
         all_headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, data=data, method=method, headers=all_headers)
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             status, payload = response.status, response.read()
     except urllib.error.HTTPError as e:
         status, payload = e.code, e.read()
     try:
         return status, json.loads(payload) if payload else None
     except ValueError:
-        return status, payload.decode()
+        return status, payload.decode(errors="replace")
 
 
 @dataclass

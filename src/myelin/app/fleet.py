@@ -218,7 +218,7 @@ def fetch_status(process: FleetProcess, timeout: float = 2.0) -> dict[str, Any] 
 
 # -- processes ------------------------------------------------------------------------
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
     try:
         os.kill(pid, 0)
@@ -366,7 +366,7 @@ class FleetRunner:
             if code is not None:
                 _remove(self.pid_path(launch.process.label))
                 return f"exited with code {code}"
-        elif not _alive(launch.pid):
+        elif not pid_alive(launch.pid):
             _remove(self.pid_path(launch.process.label))
             return "exited"
         return None
@@ -417,7 +417,7 @@ class FleetRunner:
         running: list[tuple[str, str, int]] = []
         for label, path in entries:
             pid = pidfile.running_pid(path)
-            if pid is None or not _alive(pid):
+            if pid is None or not pid_alive(pid):
                 self.say(f"{label}: not running")
                 _remove(path)
                 continue
@@ -432,7 +432,7 @@ class FleetRunner:
         ok = True
         while running:
             for label, path, pid in list(running):
-                if not _alive(pid):
+                if not pid_alive(pid):
                     self.say(f"{label}: stopped (pid {pid})")
                     _remove(path)
                     running.remove((label, path, pid))
@@ -462,7 +462,7 @@ class FleetRunner:
         all_good = not fleet.errors
         for process in fleet.processes:
             pid = pidfile.running_pid(self.pid_path(process.label))
-            alive = pid is not None and _alive(pid)
+            alive = pid is not None and pid_alive(pid)
             roles = compact_roles(process.info.roles.describe())
             health = "-"
             if alive:

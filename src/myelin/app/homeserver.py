@@ -351,6 +351,10 @@ class HomeServer:
         follow = self.follower
         notifier = self.notifier
         events = self.stores.events
+        # Only a process that serves clients reads events back: others skip
+        # decoding what the rows carry of them.
+        events.fill_from_rows = any("client" in listener.resources
+                                    for listener in self.config.listeners)
         follow.on_rows("events", events.on_events_rows)
         follow.on_rows("events", self.stores.state.on_events_rows)
         follow.on_rows("events", self.stores.memberships.on_events_rows)

@@ -96,9 +96,13 @@ async def run_process(config: HomeserverConfig) -> None:
         await stop.wait()
         logger.info("shutting down")
     finally:
-        await hs.stop()
+        # Wake the long-polls, then let the listeners finish the requests in
+        # flight (a persister completes the sends it accepted) while the bus
+        # and the database are still there; only then stop the rest.
+        hs.notifier.shutdown()
         for listener in hs.listeners:
             await listener.stop()
+        await hs.stop()
         await hs.db.close()
         if wrote_pid_file and pid_file is not None:
             pidfile.remove_pid_file(pid_file)

@@ -45,26 +45,22 @@ class AccountLifecycleHandler:
             await self.hs.stores.accounts.delete_token(txn, requester.access_token)
         await self.hs.auth.invalidate_tokens([requester.access_token])
 
-    async def logout_all(self, user_id: str) -> None:
-        """Delete every device of ``user_id`` and every token left over."""
+    async def logout_all(self, user_id: str, *, deactivate: bool = False) -> None:
+        """Delete every device of ``user_id`` and every token left over (and,
+        with ``deactivate``, forbid logins from now on, in the same transaction)."""
         store = self.hs.stores.accounts
         devices = [d.device_id for d in await store.get_devices(user_id)]
         await self.hs.devices.delete_devices(user_id, devices)
         async with self.hs.db.transaction() as txn:
             for token, _ in await store.tokens_of_user(txn, user_id):
                 await store.delete_token(txn, token)
+            if deactivate:
+                await store.mark_deactivated(txn, user_id)
         await self.hs.auth.invalidate_user(user_id)
 
     async def deactivate(self, user_id: str) -> None:
         """Log out everywhere, forbid logins, and leave every room."""
-        store = self.hs.stores.accounts
-        devices = [d.device_id for d in await store.get_devices(user_id)]
-        await self.hs.devices.delete_devices(user_id, devices)
-        async with self.hs.db.transaction() as txn:
-            for token, _ in await store.tokens_of_user(txn, user_id):
-                await store.delete_token(txn, token)
-            await store.mark_deactivated(txn, user_id)
-        await self.hs.auth.invalidate_user(user_id)
+        await self.logout_all(user_id, deactivate=True)
         leave_all = getattr(self.hs, "leave_all_rooms", None)
         if leave_all is not None:
             await leave_all(user_id)

@@ -19,6 +19,13 @@ class EventsRow:
     sender: str
     membership: str | None
     redacts: str | None = None
+    # What a reader needs to serve the event without reading it back: set by
+    # the writer on the bus, absent from rows read back by updates_since.
+    json: str | None = None
+    room_version: str | None = None
+    state_group: int | None = None
+    replaces_state: str | None = None
+    txn: list[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -356,6 +356,8 @@ class EventStore:
         self.instance_name = instance_name
         self.state = state
         self.memberships = memberships
+        # Fill the events cache from other writers' rows (processes serving clients).
+        self.fill_from_rows = True
         # Immutable once loaded, except redactions (see on_events_rows).
         self._events: Cache[str, StoredEvent] = caches.register("events", 50_000)
         self._invalidations = 0
@@ -581,15 +583,14 @@ class EventStore:
         """Write one event and everything derived from it; returns its position."""
         txn = ptxn.txn
         position = await ptxn.next_position()
-        pdu = event.get_pdu_json()
+        pdu_json = orjson.dumps(event.get_pdu_json()).decode()
         txn.defer(
             "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
             " depth, origin_server_ts, membership, replaces_state, instance_name, json)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             position, event.event_id, event.room_id, event.type, event.state_key, event.sender,
             event.depth, event.origin_server_ts, event.membership if event.type ==
-            "m.room.member" else None, replaces_state, instance_name,
-            orjson.dumps(pdu).decode())
+            "m.room.member" else None, replaces_state, instance_name, pdu_json)
         await txn.executemany(
             "INSERT INTO event_edges (event_id, prev_event_id) VALUES (?, ?)",
             [(event.event_id, p) for p in event.prev_event_ids])
@@ -626,7 +627,10 @@ class EventStore:
         ptxn.add_row(position, EventsRow(
             event.event_id, event.room_id, event.type, event.state_key, event.sender,
             str(event.membership) if event.type == "m.room.member" else None,
-            event.redacts if event.type == "m.room.redaction" else None))
+            event.redacts if event.type == "m.room.redaction" else None,
+            json=pdu_json, room_version=event.room_version.identifier,
+            state_group=state_group, replaces_state=replaces_state,
+            txn=list(txn_key) if txn_key else None))
         return position
 
     def event_persisted(self, stored: StoredEvent) -> None:
@@ -648,6 +652,9 @@ class EventStore:
         mine = writer == self.instance_name
         for position, row in rows:
             self._append_to_timeline(position, row)
+            if not mine and self.fill_from_rows and row.json is not None:
+                # Readers of this process will ask for it: no need to read it back.
+                self._events.put(row.event_id, self._stored_from_row(position, row))
             if not mine:
                 # The writer keeps its own extremities exact.
                 self._extremities.invalidate(row.room_id)
@@ -655,6 +662,16 @@ class EventStore:
                 # The redacted event is served pruned from now on.
                 self._invalidations += 1
                 self._events.invalidate(row.redacts)
+
+    @staticmethod
+    def _stored_from_row(position: int, row: EventsRow) -> StoredEvent:
+        assert row.json is not None and row.room_version is not None
+        event = Event(orjson.loads(row.json), get_room_version(row.room_version),
+                      event_id=row.event_id)
+        if row.replaces_state:
+            event.unsigned["replaces_state"] = row.replaces_state
+        txn_key = (row.txn[0], row.txn[1], row.txn[2]) if row.txn else None
+        return StoredEvent(event, position, row.state_group, None, txn_key)
 
     def _append_to_timeline(self, position: int, row: EventsRow) -> None:
         ring = self._timelines.peek(row.room_id)
