@@ -73,6 +73,22 @@ def test_create_room_presets(api: Api) -> None:
     alice.err("POST", "/createRoom", {"visibility": "secret"}, status=400)
 
 
+def test_identical_create_rooms_at_once_make_distinct_rooms(api: Api) -> None:
+    """In room version 12 the room id is the hash of the create event: two
+    createRooms of one user in the same millisecond must still differ."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    alice = api.user("alice")
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: alice.req("POST", "/createRoom", {}), range(16)))
+    assert [status for status, _ in answers] == [200] * 16, answers
+    room_ids = {data["room_id"] for _, data in answers}
+    assert len(room_ids) == 16
+    for room_id in room_ids:  # each is a whole room of its own
+        assert alice.state_map(room_id)[("m.room.member", alice.user_id)]["content"][
+            "membership"] == "join"
+
+
 def test_create_room_options(api: Api) -> None:
     alice, bob = api.user("alice"), api.user("bob")
     created = alice.ok("POST", "/createRoom", {

@@ -224,6 +224,20 @@ class EventPersister:
         order; they are announced only after the commit.
         """
         self.hs.event_creation.check_writers_agree()
+        if new_room is None:
+            return await self._persist_batch(batch, None, fence)
+        # Two createRooms can make the same room id (v12: the hash of identical
+        # create events); all creates of one id come here, so the lock makes
+        # "is it taken?" and "take it" one step.
+        async with self.hs.event_creation.locks.hold(batch[0].event.room_id):
+            if await self.hs.stores.rooms.get_room_version(batch[0].event.room_id) is not None:
+                raise MatrixError(409, "M_UNKNOWN", "That room id is taken",
+                                  room_id_taken=True)
+            return await self._persist_batch(batch, new_room, fence)
+
+    async def _persist_batch(self, batch: Sequence[PendingEvent],
+                             new_room: tuple[str, str, bool] | None, fence: bool,
+                             ) -> list[SentEvent]:
         generator = self.hs.streams.events_id_gen
         results: list[tuple[PendingEvent, int, int, StateMap]] = []
         async with generator.transaction() as ptxn:
@@ -231,7 +245,7 @@ class EventPersister:
                 version, creator, is_public = new_room
                 first = batch[0].event
                 await self.hs.stores.rooms.store_room(ptxn.txn, first.room_id, version, creator,
-                                            is_public, first.origin_server_ts)
+                                                      is_public, first.origin_server_ts)
             state: StateMap = {}
             group: int | None = None
             for pending in batch:

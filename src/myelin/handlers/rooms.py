@@ -59,9 +59,22 @@ def _random_room_localpart() -> str:
     return "".join(secrets.choice(string.ascii_letters) for _ in range(18))
 
 
+CREATE_ATTEMPTS = 3
+
+
 class RoomCreationHandler:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
+        # creator -> origin_server_ts of their last create event here: strictly
+        # increasing, so one user's create events (and v12 room ids) differ.
+        self._last_create_ts: dict[str, int] = {}
+
+    def _create_ts(self, user_id: str) -> int:
+        ts = max(int(time.time() * 1000), self._last_create_ts.get(user_id, 0) + 1)
+        self._last_create_ts[user_id] = ts
+        if len(self._last_create_ts) > 10_000:
+            self._last_create_ts = {user_id: ts}
+        return ts
 
     async def create_room(self, requester: Requester, body: dict[str, Any],
                           ) -> tuple[str, str | None]:
@@ -136,18 +149,26 @@ class RoomCreationHandler:
         # Build every initial event in memory, authorising each against the
         # state the previous ones make, then persist them in one transaction:
         # a room either exists whole or not at all.
-        draft = _RoomDraft(hs, room_version, user_id)
         create_content = copy.deepcopy(creation_content)
         create_content["room_version"] = version_id
         if not room_version.implicit_room_creator:
             create_content["creator"] = user_id
         else:
             create_content.pop("creator", None)
-        room_id = draft.add_create(create_content)
-        await self._draft_initial_state(draft, body, room_version, preset, alias, invitees,
-                                        override, initial_state)
-        await hs.persister.persist_batch(draft.pending(),
-                                         new_room=(version_id, user_id, visibility == "public"))
+        for attempt in range(CREATE_ATTEMPTS):
+            draft = _RoomDraft(hs, room_version, user_id)
+            room_id = draft.add_create(create_content, self._create_ts(user_id))
+            await self._draft_initial_state(draft, body, room_version, preset, alias, invitees,
+                                            override, initial_state)
+            try:
+                await hs.persister.persist_batch(
+                    draft.pending(), new_room=(version_id, user_id, visibility == "public"))
+                break
+            except MatrixError as e:
+                # Another createRoom of this user made the same create event in
+                # the same millisecond (another process): build it again, later.
+                if not e.extra.get("room_id_taken") or attempt == CREATE_ATTEMPTS - 1:
+                    raise
         if alias is not None:
             await hs.stores.rooms.create_alias(alias, room_id, user_id)
         for invitee in invitees:
@@ -231,11 +252,11 @@ class _RoomDraft:
         if event.state_key is not None:
             self.state[(event.type, event.state_key)] = event.event_id
 
-    def add_create(self, content: dict[str, Any]) -> str:
+    def add_create(self, content: dict[str, Any], origin_server_ts: int) -> str:
         fields: dict[str, Any] = {
             "sender": self.sender, "type": "m.room.create", "state_key": "",
             "content": content, "prev_events": [], "auth_events": [], "depth": 1,
-            "origin_server_ts": int(time.time() * 1000),
+            "origin_server_ts": origin_server_ts,
         }
         if not self.room_version.room_id_is_create_event_hash:
             fields["room_id"] = f"!{_random_room_localpart()}:{self.hs.server_name}"
