@@ -615,9 +615,14 @@ async def test_pid_file_written_once_listening_and_removed_on_exit(
         async def close(self) -> None:
             events.append("db closed")
 
+    class FakeNotifier:
+        def shutdown(self) -> None:
+            events.append("woke long-polls")
+
     class FakeHomeServer:
         listeners: list[Any] = []
         db = FakeDb()
+        notifier = FakeNotifier()
 
         async def start(self) -> None:
             events.append("started")
@@ -647,7 +652,8 @@ async def test_pid_file_written_once_listening_and_removed_on_exit(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not pid_path.exists()
-    assert events[-1] == "db closed"
+    # Long-polls are woken before the process stops; the database goes last.
+    assert events[-3:] == ["woke long-polls", "stopped", "db closed"]
 
 
 # -- migrations: a database newer than the code, concurrent starters ----------------------------
