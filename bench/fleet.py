@@ -38,6 +38,7 @@ from run_local import (  # noqa: E402
     children_of,
     git_describe,
     med,
+    report,
     snapshot_src,
 )
 
@@ -250,15 +251,7 @@ def main() -> int:
         pg.stop()
         if src_dir:
             shutil.rmtree(os.path.dirname(src_dir), ignore_errors=True)
-    text = table(results)
-    print("\n" + text)
-    with open(os.path.join(a.out_dir, "table.txt"), "w") as f:
-        f.write(text + "\n")
-    with open(os.path.join(a.out_dir, "all.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"\nraw results in {a.out_dir}")
-    return 0 if all(not r.get("failed") and r["ok"] and not r["error_count"]
-                    for r in results) else 1
+    return report(results, table(results), a.out_dir)
 
 
 if __name__ == "__main__":

@@ -322,13 +322,17 @@ def main() -> int:
             pg.stop()
         if a.src_ref != "worktree":
             shutil.rmtree(os.path.dirname(src_dir), ignore_errors=True)
-    text = table(results)
-    print("\nMedians over repeats:\n" + text)
-    with open(os.path.join(a.out_dir, "table.txt"), "w") as f:
+    return report(results, table(results), a.out_dir, "Medians over repeats:")
+
+
+def report(results: list[dict[str, Any]], text: str, out_dir: str, title: str = "") -> int:
+    """Print the table, keep it and the raw results in ``out_dir``; the exit code."""
+    print(f"\n{title}\n{text}" if title else f"\n{text}")
+    with open(os.path.join(out_dir, "table.txt"), "w") as f:
         f.write(text + "\n")
-    with open(os.path.join(a.out_dir, "all.json"), "w") as f:
+    with open(os.path.join(out_dir, "all.json"), "w") as f:
         json.dump(results, f, indent=2)
-    print(f"\nraw results in {a.out_dir}")
+    print(f"\nraw results in {out_dir}")
     return 0 if all(not r.get("failed") and r["ok"] and not r["error_count"]
                     for r in results) else 1
 

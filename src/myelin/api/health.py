@@ -13,14 +13,7 @@ routes = RouteTable("health")
 
 @routes.get(plain_path("/health"))
 async def health(request: Request) -> web.Response:
-    hs = request.hs
-    problems = []
-    try:
-        await hs.db.fetchval("SELECT 1")
-    except Exception as e:
-        problems.append(f"database unreachable: {e}")
-    if getattr(hs.bus, "connected", True) is False:
-        problems.append("redis unreachable")
+    problems = await request.hs.health_problems()
     if problems:
         return web.Response(status=503, text="; ".join(problems), content_type="text/plain")
     return web.Response(text="OK", content_type="text/plain")

@@ -47,8 +47,7 @@ class HomeServerCollector(Collector):
             for writer, pos in info["writers"].items():
                 position.add_metric([instance, stream, writer], pos)
             readable.add_metric([instance, stream], info["position"])
-            top = max(info["writers"].values(), default=info["position"])
-            lag.add_metric([instance, stream], top - info["position"])
+            lag.add_metric([instance, stream], info["lag"])
         yield position
         yield readable
         yield lag

@@ -429,23 +429,30 @@ class HomeServer:
         if "replication" in self.__dict__:
             await self.replication.close()
 
-    async def status(self) -> dict[str, Any]:
-        """What this process is and how far it has followed each stream."""
-        database = True
+    async def health_problems(self) -> list[str]:
+        """What this process cannot reach (empty when healthy): /health and status."""
+        problems = []
         try:
             await self.db.fetchval("SELECT 1")
-        except Exception:
-            database = False
+        except Exception as e:
+            problems.append(f"database unreachable: {e}")
+        if getattr(self.bus, "connected", True) is False:
+            problems.append("redis unreachable")
+        return problems
+
+    async def status(self) -> dict[str, Any]:
+        """What this process is and how far it has followed each stream."""
+        problems = await self.health_problems()
         redis = getattr(self.bus, "connected", None)
         streams = self.streams.view.snapshot()
+        written = self.streams.written()
         for name, info in streams.items():
-            writers = info["writers"]
-            top = max(writers.values(), default=0)
-            info["lag"] = top - info["position"]
-            if name in self.streams.written():
-                info["written_here"] = self.streams.written()[name].current_position
+            if name in written:
+                info["written_here"] = written[name].current_position
         return {"instance": self.config.instance_name, "app": self.config.worker_app,
-                "roles": self.roles.describe(), "database": database, "redis": redis,
+                "roles": self.roles.describe(),
+                "database": not any(p.startswith("database") for p in problems),
+                "redis": redis,
                 "streams": streams, "caches": self.caches.stats(),
                 "replication": {"rows_applied": self.follower.rows_applied,
                                 "gaps_filled": self.follower.gaps_filled,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -118,10 +118,7 @@ class SendEvent(ReplicationEndpoint):
 
     NAME = "send_event"
     STREAM = "events"
-
-    @staticmethod
-    def shard_key(payload: Mapping[str, Any]) -> str | None:
-        return str(payload["room_id"])
+    SHARD_BY = "room_id"
 
     @staticmethod
     async def handle(hs: HomeServer, p: dict[str, Any]) -> Any:
@@ -138,10 +135,7 @@ class PersistBatch(ReplicationEndpoint):
 
     NAME = "persist_batch"
     STREAM = "events"
-
-    @staticmethod
-    def shard_key(payload: Mapping[str, Any]) -> str | None:
-        return str(payload["room_id"])
+    SHARD_BY = "room_id"
 
     @staticmethod
     async def handle(hs: HomeServer, p: dict[str, Any]) -> Any:
@@ -190,9 +184,10 @@ class EventPersister:
 
     async def persist(self, event: Event, state_before: StateMap, prev_group: int | None,
                       txn_key: tuple[str, str, str] | None = None) -> SentEvent:
-        """Persist one event whose state before it is ``state_before``."""
-        (sent,) = await self.persist_batch([PendingEvent(event, state_before, prev_group,
-                                                         txn_key)])
+        """Persist one event whose state before it is ``state_before`` (on the
+        room's persister: this process; the caller fences)."""
+        (sent,) = await self.persist_batch_here([PendingEvent(event, state_before, prev_group,
+                                                              txn_key)])
         return sent
 
     async def persist_batch(self, batch: Sequence[PendingEvent],
@@ -200,6 +195,8 @@ class EventPersister:
                             ) -> list[SentEvent]:
         """Persist events of one room on the room's persister (maybe this process)."""
         first = batch[0].event
+        if self.hs.roles.is_writer("events", first.room_id):
+            return await self.persist_batch_here(batch, new_room, fence=True)
         payload = {
             "room_id": first.room_id, "room_version": first.room_version.identifier,
             "new_room": list(new_room) if new_room else None,
@@ -208,8 +205,6 @@ class EventPersister:
                         "prev_group": p.prev_group,
                         "txn_key": list(p.txn_key) if p.txn_key else None} for p in batch],
         }
-        if self.hs.roles.is_writer("events", first.room_id):
-            return await self.persist_batch_here(batch, new_room, fence=True)
         answer = await self.hs.replication.call(PersistBatch, payload)
         return [_sent_from_wire(raw) for raw in answer]
 
@@ -344,8 +339,8 @@ class EventCreationHandler:
                         txn_key: tuple[str, str, str] | None = None,
                         redacts: str | None = None, precheck: Precheck | None = None,
                         retried: bool = False) -> SentEvent:
-        """The persister's part of :meth:`send`."""
-        self.check_writers_agree()
+        """The persister's part of :meth:`send` (persisting refuses while the
+        fleet disagrees on the writers: :meth:`check_writers_agree`)."""
         room_version = await self.room_version(room_id)
         async with self.locks.hold(room_id):
             if txn_key is not None:

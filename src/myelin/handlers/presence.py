@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from myelin.domain import MatrixError, forbidden, not_found
 from myelin.replication.commands import Command, UserSyncCommand
 from myelin.replication.http import ReplicationEndpoint
+from myelin.storage.caches import Cache
 from myelin.storage.stores.presence import PresenceState
 from myelin.storage.stream_rows import PresenceRow
 
@@ -62,9 +63,11 @@ class PresenceHandler:
         # Syncs in flight in this process, per user, and when we last told the writer.
         self._syncing: dict[str, int] = {}
         self._announced: dict[str, float] = {}
-        # On the writer: (instance, user) -> when it said the user is syncing there.
-        self._syncing_at: dict[tuple[str, str], float] = {}
-        self._cache: dict[str, PresenceState | None] = {}
+        # On the writer: user -> instance -> when it last said the user syncs there.
+        self._syncing_at: dict[str, dict[str, float]] = {}
+        # Syncing asks for the syncing user's presence on every request: the
+        # states this process has read or written; other writers' rows drop them.
+        self._cache: Cache[str, PresenceState | None] = hs.caches.register("presence", 100_000)
         # user -> time (ms) of their last sync that changed nothing others could see:
         # kept here instead of on the stream, so it wakes nobody (not even themselves).
         self._synced_at: dict[str, int] = {}
@@ -85,12 +88,11 @@ class PresenceHandler:
         self._tasks = []
 
     async def get_state(self, user_id: str) -> PresenceState | None:
-        # Syncing asks for the syncing user's presence on every request: keep
-        # the states this process has read or written in memory.
         if user_id in self._cache:
-            return self._cache[user_id]
+            return self._cache.get(user_id)  # type: ignore[no-any-return]
+        generation = self._cache.generation
         state = (await self.store.get([user_id])).get(user_id)
-        self._cache[user_id] = state
+        self._cache.put_if(generation, user_id, state)
         return state
 
     async def _write(self, user_id: str, state: str, status_msg: str | None,
@@ -98,15 +100,15 @@ class PresenceHandler:
                      ) -> None:
         position = await self.store.update(user_id, state, status_msg, last_active_ts,
                                            last_user_sync_ts, currently_active)
-        self._cache[user_id] = PresenceState(user_id, position, state, status_msg,
-                                             last_active_ts, last_user_sync_ts,
-                                             currently_active)
+        self._cache.put(user_id, PresenceState(user_id, position, state, status_msg,
+                                               last_active_ts, last_user_sync_ts,
+                                               currently_active))
 
     def on_presence_rows(self, writer: str, rows: Sequence[tuple[int, PresenceRow]]) -> None:
         if writer == self.instance_name:
             return  # the writer cached what it wrote
         for _, row in rows:
-            self._cache.pop(row.user_id, None)
+            self._cache.invalidate(row.user_id)
 
     async def set_state(self, user_id: str, state: str, status_msg: str | None = None,
                         *, keep_status: bool = False, from_sync: bool = False) -> None:
@@ -168,22 +170,28 @@ class PresenceHandler:
     def _on_command(self, command: Command) -> None:
         if not isinstance(command, UserSyncCommand) or not self.hs.roles.is_writer("presence"):
             return
-        key = (command.instance, command.user_id)
+        instances = self._syncing_at.setdefault(command.user_id, {})
         if command.active:
-            self._syncing_at[key] = time.monotonic()
+            instances[command.instance] = time.monotonic()
         else:
-            self._syncing_at.pop(key, None)
+            instances.pop(command.instance, None)
+            if not instances:
+                del self._syncing_at[command.user_id]
         self._synced_at[command.user_id] = max(self._synced_at.get(command.user_id, 0),
                                                command.last_sync_ms)
 
     def _is_syncing(self, user_id: str) -> bool:
+        """Whether some process said recently that ``user_id`` syncs there."""
+        instances = self._syncing_at.get(user_id)
+        if not instances:
+            return False
         now = time.monotonic()
-        for (instance, user), at in list(self._syncing_at.items()):
+        for instance, at in list(instances.items()):
             if now - at > USER_SYNC_EXPIRY_S:
-                del self._syncing_at[(instance, user)]
-            elif user == user_id:
-                return True
-        return False
+                del instances[instance]  # not renewed: that process is gone
+        if not instances:
+            del self._syncing_at[user_id]
+        return bool(instances)
 
     async def user_syncing(self, user_id: str, set_presence: str) -> None:
         if set_presence == "offline":

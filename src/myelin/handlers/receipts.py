@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from myelin.domain import MatrixError, forbidden, not_found
@@ -19,10 +19,7 @@ RECEIPT_TYPES = ("m.read", "m.read.private")
 class WriteReceipt(ReplicationEndpoint):
     NAME = "receipt"
     STREAM = "receipts"
-
-    @staticmethod
-    def shard_key(payload: Mapping[str, Any]) -> str | None:
-        return str(payload["room_id"])
+    SHARD_BY = "room_id"
 
     @staticmethod
     async def handle(hs: HomeServer, p: dict[str, Any]) -> Any:

@@ -62,15 +62,13 @@ class SyncRequest:
         All of a room's events come from one persister, so a room need not
         wait for the slowest writer (the stream's minimum) to be read.
         """
-        return self.now.positions["events"].position_of(self.room_writer(room_id)) \
-            if "events" in self.now.positions else 0
+        return self.now.writer_position("events", self.room_writer(room_id))
 
     def events_lower(self, room_id: str) -> int | None:
         """Where the previous sync left ``room_id`` (None: an initial sync)."""
         if self.since is None:
             return None
-        position = self.since.positions.get("events")
-        return position.position_of(self.room_writer(room_id)) if position else 0
+        return self.since.writer_position("events", self.room_writer(room_id))
 
     def moved(self, stream: str) -> bool:
         """Could ``stream`` hold anything new for this request?"""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from myelin.domain import MatrixError
@@ -15,10 +14,7 @@ if TYPE_CHECKING:
 class SendToDevice(ReplicationEndpoint):
     NAME = "send_to_device"
     STREAM = "to_device"
-
-    @staticmethod
-    def shard_key(payload: Mapping[str, Any]) -> str | None:
-        return str(payload["sender"])
+    SHARD_BY = "sender"
 
     @staticmethod
     async def handle(hs: HomeServer, p: dict[str, Any]) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from myelin.domain import forbidden
@@ -26,10 +26,7 @@ MAX_TYPING_TIMEOUT_MS = 120_000
 class SetTyping(ReplicationEndpoint):
     NAME = "set_typing"
     STREAM = "typing"
-
-    @staticmethod
-    def shard_key(payload: Mapping[str, Any]) -> str | None:
-        return str(payload["room_id"])
+    SHARD_BY = "room_id"
 
     @staticmethod
     async def handle(hs: HomeServer, payload: dict[str, Any]) -> Any:

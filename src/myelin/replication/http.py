@@ -50,6 +50,9 @@ REGISTRY: dict[str, type[ReplicationEndpoint]] = {}
 class ReplicationEndpoint:
     NAME: ClassVar[str] = ""
     STREAM: ClassVar[str] = ""
+    # The payload field (a room or user id) that picks the writer of a sharded
+    # stream; None: the stream's only writer.
+    SHARD_BY: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -58,10 +61,10 @@ class ReplicationEndpoint:
                 raise ValueError(f"replication endpoint {cls.NAME} declared twice")
             REGISTRY[cls.NAME] = cls
 
-    @staticmethod
-    def shard_key(payload: Mapping[str, Any]) -> str | None:
+    @classmethod
+    def shard_key(cls, payload: Mapping[str, Any]) -> str | None:
         """The room or user this write belongs to (None: the stream's only writer)."""
-        return None
+        return None if cls.SHARD_BY is None else str(payload[cls.SHARD_BY])
 
     @staticmethod
     async def handle(hs: HomeServer, payload: dict[str, Any]) -> Any:
@@ -195,7 +198,10 @@ class ReplicationServer:
             self._answers.put(key, answer)
             future.set_result(answer)
             return answer
-        except BaseException as e:
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as e:
             future.set_exception(e)
             future.exception()  # retrieved: no "never retrieved" warning
             raise

@@ -102,12 +102,15 @@ class StreamView:
             return False
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
-        """Per stream: readable position and each writer's, for status pages."""
+        """Per stream: readable position, each writer's, and the lag, for status pages."""
         out: dict[str, dict[str, Any]] = {}
         for stream in sorted(set(self.writers) | set(self.positions)):
             writers = {w: self.writer_position(stream, w)
                        for w in (self.writers_of(stream) or tuple(self.positions.get(stream, {})))}
-            out[stream] = {"position": self.position(stream), "writers": writers}
+            position = self.position(stream)
+            # How far the readable position trails the furthest writer.
+            out[stream] = {"position": position, "writers": writers,
+                           "lag": max(writers.values(), default=position) - position}
         return out
 
 

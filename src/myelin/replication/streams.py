@@ -17,31 +17,18 @@ from myelin.replication.positions import StreamView
 from myelin.replication.stream_defs import STREAM_CLASSES, Stream
 from myelin.replication.tokens import SyncToken
 from myelin.storage.engines import Database
-from myelin.storage.id_generators import NotAWriterError, PositionListener, StreamIdGenerator
+from myelin.storage.id_generators import PositionSource, StreamIdGenerator
 
 
-class MemoryStreamGenerator:
+class MemoryStreamGenerator(PositionSource):
     """Positions of a stream kept only in memory (``typing``).
 
     Positions follow the wall clock in ms, so the first change after a
     restart is still ahead of tokens handed out by the previous process.
     """
 
-    def __init__(self, stream_name: str) -> None:
-        self.stream_name = stream_name
-        self.is_writer = True
-        self._current = 0
-        self._listeners: list[PositionListener] = []
-
     async def setup(self) -> None:
         self._current = int(time.time() * 1000)
-
-    def add_listener(self, callback: PositionListener) -> None:
-        self._listeners.append(callback)
-
-    @property
-    def current_position(self) -> int:
-        return self._current
 
     @property
     def max_allocated(self) -> int:
@@ -52,12 +39,10 @@ class MemoryStreamGenerator:
 
     def write(self, row: Any) -> int:
         """Allocate a position for ``row`` and announce it at once."""
-        if not self.is_writer:
-            raise NotAWriterError(f"this process is not a writer of the {self.stream_name} stream")
+        self._check_writer()
         previous = self._current
         self._current = max(previous + 1, int(time.time() * 1000))
-        for callback in self._listeners:
-            callback(previous, self._current, [(self._current, row)])
+        self._announce(previous, [(self._current, row)])
         return self._current
 
 

@@ -80,6 +80,11 @@ class SyncToken:
         pos = self.positions.get(stream)
         return pos.minimum if pos else 0
 
+    def writer_position(self, stream: str, writer_index: int) -> int:
+        """Where writer ``writer_index`` of ``stream`` is (the minimum if not ahead)."""
+        pos = self.positions.get(stream)
+        return pos.position_of(writer_index) if pos else 0
+
     def maximum(self, stream: str) -> int:
         """The furthest any writer of ``stream`` has got."""
         pos = self.positions.get(stream)

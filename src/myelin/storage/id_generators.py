@@ -46,21 +46,46 @@ class PositionTransaction:
         self.rows.append((position, row))
 
 
-class StreamIdGenerator:
+class PositionSource:
+    """What a stream's writer side shares, in the database or in memory: the
+    current position, who hears of its advances, and refusing to allocate on
+    a process that is not a writer of the stream."""
+
+    def __init__(self, stream_name: str) -> None:
+        self.stream_name = stream_name
+        self.is_writer = True
+        self._current = 0
+        self._listeners: list[PositionListener] = []
+
+    def add_listener(self, callback: PositionListener) -> None:
+        """Called with (previous, new, rows) whenever the current position advances."""
+        self._listeners.append(callback)
+
+    @property
+    def current_position(self) -> int:
+        return self._current
+
+    def _check_writer(self) -> None:
+        if not self.is_writer:
+            raise NotAWriterError(f"this process is not a writer of the {self.stream_name} stream")
+
+    def _announce(self, previous: int, rows: list[tuple[int, Any]]) -> None:
+        for callback in self._listeners:
+            callback(previous, self._current, rows)
+
+
+class StreamIdGenerator(PositionSource):
     def __init__(self, db: Database, stream_name: str, *, table: str, column: str,
                  sequence: str | None = None) -> None:
+        super().__init__(stream_name)
         self.db = db
-        self.stream_name = stream_name
         self._table = table
         self._column = column
         self._sequence = sequence or f"{stream_name}_stream_seq"
         self._max_allocated = 0
-        self._current = 0
         self._in_flight: set[int] = set()
-        self._listeners: list[PositionListener] = []
         # Rows of committed positions not yet announced (a lower position is in flight).
         self._unannounced: list[tuple[int, Any]] = []
-        self.is_writer = True
 
     async def setup(self) -> None:
         value = await self.db.fetchval(f"SELECT MAX({self._column}) FROM {self._table}")
@@ -73,22 +98,10 @@ class StreamIdGenerator:
             if int(seq_value) < self._current:
                 await self.db.fetchval(f"SELECT setval('{self._sequence}', ?)", self._current)
 
-    def add_listener(self, callback: PositionListener) -> None:
-        """Called with (previous, new, rows) whenever the current position advances."""
-        self._listeners.append(callback)
-
-    @property
-    def current_position(self) -> int:
-        return self._current
-
     @property
     def max_allocated(self) -> int:
         """The highest position handed out: a write's fence once it has returned."""
         return self._max_allocated
-
-    @property
-    def idle(self) -> bool:
-        return not self._in_flight
 
     def advance_idle(self, position: int) -> bool:
         """Claim ``position`` while nothing is in flight here.
@@ -105,8 +118,7 @@ class StreamIdGenerator:
         return True
 
     async def _allocate(self, txn: Transaction) -> int:
-        if not self.is_writer:
-            raise NotAWriterError(f"this process is not a writer of the {self.stream_name} stream")
+        self._check_writer()
         if self.db.engine == "postgres":
             position = int(await txn.fetchval(f"SELECT nextval('{self._sequence}')"))
         else:
@@ -132,8 +144,7 @@ class StreamIdGenerator:
         if ready:
             self._unannounced = [r for r in self._unannounced if r[0] > new_current]
             ready.sort(key=lambda r: r[0])
-        for callback in self._listeners:
-            callback(previous, new_current, ready)
+        self._announce(previous, ready)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PositionTransaction]:
