@@ -39,6 +39,7 @@ from myelin.events.event import Event
 from myelin.events.room_versions import RoomVersion, get_room_version
 from myelin.events.signing import sign_event
 from myelin.events.state_res import resolve_state_v2
+from myelin.handlers.indexers import EventIndexer, load_indexers
 from myelin.replication.http import RETRY_KEY, ReplicationEndpoint
 from myelin.storage.stores.events import StateMap, StoredEvent
 
@@ -156,6 +157,10 @@ class EventPersister:
         self.hs = hs
         self.store = hs.stores.events
 
+    @cached_property
+    def indexers(self) -> list[EventIndexer]:
+        return load_indexers(self.hs)
+
     async def state_before(self, room_id: str, prev_event_ids: list[str],
                            room_version: RoomVersion) -> tuple[StateMap, int | None]:
         """The room state before a new event with these prev_events, and the
@@ -260,6 +265,8 @@ class EventPersister:
                 position = await self.store.persist_event(
                     ptxn, event, instance_name=self.hs.config.instance_name, state_group=group,
                     replaces_state=replaces_state, txn_key=pending.txn_key)
+                for indexer in self.indexers:
+                    await indexer.index_event(ptxn.txn, event, state, position)
                 results.append((pending, position, group, dict(state)))
         sent: list[SentEvent] = []
         for pending, position, group, state_after in results:
