@@ -86,6 +86,29 @@ def test_profile_errors(api: Api) -> None:
     assert alice.ok("GET", f"{me}/displayname") == {"displayname": "Renamed"}
 
 
+def test_custom_profile_fields(api: Api) -> None:
+    alice, bob = api.user("alice"), api.user("bob")
+    me = f"/profile/{q(alice.user_id)}"
+    alice.ok("PUT", f"{me}/m.tz", {"m.tz": "Europe/London"})
+    alice.ok("PUT", f"{me}/org.example.pronouns", {"org.example.pronouns": {"en": ["she"]}})
+    assert bob.ok("GET", f"{me}/m.tz") == {"m.tz": "Europe/London"}
+    assert bob.ok("GET", me) == {"displayname": "alice", "m.tz": "Europe/London",
+                                 "org.example.pronouns": {"en": ["she"]}}
+    alice.ok("DELETE", f"{me}/m.tz")
+    alice.err("GET", f"{me}/m.tz", status=404, errcode="M_NOT_FOUND")
+    bob.err("PUT", f"{me}/m.tz", {"m.tz": "UTC"}, status=403, errcode="M_FORBIDDEN")
+    alice.err("PUT", f"{me}/m.tz", {"m.tz": 5}, status=400, errcode="M_INVALID_PARAM")
+    alice.err("PUT", "/profile/" + q(alice.user_id) + "/org." + "a" * 260,
+              {"org." + "a" * 260: 1}, status=400, errcode="M_KEY_TOO_LARGE")
+    alice.err("PUT", f"{me}/org.example.big", {"org.example.big": "x" * 70000}, status=400,
+              errcode="M_PROFILE_TOO_LARGE")
+    # Nothing was stored by the refused writes.
+    assert alice.ok("GET", me) == {"displayname": "alice",
+                                   "org.example.pronouns": {"en": ["she"]}}
+    caps = alice.ok("GET", "/capabilities")["capabilities"]
+    assert caps["m.profile_fields"] == {"enabled": True}
+
+
 def test_profile_changes_reach_joined_rooms(api: Api) -> None:
     alice, bob = api.user("alice"), api.user("bob")
     one = alice.create_room(preset="public_chat", name="one")

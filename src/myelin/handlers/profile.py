@@ -1,8 +1,10 @@
-"""User profiles: display name and avatar, and carrying changes into rooms.
+"""User profiles: display name, avatar and custom fields, and carrying changes into rooms.
 
-A profile change is also a membership event: every room the user is joined
-to gets a fresh ``m.room.member`` join carrying the new display name and
-avatar, so that other members see it.
+A display name or avatar change is also a membership event: every room the
+user is joined to gets a fresh ``m.room.member`` join carrying the new
+display name and avatar, so that other members see it. Other keys (``m.tz``,
+namespaced custom keys: the spec's extended profiles) are stored as JSON and
+stay out of member events.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import logging
 import re
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from myelin.domain import MatrixError, Requester, forbidden, invalid_param, missing_param, not_found
 
@@ -21,8 +25,11 @@ logger = logging.getLogger(__name__)
 FIELDS = ("displayname", "avatar_url")
 MAX_DISPLAYNAME_LENGTH = 256
 MAX_AVATAR_URL_LENGTH = 1000
-# The profile keys the spec allows in a path (we store only FIELDS).
+# The profile keys the spec allows in a path: the two classic fields, m.tz,
+# and namespaced custom keys.
 _KEY_GRAMMAR = re.compile(r"^(avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$")
+MAX_KEY_BYTES = 255
+MAX_PROFILE_BYTES = 64 * 1024
 _MXC = re.compile(r"^mxc://[A-Za-z0-9.:\[\]-]+/[A-Za-z0-9_-]+$")
 
 
@@ -46,11 +53,15 @@ class ProfileHandler:
             out["displayname"] = displayname
         if avatar_url is not None:
             out["avatar_url"] = avatar_url
+        out.update(await self.store.get_custom_profile_fields(user_id))
         return out
 
     @staticmethod
     def check_key(key: str) -> None:
-        if not _KEY_GRAMMAR.match(key) or len(key.encode()) > 255:
+        if len(key.encode()) > MAX_KEY_BYTES:
+            raise MatrixError(400, "M_KEY_TOO_LARGE",
+                              f"Profile keys are at most {MAX_KEY_BYTES} bytes")
+        if not _KEY_GRAMMAR.match(key):
             raise invalid_param("Invalid profile key.")
 
     async def get_field(self, user_id: str, key: str) -> dict[str, Any]:
@@ -87,7 +98,8 @@ class ProfileHandler:
             raise forbidden("You cannot change another user's profile")
         current = await self._existing_profile(user_id)
         if key not in FIELDS:
-            raise forbidden(f"Setting the profile field {key!r} is not supported")
+            await self._set_custom_field(user_id, key, body)
+            return
         if body is None:
             value = None
         else:
@@ -99,6 +111,23 @@ class ProfileHandler:
             return
         await self.store.set_profile_field(user_id, key, value)
         await self.update_join_events(requester, user_id)
+
+    async def _set_custom_field(self, user_id: str, key: str,
+                                body: dict[str, Any] | None) -> None:
+        if body is None:
+            await self.store.set_custom_profile_field(user_id, key, None, delete=True)
+            return
+        if key not in body:
+            raise missing_param(f"Missing key {key!r}")
+        value = body[key]
+        if key == "m.tz" and not isinstance(value, str):
+            raise invalid_param("m.tz must be a string")
+        profile = await self.get_profile(user_id)
+        profile[key] = value
+        if len(orjson.dumps(profile)) > MAX_PROFILE_BYTES:
+            raise MatrixError(400, "M_PROFILE_TOO_LARGE",
+                              f"A profile is at most {MAX_PROFILE_BYTES} bytes")
+        await self.store.set_custom_profile_field(user_id, key, value)
 
     async def update_join_events(self, requester: Requester, user_id: str) -> None:
         """Send a new join event, with the current profile, into each joined room."""

@@ -201,8 +201,11 @@ class RoomReadHandler:
         for member in members:
             stored = events.get(member.event_id)
             content = stored.event.content if stored else {}
-            joined[member.user_id] = {"display_name": content.get("displayname"),
-                                      "avatar_url": content.get("avatar_url")}
+            # Absent, not null, when unset: the spec types both as strings.
+            joined[member.user_id] = {
+                key: content[field] for key, field in (("display_name", "displayname"),
+                                                       ("avatar_url", "avatar_url"))
+                if isinstance(content.get(field), str)}
         return {"joined": joined}
 
     async def event_at_timestamp(self, requester: Requester, room_id: str, ts: int,

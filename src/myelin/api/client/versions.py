@@ -30,6 +30,7 @@ async def capabilities(request: Request) -> dict[str, Any]:
                           for v in KNOWN_ROOM_VERSIONS},
         },
         "m.change_password": {"enabled": True},
+        "m.profile_fields": {"enabled": True},
         "m.set_displayname": {"enabled": True},
         "m.set_avatar_url": {"enabled": True},
         "m.3pid_changes": {"enabled": False},

@@ -41,12 +41,13 @@ class DeviceRecord:
     last_seen_ip: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "device_id": self.device_id,
-            "display_name": self.display_name,
-            "last_seen_ts": self.last_seen_ts,
-            "last_seen_ip": self.last_seen_ip,
-        }
+        """The client API's device: unknown fields are left out, not null."""
+        out: dict[str, Any] = {"device_id": self.device_id}
+        for key in ("display_name", "last_seen_ts", "last_seen_ip"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
 
 
 class AccountStore:
@@ -188,6 +189,22 @@ class AccountStore:
             f"INSERT INTO profiles (user_id, {field}) VALUES (?, ?)"
             f" ON CONFLICT (user_id) DO UPDATE SET {field} = excluded.{field}",
             user_id, value)
+
+    async def get_custom_profile_fields(self, user_id: str) -> dict[str, Any]:
+        rows = await self.db.fetchall(
+            "SELECT field, value_json FROM profile_fields WHERE user_id = ?", user_id)
+        return {r[0]: orjson.loads(r[1]) for r in rows}
+
+    async def set_custom_profile_field(self, user_id: str, field: str, value: Any,
+                                       *, delete: bool = False) -> None:
+        if delete:
+            await self.db.execute(
+                "DELETE FROM profile_fields WHERE user_id = ? AND field = ?", user_id, field)
+            return
+        await self.db.execute(
+            "INSERT INTO profile_fields (user_id, field, value_json) VALUES (?, ?, ?)"
+            " ON CONFLICT (user_id, field) DO UPDATE SET value_json = excluded.value_json",
+            user_id, field, orjson.dumps(value).decode())
 
     # -- filters -------------------------------------------------------------
     async def add_filter(self, user_id: str, filter_json: dict[str, Any]) -> int:
