@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from myelin.handlers.events import EventCreationHandler, EventPersister
     from myelin.handlers.filters import FilterHandler
     from myelin.handlers.initial_sync import InitialSyncHandler
+    from myelin.handlers.media import MediaRepository
     from myelin.handlers.membership import MembershipHandler
     from myelin.handlers.presence import PresenceHandler
     from myelin.handlers.profile import ProfileHandler
@@ -72,6 +73,7 @@ class Stores:
             RoomStore,
             StateStore,
         )
+        from myelin.storage.stores.media import MediaStore
         from myelin.storage.stores.presence import PresenceStore
         from myelin.storage.stores.push_rules import PushRuleStore
         from myelin.storage.stores.receipts import ReceiptStore
@@ -92,6 +94,7 @@ class Stores:
         self.push_rules = PushRuleStore(db, gens["push_rules"])
         self.e2e_keys = E2EKeyStore(db, caches, invalidate)
         self.cache_invalidations = CacheInvalidationStore(db, gens["caches"], instance_name)
+        self.media = MediaStore(db)
 
 
 class HomeServer:
@@ -230,6 +233,12 @@ class HomeServer:
         from myelin.handlers.visibility import VisibilityHandler
 
         return VisibilityHandler(self)
+
+    @cached_property
+    def media(self) -> MediaRepository:
+        from myelin.handlers.media import MediaRepository
+
+        return MediaRepository(self)
 
     @cached_property
     def membership(self) -> MembershipHandler:
@@ -416,11 +425,15 @@ class HomeServer:
         await self.presence.start()
         if self.roles.runs("background_tasks"):
             self.background_tasks.start()
+        if self.roles.runs("media"):
+            self.media.start_jobs()
 
     async def stop(self) -> None:
         """Stop background work; wake long-polls so they can finish."""
         self.notifier.shutdown()
         await self.background_tasks.stop()
+        if "media" in self.__dict__:
+            await self.media.stop()
         await self.presence.stop()
         self.typing.stop()
         await self.follower.stop()

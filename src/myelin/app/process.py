@@ -48,7 +48,8 @@ async def start_listeners(hs: HomeServer) -> None:
         if listener_config.type not in ("http", "metrics"):
             continue
         routes = routes_for_resources(listener_config.resources,
-                                      main=hs.config.is_main_process)
+                                      main=hs.config.is_main_process,
+                                      media_serving=hs.roles.media_serving)
         dispatcher = HttpDispatcher(hs, routes, x_forwarded=listener_config.x_forwarded)
         listener = Listener(listener_config, dispatcher)
         try:

@@ -53,6 +53,11 @@ class ProcessRoles:
     writers: dict[str, tuple[str, ...]]
     jobs: frozenset[str]
     is_main: bool
+    # Which of this process's listeners serve the media repository: "client"
+    # (main: its client and federation listeners too, as Synapse's main does),
+    # "listed" (a worker: listeners naming the media resource) or "none"
+    # (main with `enable_media_repo: false`: media lives on media workers).
+    media_serving: str = "listed"
 
     @classmethod
     def from_config(cls, config: HomeserverConfig) -> ProcessRoles:
@@ -76,7 +81,14 @@ class ProcessRoles:
             if owner == me:
                 jobs.add(job)
         jobs |= set(getattr(config, "app_roles", frozenset()))
-        return cls(me, writers, frozenset(jobs), config.is_main_process)
+        media = getattr(config, "media", None)
+        media_serving = "listed"
+        if config.is_main_process:
+            media_serving = "client" if media is None or media.enable_media_repo else "none"
+            if media is not None and not media.enable_media_repo:
+                # Synapse: `enable_media_repo: false` also stops main's media jobs.
+                jobs.discard("media")
+        return cls(me, writers, frozenset(jobs), config.is_main_process, media_serving)
 
     def writers_of(self, stream: str) -> tuple[str, ...]:
         return self.writers.get(stream, (MAIN,))

@@ -137,7 +137,7 @@ class ProcessInfo:
         For health, which every listener serves, one serving clients is preferred.
         """
         matching = [lst for lst in self.http_listeners()
-                    if resource in served_resources(lst.resources)]
+                    if resource in served_resources(lst.resources, self.roles.media_serving)]
         if resource == "health":
             preferred = [lst for lst in matching if "client" in lst.resources]
             matching = preferred or matching

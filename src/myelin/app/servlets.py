@@ -57,14 +57,30 @@ OPTIONAL_MODULES: list[str] = [
     "myelin.api.client.profile",
     "myelin.api.client.push_rules",
     "myelin.api.client.keys",
+    "myelin.api.media.content",
+    "myelin.api.admin.media",
 ]
 
 
-def served_resources(resources: Iterable[str]) -> set[str]:
-    """The route-table resources a listener with ``resources`` serves (always health)."""
+# Listener resources that also carry the media repository on a process whose
+# roles say media_serving == "client" (the main process, as in Synapse).
+MEDIA_WITH = frozenset({"client", "federation", "media"})
+
+
+def served_resources(resources: Iterable[str], media_serving: str = "listed") -> set[str]:
+    """The route-table resources a listener with ``resources`` serves (always health).
+
+    ``media_serving`` is the process's ``ProcessRoles.media_serving``: whether
+    the ``media`` routes are served on listeners naming ``media`` ("listed"),
+    also on its client/federation listeners ("client"), or nowhere ("none")."""
     wanted: set[str] = {"health"}
-    for resource in resources:
+    names = set(resources)
+    for resource in names:
         wanted |= RESOURCE_ALIASES.get(resource, {resource})
+    if media_serving == "client" and names & MEDIA_WITH:
+        wanted.add("media")
+    elif media_serving == "none":
+        wanted.discard("media")
     return wanted
 
 
@@ -73,9 +89,10 @@ def all_routes() -> list[Route]:
     return [route for table in all_route_tables() for route in table.routes]
 
 
-def routes_for_resources(resources: Iterable[str], *, main: bool = True) -> list[Route]:
+def routes_for_resources(resources: Iterable[str], *, main: bool = True,
+                         media_serving: str = "listed") -> list[Route]:
     """The routes a listener with ``resources`` serves. A worker (``main=False``)
     leaves out the ``main_only`` routes: their state lives in main's memory."""
-    wanted = served_resources(resources)
+    wanted = served_resources(resources, media_serving)
     return [route for table in all_route_tables() if table.resource in wanted
             for route in table.routes if main or not route.main_only]

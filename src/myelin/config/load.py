@@ -20,8 +20,7 @@ logger = logging.getLogger(__name__)
 # on (yet); they are not worth a warning.
 TOLERATED_KEYS = frozenset({
     "report_stats", "pid_file", "macaroon_secret_key", "form_secret", "trusted_key_servers",
-    "suppress_key_server_warning", "enable_media_repo", "enable_metrics", "presence",
-    "url_preview_enabled",
+    "suppress_key_server_warning", "enable_metrics", "presence",
     "serve_server_wellknown", "federation_domain_whitelist", "app_service_config_files",
     "user_directory", "retention", "email", "push", "caches", "experimental_features",
     "worker_daemonize", "worker_main_http_uri", "worker_replication_port",

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from myelin.config.media import MediaConfig, media_config
 from myelin.config.reader import ConfigReader
 
 logger = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ class HomeserverConfig:
     max_upload_size: int = 50 * 1024 * 1024
     max_request_body_size: int = 1024 * 1024
     media_store_path: str = "media_store"
+    media: MediaConfig = field(default_factory=MediaConfig)
     default_room_version: str = "12"
     allow_guest_access: bool = False
     password_min_length: int = 0
@@ -266,6 +268,7 @@ class HomeserverConfig:
             max_upload_size=r.size("max_upload_size", 50 * 1024 * 1024),
             max_request_body_size=r.size("max_request_body_size", 1024 * 1024),
             media_store_path=r.str_("media_store_path", "media_store"),
+            media=media_config(r),
             default_room_version=default_room_version,
             allow_guest_access=r.bool_("allow_guest_access", False),
             password_min_length=policy.int_("minimum_length", 0, minimum=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -86,6 +87,31 @@ class Request:
                 raise too_large(f"Request body exceeds {limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+    async def body_stream(self, limit: int, *,
+                          what: str = "Request body") -> AsyncIterator[bytes]:
+        """The body chunk by chunk, for bodies too large to hold (uploads).
+
+        ``M_TOO_LARGE`` at once when Content-Length says the body is over
+        ``limit`` (nothing is read); with a chunked body, as soon as more than
+        ``limit`` bytes have arrived (nothing past the limit is read). A client
+        waiting on ``Expect: 100-continue`` is told to go on only then."""
+        length = self.raw.content_length
+        if length is not None and length > limit:
+            raise too_large(f"{what} exceeds {limit} bytes")
+        if self.raw.headers.get("Expect", "").lower() == "100-continue":
+            writer = self.raw.writer
+            if writer is not None:
+                await writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        total = 0
+        while True:
+            chunk = await self.raw.content.readany()
+            if not chunk:
+                return
+            total += len(chunk)
+            if total > limit:
+                raise too_large(f"{what} exceeds {limit} bytes")
+            yield chunk
 
     async def json(self, *, allow_empty: bool = False) -> dict[str, Any]:
         """The body as a JSON object: ``M_NOT_JSON`` / ``M_BAD_JSON`` otherwise."""

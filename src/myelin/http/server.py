@@ -94,6 +94,11 @@ class HttpDispatcher:
             raise unrecognized(405 if path_known else 404)
         result = await route.handler(Request(self.hs, raw, params))
         if isinstance(result, web.StreamResponse):
+            # A servlet's own response (a file, a stream): it starts sending
+            # only after we return it, so the CORS headers still go in.
+            if not result.prepared:
+                for name, value in CORS_HEADERS.items():
+                    result.headers.setdefault(name, value)
             return result
         if isinstance(result, tuple):
             return json_response(result[0], result[1])

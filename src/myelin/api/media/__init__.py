@@ -1,0 +1,1 @@
+"""The ``media`` resource: the content repository's client endpoints."""
