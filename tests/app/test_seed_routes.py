@@ -110,3 +110,77 @@ def test_unversioned_endpoints() -> None:
     assert ROUTER.match("GET", "/_matrix/client/v1/register/m.login.registration_token/"
                                "validity")[0] is not None
     assert ROUTER.match("GET", "/_matrix/client/v1/rooms/%21r:x/timestamp_to_event")[0]
+
+
+# The seed's synapse.app.media_repository patterns: everything under
+# /_matrix/media/ and the media admin APIs, served by a worker listener with
+# the `media` resource (and by main's client listener unless enable_media_repo
+# is false).
+MEDIA_SEED_SAMPLES = [
+    (r"^/_matrix/media/", "POST", "/_matrix/media/v3/upload"),
+    (r"^/_matrix/media/", "POST", "/_matrix/media/v1/create"),
+    (r"^/_matrix/media/", "PUT", "/_matrix/media/v3/upload/example.org/abcdef"),
+    (r"^/_matrix/media/", "GET", "/_matrix/media/v3/download/example.org/abcdef"),
+    (r"^/_matrix/media/", "GET", "/_matrix/media/r0/download/example.org/abcdef/name.png"),
+    (r"^/_matrix/media/", "GET", "/_matrix/media/v3/thumbnail/example.org/abcdef"),
+    (r"^/_matrix/media/", "GET", "/_matrix/media/v3/config"),
+    (r"^/_matrix/media/", "GET", "/_matrix/media/v3/preview_url"),
+    (r"^/_synapse/admin/v1/purge_media_cache$", "POST", "/_synapse/admin/v1/purge_media_cache"),
+    (r"^/_synapse/admin/v1/room/.*/media.*$", "GET", f"/_synapse/admin/v1/room/{ROOM}/media"),
+    (r"^/_synapse/admin/v1/room/.*/media.*$", "POST",
+     f"/_synapse/admin/v1/room/{ROOM}/media/quarantine"),
+    (r"^/_synapse/admin/v1/user/.*/media.*$", "POST",
+     f"/_synapse/admin/v1/user/{USER}/media/quarantine"),
+    (r"^/_synapse/admin/v1/users/.*/media$", "GET", f"/_synapse/admin/v1/users/{USER}/media"),
+    (r"^/_synapse/admin/v1/users/.*/media$", "DELETE", f"/_synapse/admin/v1/users/{USER}/media"),
+    (r"^/_synapse/admin/v1/media/.*$", "GET", "/_synapse/admin/v1/media/example.org/abcdef"),
+    (r"^/_synapse/admin/v1/media/.*$", "DELETE", "/_synapse/admin/v1/media/example.org/abcdef"),
+    (r"^/_synapse/admin/v1/media/.*$", "POST", "/_synapse/admin/v1/media/delete"),
+    (r"^/_synapse/admin/v1/media/.*$", "POST",
+     "/_synapse/admin/v1/media/quarantine/example.org/abcdef"),
+    (r"^/_synapse/admin/v1/media/.*$", "POST",
+     "/_synapse/admin/v1/media/unquarantine/example.org/abcdef"),
+    (r"^/_synapse/admin/v1/media/.*$", "POST", "/_synapse/admin/v1/media/protect/abcdef"),
+    (r"^/_synapse/admin/v1/media/.*$", "POST", "/_synapse/admin/v1/media/unprotect/abcdef"),
+    (r"^/_synapse/admin/v1/quarantine_media/.*$", "POST",
+     f"/_synapse/admin/v1/quarantine_media/{ROOM}"),
+]
+# The authenticated media endpoints (Matrix 1.11) are the media resource too.
+AUTHENTICATED_MEDIA = [
+    ("GET", "/_matrix/client/v1/media/download/example.org/abcdef"),
+    ("GET", "/_matrix/client/v1/media/download/example.org/abcdef/name.png"),
+    ("GET", "/_matrix/client/v1/media/thumbnail/example.org/abcdef"),
+    ("GET", "/_matrix/client/v1/media/config"),
+    ("GET", "/_matrix/client/v1/media/preview_url"),
+]
+
+
+def _quoted(path: str) -> str:
+    return path.replace("!", "%21").replace("$", "%24").replace("@", "%40")
+
+
+@pytest.mark.parametrize(("pattern", "method", "path"), MEDIA_SEED_SAMPLES,
+                         ids=[f"{m} {p}" for _, m, p in MEDIA_SEED_SAMPLES])
+def test_media_worker_serves_the_seed_media_patterns(pattern: str, method: str,
+                                                     path: str) -> None:
+    assert re.match(pattern, path), "the sample must be one the seed routes here"
+    worker = Router(routes_for_resources(["media"], main=False))
+    route, _, _ = worker.match(method, _quoted(path))
+    assert route is not None and route.resource == "media", f"{method} {path} is not served"
+
+
+def test_where_media_is_served() -> None:
+    paths = [(m, p) for _, m, p in MEDIA_SEED_SAMPLES] + AUTHENTICATED_MEDIA
+    main_client = Router(routes_for_resources(["client"], media_serving="client"))
+    main_without_media = Router(routes_for_resources(["client", "media"], media_serving="none"))
+    worker_client = Router(routes_for_resources(["client"], main=False))
+    worker_media = Router(routes_for_resources(["media"], main=False))
+    for method, path in paths:
+        path = _quoted(path)
+        assert main_client.match(method, path)[0] is not None, path
+        assert worker_media.match(method, path)[0] is not None, path
+        # enable_media_repo: false on main, and a worker's client listener: no media.
+        assert main_without_media.match(method, path)[0] is None, path
+        assert worker_client.match(method, path)[0] is None, path
+    # The media listener serves nothing else.
+    assert worker_media.match("GET", "/_matrix/client/v3/sync")[0] is None
