@@ -186,9 +186,10 @@ class World:
 
 
 # A 2x2 PNG: small enough to inline, a real image for thumbnails.
+# A 2x2 red PNG that decodes (thumbnailing reads the pixels).
 _PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a73"
-    "000000164944415478da63f8cfc0f09f81e1ff7f0606860c00003ff406fd3c4e2ac7"
+    "000000164944415478da63fccfc0c0c0c0c0c4c0c0c0c0c000000d1d0103681ed3de"
     "0000000049454e44ae426082")
 
 CASES: dict[str, Callable[[World], Call]] = {}
@@ -907,6 +908,9 @@ def world() -> Iterator[World]:
         "allow_guest_access": True,
         "url_preview_enabled": True,
         "url_preview_ip_range_whitelist": ["127.0.0.0/8"],
+        # The legacy unauthenticated downloads are operations too: do not
+        # freeze them (the spec lets a frozen server answer 404).
+        "enable_authenticated_media": False,
     })
     try:
         yield World(server)

@@ -52,8 +52,15 @@ registration_shared_secret: "{shared_secret}"
 # Rooms created without an explicit version use this one.
 default_room_version: "12"
 
+# The media repository: where uploads go, and how large they may be.
 media_store_path: "{data_dir}/media_store"
 max_upload_size: 50M
+# Media uploaded while this is on is served only to signed-in users
+# (/_matrix/client/v1/media), not by the old unauthenticated downloads.
+enable_authenticated_media: true
+# URL previews fetch web pages on behalf of users; private, loopback and
+# link-local addresses are never fetched (url_preview_ip_range_blacklist).
+url_preview_enabled: false
 
 # Rate limits (per_second, burst_count); these are the defaults.
 rc_message:
