@@ -1,5 +1,6 @@
 """The ``myelin`` command line: generate-config, run, register-user, check-config,
-routes (the reverse-proxy config of a fleet) and fleet (start/stop/status)."""
+routes (the reverse-proxy config of a fleet), fleet (start/stop/status) and
+port-db (SQLite to PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -170,6 +171,12 @@ def cmd_fleet(args: argparse.Namespace) -> int:
                          args.timeout)
 
 
+def cmd_port_db(args: argparse.Namespace) -> int:
+    from myelin.app.port_db import port_db_command
+
+    return port_db_command(args.sqlite_database, args.config_path, args.batch_size)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="myelin", description="Myelin Matrix homeserver")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -231,6 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--timeout", type=float, default=60.0,
                        help="seconds to wait for processes to come up or stop (default 60)")
     fleet.set_defaults(func=cmd_fleet)
+
+    port = sub.add_parser("port-db", help="copy a stopped SQLite server into PostgreSQL")
+    port.add_argument("--sqlite-database", required=True, metavar="FILE",
+                      help="the SQLite file of the stopped server")
+    port.add_argument("--config-path", "-c", action="append", required=True,
+                      help="a config whose `database:` is the PostgreSQL target")
+    port.add_argument("--batch-size", type=int, default=1000,
+                      help="rows per batch (default 1000)")
+    port.set_defaults(func=cmd_port_db)
     return parser
 
 

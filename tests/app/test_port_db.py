@@ -1,0 +1,247 @@
+"""`myelin port-db`: a SQLite server moved to PostgreSQL keeps its users whole.
+
+One SQLite server is filled by real clients and stopped; it is ported (once
+interrupted with SIGINT and resumed), started on PostgreSQL, and its users
+carry on: old access tokens, passwords, one-time key counts, and syncs
+continued from tokens the SQLite server gave out.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import yaml
+
+from tests.support.postgres import PostgresServer, create_database
+from tests.support.server import ServerProcess, launch_server
+
+V3 = "/_matrix/client/v3"
+
+
+@dataclass
+class Source:
+    server: ServerProcess
+    sqlite_path: str
+    alice: dict[str, Any]
+    bob: dict[str, Any]
+    room_id: str
+    bob_since: str
+    after_since: list[str]
+    otk_count: int
+    rows: dict[str, int]
+
+
+def _ok(server: ServerProcess, method: str, path: str, body: Any = None,
+        token: str | None = None) -> Any:
+    status, out = server.request(method, V3 + path, body, token=token)
+    assert status == 200, (method, path, status, out)
+    return out
+
+
+def _send(server: ServerProcess, token: str, room_id: str, text: str) -> str:
+    txn = f"t{time.monotonic_ns()}"
+    out = _ok(server, "PUT", f"/rooms/{quote(room_id)}/send/m.room.message/{txn}",
+              {"msgtype": "m.text", "body": text}, token)
+    return str(out["event_id"])
+
+
+def _sqlite_counts(path: str) -> dict[str, int]:
+    conn = sqlite3.connect(path)
+    try:
+        names = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        return {n: int(conn.execute(f'SELECT COUNT(*) FROM "{n}"').fetchone()[0])
+                for n in names}
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def source() -> Iterator[Source]:
+    server = launch_server("sqlite", None)
+    try:
+        alice = server.register("alice", password="alice's password")
+        bob = server.register("bob", password="bob's password")
+        a, b = alice["access_token"], bob["access_token"]
+        room_id = _ok(server, "POST", "/createRoom", {"preset": "public_chat"}, a)["room_id"]
+        _ok(server, "POST", f"/join/{quote(room_id)}", {}, b)
+        for i in range(60):
+            _send(server, a, room_id, f"before {i}")
+        keys = {f"signed_curve25519:K{i}": {"key": f"k{i}", "signatures": {}} for i in range(7)}
+        uploaded = _ok(server, "POST", "/keys/upload", {"one_time_keys": keys}, a)
+        otk = int(uploaded["one_time_key_counts"]["signed_curve25519"])
+        bob_since = _ok(server, "GET", "/sync?timeout=0", None, b)["next_batch"]
+        after = [_send(server, a, room_id, f"after {i}") for i in range(3)]
+        server.stop()
+        path = os.path.join(server.workdir, "hs.db")
+        yield Source(server, path, alice, bob, room_id, bob_since, after, otk,
+                     _sqlite_counts(path))
+    finally:
+        server.stop()
+
+
+def _pg_config(source: Source, pg: PostgresServer, name: str) -> str:
+    create_database(pg, name)
+    with open(source.server.config_path, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    config["database"] = {"name": "psycopg2", "args": {
+        "user": pg.user, "host": pg.host, "port": pg.port, "database": name,
+        "cp_min": 1, "cp_max": 5}}
+    path = os.path.join(source.server.workdir, f"{name}.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config, f)
+    return path
+
+
+def _port_cmd(source: Source, config_path: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "myelin", "port-db", "--sqlite-database", source.sqlite_path,
+            "--config-path", config_path, *extra]
+
+
+def _pg_counts(pg: PostgresServer, name: str, tables: list[str]) -> dict[str, int]:
+    import asyncio
+
+    import asyncpg
+
+    async def count() -> dict[str, int]:
+        conn = await asyncpg.connect(user=pg.user, host=pg.host, port=pg.port, database=name)
+        try:
+            out = {}
+            for t in tables:
+                exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", t)
+                out[t] = int(await conn.fetchval(f'SELECT COUNT(*) FROM "{t}"')) if exists else 0
+            return out
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+@dataclass
+class Ported:
+    config_path: str
+    database: str
+    interrupted: subprocess.CompletedProcess[str]
+    counts_after_interrupt: dict[str, int]
+    resumed: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def ported(source: Source, postgres_server: PostgresServer) -> Ported:
+    name = f"ported_{os.getpid()}"
+    config_path = _pg_config(source, postgres_server, name)
+    # Batches of one row, so the port is still running when SIGINT arrives.
+    proc = subprocess.Popen(_port_cmd(source, config_path, "--batch-size", "1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if " done" in line:  # the first table is complete: interrupt the next ones
+            proc.send_signal(signal.SIGINT)
+            break
+    rest_out, err = proc.communicate(timeout=60)
+    interrupted = subprocess.CompletedProcess(proc.args, proc.returncode,
+                                              "".join(seen) + rest_out, err)
+    counts = _pg_counts(postgres_server, name, list(source.rows))
+    resumed = subprocess.run(_port_cmd(source, config_path), capture_output=True, text=True,
+                             timeout=300)
+    return Ported(config_path, name, interrupted, counts, resumed)
+
+
+def test_interrupted_port_stops_says_how_to_resume_and_finishes_on_rerun(
+        source: Source, ported: Ported, postgres_server: PostgresServer) -> None:
+    first = ported.interrupted
+    assert first.returncode != 0, first
+    assert "To resume, run again" in first.stderr
+    assert "port-db --sqlite-database" in first.stderr
+    # It really stopped part-way: some table is not (fully) there yet.
+    copied = {t: n for t, n in ported.counts_after_interrupt.items() if t != "schema_migrations"}
+    assert any(copied[t] < source.rows[t] for t in copied), copied
+    second = ported.resumed
+    assert second.returncode == 0, (second.stdout, second.stderr)
+    assert "resuming the port" in second.stdout
+    assert "row counts match" in second.stdout
+    # Every table, the same rows as the SQLite file.
+    tables = [t for t in source.rows if t != "schema_migrations"]
+    assert _pg_counts(postgres_server, ported.database, tables) == {
+        t: source.rows[t] for t in tables}
+    # A progress line per table with done/total and a rate.
+    assert f"events: {source.rows['events']}/{source.rows['events']} rows (100%)" in second.stdout
+
+
+def test_ported_server_keeps_users_tokens_keys_and_syncs(
+        source: Source, ported: Ported) -> None:
+    assert ported.resumed.returncode == 0, ported.resumed.stderr
+    server = ServerProcess(base_url=source.server.base_url, config_path=ported.config_path,
+                           shared_secret=source.server.shared_secret,
+                           workdir=source.server.workdir, engine="postgres",
+                           log_path=os.path.join(source.server.workdir, "pg-server.log"))
+    server.start()
+    try:
+        a, b = source.alice["access_token"], source.bob["access_token"]
+        # Existing access tokens still work.
+        assert _ok(server, "GET", "/account/whoami", None, a)["user_id"] == \
+            source.alice["user_id"]
+        # Passwords still log in.
+        login = _ok(server, "POST", "/login", {
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bob"},
+            "password": "bob's password"})
+        assert login["user_id"] == source.bob["user_id"]
+        status, _ = server.request("POST", V3 + "/login", {
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bob"},
+            "password": "wrong"})
+        assert status == 403
+        # One-time keys are still counted.
+        counts = _ok(server, "POST", "/keys/upload", {}, a)["one_time_key_counts"]
+        assert counts.get("signed_curve25519") == source.otk_count
+        # Bob's sync continues from the SQLite token: exactly the 3 later messages.
+        out = _ok(server, "GET", f"/sync?timeout=0&since={source.bob_since}", None, b)
+        timeline = out["rooms"]["join"][source.room_id]["timeline"]
+        ids = [e["event_id"] for e in timeline["events"] if e["type"] == "m.room.message"]
+        assert ids == source.after_since
+        # ... and goes on from there on PostgreSQL: a new message, nothing repeated.
+        new_id = _send(server, a, source.room_id, "on postgres")
+        out2 = _ok(server, "GET", f"/sync?timeout=0&since={out['next_batch']}", None, b)
+        ids2 = [e["event_id"] for e in
+                out2["rooms"]["join"][source.room_id]["timeline"]["events"]]
+        assert ids2 == [new_id]
+        # The whole history is readable.
+        history = _ok(server, "GET", f"/rooms/{quote(source.room_id)}/messages?dir=b&limit=100",
+                      None, b)
+        bodies = [e["content"].get("body") for e in history["chunk"]
+                  if e["type"] == "m.room.message"]
+        assert bodies[:5] == ["on postgres", "after 2", "after 1", "after 0", "before 59"]
+        assert len(bodies) == 64
+    finally:
+        server.stop()
+
+
+def test_refuses_a_postgres_database_that_already_holds_data(
+        source: Source, postgres_server: PostgresServer) -> None:
+    name = f"busy_{os.getpid()}"
+    config_path = _pg_config(source, postgres_server, name)
+    # A server that ran on the database has written to it.
+    server = ServerProcess(base_url=source.server.base_url, config_path=config_path,
+                           shared_secret=source.server.shared_secret,
+                           workdir=source.server.workdir, engine="postgres",
+                           log_path=os.path.join(source.server.workdir, "busy.log"))
+    server.start()
+    server.register("carol")
+    server.stop()
+    before = _pg_counts(postgres_server, name, list(source.rows))
+    result = subprocess.run(_port_cmd(source, config_path), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert "already holds data" in result.stderr
+    assert _pg_counts(postgres_server, name, list(source.rows)) == before
