@@ -22,6 +22,13 @@ from myelin.config import ConfigError, HomeserverConfig, load_config
 
 
 def _setup_logging(config: HomeserverConfig | None) -> None:
+    from myelin.logs import (
+        UnknownSynapseClassError,
+        keep_recent_errors,
+        stderr_formatter,
+        translate_log_config,
+    )
+
     # A worker logs by `worker_log_config`; the shared file's `log_config` is
     # the main process's (it would have every worker write main's log file).
     key = "log_config" if config is None or config.is_main_process else "worker_log_config"
@@ -31,18 +38,20 @@ def _setup_logging(config: HomeserverConfig | None) -> None:
 
         try:
             with open(log_config, encoding="utf-8") as f:
-                logging.config.dictConfig(yaml.safe_load(f))
-            return
-        except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as e:
+                logging.config.dictConfig(translate_log_config(yaml.safe_load(f)))
+        except (OSError, ValueError, TypeError, AttributeError, ImportError, yaml.YAMLError,
+                UnknownSynapseClassError) as e:
             raise ConfigError(key, f"cannot use {log_config}: {e}",
                               config.sources.get(key)) from None
-    logging.basicConfig(
-        level=os.environ.get("MYELIN_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+        keep_recent_errors()
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    # MYELIN_LOG_FORMAT=json: one JSON object per line (structured logs).
+    handler.setFormatter(stderr_formatter(os.environ.get("MYELIN_LOG_FORMAT", "text")))
+    logging.basicConfig(level=os.environ.get("MYELIN_LOG_LEVEL", "INFO"), handlers=[handler])
     if os.environ.get("MYELIN_ACCESS_LOG", "0") != "1":
         logging.getLogger("myelin.access").setLevel(logging.WARNING)
+    keep_recent_errors()
 
 
 def cmd_generate_config(args: argparse.Namespace) -> int:

@@ -143,9 +143,13 @@ class Fleet:
     def __init__(self, pg: PostgresServer, *, log_level: str = "INFO",
                  extra_shared: dict[str, Any] | None = None,
                  layout: dict[str, tuple[bool, bool]] | None = None,
-                 stream_writers: dict[str, Any] | None = None) -> None:
+                 stream_writers: dict[str, Any] | None = None,
+                 metrics: bool = False) -> None:
         """``layout``: process name -> (has a client listener, has a replication
-        listener), main included; the seed's example fleet by default."""
+        listener), main included; the seed's example fleet by default.
+        ``metrics``: every replication listener also serves the ``metrics``
+        resource (Prometheus text and the status page)."""
+        self.metrics = metrics
         self.pg = pg
         self.layout = layout or LAYOUT
         self.stream_writers = stream_writers or STREAM_WRITERS
@@ -194,8 +198,9 @@ class Fleet:
             out.append({"port": process.client_port, "bind_addresses": ["127.0.0.1"],
                         "type": "http", "x_forwarded": True, "resources": [{"names": names}]})
         if process.replication_port:
+            names = ["replication", "metrics"] if self.metrics else ["replication"]
             out.append({"port": process.replication_port, "bind_addresses": ["127.0.0.1"],
-                        "type": "http", "resources": [{"names": ["replication"]}]})
+                        "type": "http", "resources": [{"names": names}]})
         return out
 
     def write_config(self) -> None:

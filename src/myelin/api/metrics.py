@@ -1,9 +1,13 @@
 """The ``metrics`` resource: Prometheus text for this process.
 
-Per-stream positions of every writer as this process has received them and
-the replication lag they imply, cache sizes and hit rates, long-polls in
-flight, replication calls, and prometheus-client's own process metrics
-(CPU, RSS, open fds).
+Requests by servlet and status with latency histograms (and in flight),
+database transactions by name with latency, connection pool use, per-stream
+positions of every writer as this process has received them and the
+replication lag they imply, rows written per stream and events persisted,
+cache sizes and hit rates, long-polls waiting, replication calls, and
+prometheus-client's own process metrics (CPU, RSS, open fds). Every sample
+has an ``instance`` label: the Myelin instance name. The status page
+(``api/status_page.py``) is served on the same resource.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from myelin.http.request import Request
 from myelin.http.routing import RouteTable, plain_path
@@ -63,8 +68,10 @@ class HomeServerCollector(Collector):
         yield size
         yield hits
         yield misses
-        yield GaugeMetricFamily("myelin_sync_waiting", "Long-polls waiting in this process",
-                                value=hs.notifier.waiting)
+        waiting = GaugeMetricFamily("myelin_sync_waiting", "Long-polls waiting in this process",
+                                    labels=["instance"])
+        waiting.add_metric([instance], hs.notifier.waiting)
+        yield waiting
         rows = CounterMetricFamily("myelin_replication_rows_applied",
                                    "Stream rows applied from the bus", labels=["instance"])
         rows.add_metric([instance], hs.follower.rows_applied)
@@ -74,6 +81,27 @@ class HomeServerCollector(Collector):
                                    labels=["instance"])
         gaps.add_metric([instance], hs.follower.gaps_filled)
         yield gaps
+        yield from _labelled(instance, hs.http_metrics.requests, hs.http_metrics.duration,
+                             hs.http_metrics.in_flight, hs.db.stats.duration,
+                             hs.db.stats.failures)
+        pool = GaugeMetricFamily("myelin_db_pool_connections",
+                                 "Database connections: open, in use, allowed",
+                                 labels=["instance", "state"])
+        for state, value in hs.db.pool_stats().items():
+            pool.add_metric([instance, state], value)
+        yield pool
+        written = CounterMetricFamily("myelin_stream_rows_written",
+                                      "Stream rows this process committed as a writer",
+                                      labels=["instance", "stream"])
+        for name, generator in hs.streams.generators.items():
+            if generator.is_writer:
+                written.add_metric([instance, name], generator.rows_written)
+        yield written
+        persisted = CounterMetricFamily("myelin_events_persisted",
+                                        "Events this process persisted",
+                                        labels=["instance"])
+        persisted.add_metric([instance], hs.streams.events_id_gen.rows_written)
+        yield persisted
         if "replication" in hs.__dict__:
             calls = CounterMetricFamily("myelin_replication_calls",
                                         "Writes sent to a stream writer",
@@ -82,6 +110,16 @@ class HomeServerCollector(Collector):
             calls.add_metric([instance, "local"],
                              hs.replication.calls - hs.replication.remote_calls)
             yield calls
+
+
+def _labelled(instance: str, *collectors: Collector) -> Iterator[Metric]:
+    """The metrics of prometheus-client objects kept off the global registry,
+    with this process's ``instance`` label added to every sample."""
+    for collector in collectors:
+        for metric in collector.collect():
+            metric.samples = [Sample(s.name, {"instance": instance, **s.labels}, s.value,
+                                     s.timestamp, s.exemplar) for s in metric.samples]
+            yield metric
 
 
 def registry_for(hs: HomeServer) -> CollectorRegistry:

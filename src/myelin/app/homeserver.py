@@ -26,6 +26,7 @@ from myelin.storage.caches import CacheInvalidationStore, CacheRegistry, decode_
 from myelin.storage.engines import Database
 
 if TYPE_CHECKING:
+    from myelin.app.fleet_status import FleetStatus
     from myelin.handlers.account import AccountLifecycleHandler
     from myelin.handlers.account_data import AccountDataHandler
     from myelin.handlers.auth import AuthHandler
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from myelin.handlers.to_device import ToDeviceHandler
     from myelin.handlers.typing import TypingHandler
     from myelin.handlers.visibility import VisibilityHandler
+    from myelin.http.metrics import HttpMetrics
     from myelin.http.ratelimiters import Ratelimiters
     from myelin.http.server import Listener
     from myelin.replication.http import ReplicationClient, ReplicationServer
@@ -153,6 +155,18 @@ class HomeServer:
         if not keys:
             raise ConfigError("signing_key_path", f"no signing key in {path}", source)
         return keys[0]
+
+    @cached_property
+    def fleet_status(self) -> FleetStatus:
+        from myelin.app.fleet_status import FleetStatus
+
+        return FleetStatus(self)
+
+    @cached_property
+    def http_metrics(self) -> HttpMetrics:
+        from myelin.http.metrics import HttpMetrics
+
+        return HttpMetrics()
 
     @cached_property
     def replication(self) -> ReplicationClient:
@@ -422,6 +436,7 @@ class HomeServer:
             await start_bus()
         await self.follower.start()
         self.announcer.start()
+        self.fleet_status.start()
         await self.presence.start()
         if self.roles.runs("background_tasks"):
             self.background_tasks.start()
@@ -436,6 +451,7 @@ class HomeServer:
             await self.media.stop()
         await self.presence.stop()
         self.typing.stop()
+        await self.fleet_status.stop()
         await self.follower.stop()
         await self.announcer.stop()
         await self.bus.close()
@@ -469,7 +485,10 @@ class HomeServer:
                 "streams": streams, "caches": self.caches.stats(),
                 "replication": {"rows_applied": self.follower.rows_applied,
                                 "gaps_filled": self.follower.gaps_filled,
-                                "disagreeing": self.follower.disagreeing}}
+                                "disagreeing": self.follower.disagreeing},
+                "requests": {"per_second": self.http_metrics.rate.per_second(),
+                             "errors_per_second": self.http_metrics.error_rate.per_second()},
+                "fleet": self.fleet_status.fleet()}
 
     async def leave_all_rooms(self, user_id: str) -> None:
         await self.membership.leave_all_rooms(user_id)

@@ -29,10 +29,11 @@ def all_route_tables() -> list[RouteTable]:
     from myelin.api.keys import server as key_server
     from myelin.api.metrics import routes as metrics_routes
     from myelin.api.replication import routes as replication_routes
+    from myelin.api.status_page import routes as status_page_routes
 
     tables = [versions.routes, login.routes, register.routes, account.routes,
               admin_register.routes, key_server.routes, health.routes, replication_routes,
-              metrics_routes]
+              metrics_routes, status_page_routes]
     tables.extend(_optional_tables())
     return tables
 

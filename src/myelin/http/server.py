@@ -22,6 +22,7 @@ from myelin.config import ListenerConfig
 from myelin.domain import MatrixError, unrecognized
 from myelin.http.request import Request
 from myelin.http.routing import Route, Router
+from myelin.logs import current_request
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
@@ -62,8 +63,15 @@ class HttpDispatcher:
     async def __call__(self, raw: web.BaseRequest) -> web.StreamResponse:
         start = time.monotonic()
         status = 500
+        metrics = self.hs.http_metrics
+        # Each request runs in its own task: the log records it causes say which.
+        request_id = metrics.next_request_id(raw.method)
+        current_request.set(f"{request_id} {raw.path}")
+        route = self._route(raw)
+        servlet = _servlet_name(raw.method, route)
+        metrics.started(servlet)
         try:
-            response = await self._dispatch(raw)
+            response = await self._dispatch(raw, route)
             status = response.status
             return response
         except MatrixError as e:
@@ -78,18 +86,25 @@ class HttpDispatcher:
             logger.exception("error handling %s %s", raw.method, raw.path)
             return json_response(500, {"errcode": "M_UNKNOWN", "error": "Internal server error"})
         finally:
+            metrics.finished(servlet, raw.method, status, time.monotonic() - start)
             if access_logger.isEnabledFor(logging.INFO):
                 access_logger.info("%s %s %s %d %.1fms", raw.remote, raw.method,
                                    _redact_token(raw.path_qs), status,
                                    (time.monotonic() - start) * 1000)
 
-    async def _dispatch(self, raw: web.BaseRequest) -> web.StreamResponse:
+    def _route(self, raw: web.BaseRequest) -> tuple[Route | None, dict[str, str], bool]:
+        if raw.method == "OPTIONS":
+            return None, {}, True
+        return self.router.match(raw.method, raw.raw_path.split("?", 1)[0])
+
+    async def _dispatch(self, raw: web.BaseRequest,
+                        matched: tuple[Route | None, dict[str, str], bool],
+                        ) -> web.StreamResponse:
         # Whether this listener sits behind a proxy whose X-Forwarded-For we trust.
         raw[X_FORWARDED_KEY] = self.x_forwarded
         if raw.method == "OPTIONS":
             return json_response(200, {})
-        path = raw.raw_path.split("?", 1)[0]
-        route, params, path_known = self.router.match(raw.method, path)
+        route, params, path_known = matched
         if route is None:
             raise unrecognized(405 if path_known else 404)
         result = await route.handler(Request(self.hs, raw, params))
@@ -103,6 +118,17 @@ class HttpDispatcher:
         if isinstance(result, tuple):
             return json_response(result[0], result[1])
         return json_response(200, result)
+
+
+def _servlet_name(method: str, matched: tuple[Route | None, dict[str, str], bool]) -> str:
+    """``<module>.<function>`` of the servlet, e.g. ``sync.sync``: few, stable
+    label values (never the path, which holds ids)."""
+    route = matched[0]
+    if route is None:
+        return "options" if method == "OPTIONS" else "unmatched"
+    handler = route.handler
+    module = getattr(handler, "__module__", "") or ""
+    return f"{module.rsplit('.', 1)[-1]}.{getattr(handler, '__name__', 'servlet')}"
 
 
 def _redact_token(path_qs: str) -> str:

@@ -125,10 +125,23 @@ class PingCommand(Command):
     writers_digest: str = ""
 
 
+@dataclass(frozen=True)
+class ProcessStatusCommand(Command):
+    """What one process says about itself every few seconds, for the fleet's
+    status page: its app, request and error rates, recent errors, how far it
+    trails each stream, CPU and memory (``summary``, free-form JSON)."""
+
+    NAME: ClassVar[str] = "PROCESS_STATUS"
+    instance: str
+    ts: int
+    summary: dict[str, Any]
+
+
 COMMANDS: dict[str, type[Command]] = {
     cls.NAME: cls for cls in (RdataCommand, PositionCommand, ReplicateCommand, UserSyncCommand,
                               ClearUserCacheCommand, FederationAckCommand,
-                              RemoteServerUpCommand, UserIpCommand, PingCommand)
+                              RemoteServerUpCommand, UserIpCommand, PingCommand,
+                              ProcessStatusCommand)
 }
 
 

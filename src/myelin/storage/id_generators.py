@@ -11,10 +11,11 @@ reader that trusts ``current_position`` never skips a row still in flight.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from myelin.storage.engines import Database, Transaction
+from myelin.storage.engines.stats import caller_name
 
 
 class NotAWriterError(RuntimeError):
@@ -83,6 +84,7 @@ class StreamIdGenerator(PositionSource):
         self._column = column
         self._sequence = sequence or f"{stream_name}_stream_seq"
         self._max_allocated = 0
+        self.rows_written = 0  # rows committed by this process (the metrics' counter)
         self._in_flight: set[int] = set()
         # Rows of committed positions not yet announced (a lower position is in flight).
         self._unannounced: list[tuple[int, Any]] = []
@@ -133,6 +135,7 @@ class StreamIdGenerator(PositionSource):
         for position in positions:
             self._in_flight.discard(position)
         self._unannounced.extend(rows)
+        self.rows_written += len(rows)
         new_current = (min(self._in_flight) - 1) if self._in_flight else self._max_allocated
         if new_current > self._current:
             self._advance(new_current)
@@ -146,13 +149,18 @@ class StreamIdGenerator(PositionSource):
             ready.sort(key=lambda r: r[0])
         self._announce(previous, ready)
 
+    def transaction(self, name: str | None = None,
+                    ) -> AbstractAsyncContextManager[PositionTransaction]:
+        """``async with gen.transaction() as ptxn: pos = await ptxn.next_position()``;
+        ``name`` (default: the calling function's) labels it in the metrics."""
+        return self._transaction(name or caller_name())
+
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[PositionTransaction]:
-        """``async with gen.transaction() as ptxn: pos = await ptxn.next_position()``"""
+    async def _transaction(self, name: str) -> AsyncIterator[PositionTransaction]:
         ptxn: PositionTransaction | None = None
         committed = False
         try:
-            async with self.db.transaction() as txn:
+            async with self.db.transaction(name) as txn:
                 ptxn = PositionTransaction(txn, self)
                 yield ptxn
             committed = True

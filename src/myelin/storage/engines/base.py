@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from functools import cached_property
 from typing import Any
+
+from myelin.storage.engines.stats import TransactionStats
 
 Row = Sequence[Any]
 
@@ -52,9 +56,18 @@ class Database(ABC):
 
     engine: str  # "sqlite" | "postgres"
 
+    @cached_property
+    def stats(self) -> TransactionStats:
+        return TransactionStats()
+
     @abstractmethod
-    def transaction(self) -> Any:
-        """``async with db.transaction() as txn:``"""
+    def transaction(self, name: str | None = None) -> AbstractAsyncContextManager[Transaction]:
+        """``async with db.transaction() as txn:``; ``name`` (default: the
+        calling function's) labels its count and latency in the metrics."""
+
+    @abstractmethod
+    def pool_stats(self) -> dict[str, int]:
+        """Connections: ``size`` open, ``in_use`` now, ``max`` allowed."""
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -63,7 +76,7 @@ class Database(ABC):
     async def fetchall(self, sql: str, *args: Any) -> list[Row]: ...
 
     async def execute(self, sql: str, *args: Any) -> int:
-        async with self.transaction() as txn:
+        async with self.transaction("execute") as txn:
             result: int = await txn.execute(sql, *args)
             return result
 

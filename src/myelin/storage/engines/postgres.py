@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import asyncpg
 
 from myelin.storage.engines.base import Database, Row, Transaction
+from myelin.storage.engines.stats import caller_name
 
 
 @functools.lru_cache(maxsize=4096)
@@ -150,12 +152,26 @@ class PostgresDatabase(Database):
             raise
         return cls(pool)
 
+    def transaction(self, name: str | None = None) -> AbstractAsyncContextManager[Transaction]:
+        return self._transaction(name or caller_name())
+
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            txn = PostgresTransaction(conn)
-            yield txn
-            await txn.flush()
+    async def _transaction(self, name: str) -> AsyncIterator[Transaction]:
+        start = time.perf_counter()
+        ok = False
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                txn = PostgresTransaction(conn)
+                yield txn
+                await txn.flush()
+            ok = True
+        finally:
+            self.stats.observe(name, time.perf_counter() - start, ok)
+
+    def pool_stats(self) -> dict[str, int]:
+        size = self._pool.get_size()
+        return {"size": size, "in_use": size - self._pool.get_idle_size(),
+                "max": self._pool.get_max_size()}
 
     async def fetchall(self, sql: str, *args: Any) -> list[Row]:
         return list(await self._pool.fetch(to_postgres(sql), *args))

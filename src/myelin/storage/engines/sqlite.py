@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 from myelin.storage.engines.base import Database, Row, Transaction
+from myelin.storage.engines.stats import caller_name
 
 T = TypeVar("T")
 
@@ -129,8 +131,12 @@ class SqliteDatabase(Database):
             await reader.open()
             self._free_readers.put_nowait(reader)
 
+    def transaction(self, name: str | None = None) -> AbstractAsyncContextManager[Transaction]:
+        return self._transaction(name or caller_name())
+
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
+    async def _transaction(self, name: str) -> AsyncIterator[Transaction]:
+        start = time.perf_counter()
         async with self._write_lock:
             txn = SqliteTransaction(self._writer)
             txn.defer("BEGIN IMMEDIATE")
@@ -143,7 +149,16 @@ class SqliteDatabase(Database):
                 if self._writer.conn is not None and self._writer.conn.in_transaction:
                     await self._writer.run(lambda: self._writer.conn.execute("ROLLBACK")
                                            if self._writer.conn else None)
+                self.stats.observe(name, time.perf_counter() - start, False)
                 raise
+        self.stats.observe(name, time.perf_counter() - start, True)
+
+    def pool_stats(self) -> dict[str, int]:
+        # The writer, plus the readers; in use: the writer while a transaction
+        # holds it, the readers taken from the free queue.
+        size = 1 + len(self._readers)
+        in_use = int(self._write_lock.locked()) + len(self._readers) - self._free_readers.qsize()
+        return {"size": size, "in_use": in_use, "max": size}
 
     async def fetchall(self, sql: str, *args: Any) -> list[Row]:
         if not self._readers:
