@@ -245,3 +245,53 @@ def test_refuses_a_postgres_database_that_already_holds_data(
     assert result.returncode == 1
     assert "already holds data" in result.stderr
     assert _pg_counts(postgres_server, name, list(source.rows)) == before
+
+
+def test_full_text_tables_are_copied_where_postgres_has_them_and_reported_otherwise(
+        source: Source, postgres_server: PostgresServer) -> None:
+    import asyncio
+
+    import asyncpg
+
+    # A copy of the SQLite file with two FTS5 indexes, as a search feature keeps them.
+    copy_path = os.path.join(source.server.workdir, "with-fts.db")
+    src, dst = sqlite3.connect(source.sqlite_path), sqlite3.connect(copy_path)
+    src.backup(dst)
+    src.close()
+    dst.execute("CREATE VIRTUAL TABLE port_fts USING fts5(body, room_id UNINDEXED)")
+    dst.executemany("INSERT INTO port_fts (body, room_id) VALUES (?, ?)",
+                    [("hello brave world", "!a"), ("goodbye", "!a"), ("hello again", "!b")])
+    dst.execute("CREATE VIRTUAL TABLE orphan_fts USING fts5(x)")
+    dst.execute("INSERT INTO orphan_fts (x) VALUES ('nobody ports me')")
+    dst.commit()
+    dst.close()
+    name = f"fts_{os.getpid()}"
+    config_path = _pg_config(source, postgres_server, name)
+    pg = postgres_server
+
+    async def prepare() -> None:
+        conn = await asyncpg.connect(user=pg.user, host=pg.host, port=pg.port, database=name)
+        try:
+            await conn.execute(
+                "CREATE TABLE port_fts (body TEXT, room_id TEXT, vector tsvector"
+                " GENERATED ALWAYS AS (to_tsvector('simple', body)) STORED)")
+        finally:
+            await conn.close()
+
+    async def search(word: str) -> list[str]:
+        conn = await asyncpg.connect(user=pg.user, host=pg.host, port=pg.port, database=name)
+        try:
+            rows = await conn.fetch("SELECT body FROM port_fts WHERE vector @@ to_tsquery("
+                                    "'simple', $1) ORDER BY body", word)
+            return [r[0] for r in rows]
+        finally:
+            await conn.close()
+
+    asyncio.run(prepare())
+    result = subprocess.run(
+        [sys.executable, "-m", "myelin", "port-db", "--sqlite-database", copy_path,
+         "--config-path", config_path], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert asyncio.run(search("hello")) == ["hello again", "hello brave world"]
+    assert "orphan_fts" in result.stdout and "must be rebuilt" in result.stdout
+    assert "port_fts_data" not in result.stdout  # FTS5's own shadow tables stay behind

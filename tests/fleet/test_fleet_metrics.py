@@ -10,6 +10,8 @@ same stream positions as ``/_myelin/status``.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import signal
@@ -53,6 +55,12 @@ def scrape(fleet: Fleet, name: str) -> Samples:
     assert isinstance(body, str)
     return [(s.name, dict(s.labels), float(s.value))
             for family in text_string_to_metric_families(body) for s in family.samples]
+
+
+def family_names(fleet: Fleet, name: str) -> set[str]:
+    status, body = http("GET", fleet.replication_url(name) + "/metrics")
+    assert status == 200 and isinstance(body, str)
+    return {f.name for f in text_string_to_metric_families(body)}
 
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
@@ -119,6 +127,22 @@ def test_every_process_serves_metrics_that_say_what_it_did(fleet: Fleet) -> None
                 assert value(samples, "myelin_http_request_duration_seconds_count",
                              servlet=labels["servlet"], method="PUT")
     assert sends >= 3
+
+
+def test_the_grafana_dashboard_only_uses_metrics_the_fleet_exports(fleet: Fleet) -> None:
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "contrib", "grafana",
+                        "myelin.json")
+    with open(path, encoding="utf-8") as f:
+        dashboard = json.load(f)
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {m for e in exprs for m in re.findall(r"\b(?:myelin|process)_[a-z_]+", e)}
+    assert len(used) >= 15
+    exported: set[str] = set()
+    for name in fleet.processes:
+        exported |= family_names(fleet, name)
+    suffixes = re.compile(r"_(total|bucket|count|sum)$")
+    missing = {m for m in used if m not in exported and suffixes.sub("", m) not in exported}
+    assert not missing, missing
 
 
 def test_events_lag_rises_while_a_persister_is_stopped_and_falls_when_it_returns(

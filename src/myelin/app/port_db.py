@@ -9,8 +9,11 @@ transaction: an interrupted port resumes exactly where it stopped, and is
 the only case in which a non-empty target is accepted.
 
 The table list comes from the SQLite schema itself, so tables that later
-migrations add are ported without this module knowing them; virtual tables
-(full-text search) and their shadow tables are not data and are skipped.
+migrations add are ported without this module knowing them. A virtual table
+(an FTS5 full-text index) is copied when PostgreSQL has a table of that
+name with its columns (PostgreSQL then derives its own search vectors, e.g.
+in a generated column); otherwise it is reported, since that index must be
+rebuilt on PostgreSQL. FTS5's shadow tables are SQLite internals, never copied.
 Afterwards the PostgreSQL sequences behind stream positions and ids are set
 past everything copied (and past the positions recorded in
 ``stream_positions``), so sync tokens handed out on SQLite keep their
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sqlite3
 import sys
@@ -139,14 +143,15 @@ def open_source(path: str) -> sqlite3.Connection:
     return conn
 
 
-def source_tables(conn: sqlite3.Connection) -> tuple[list[SourceTable], list[str]]:
-    """The tables to copy, and the virtual tables skipped (full-text indexes)."""
+def source_tables(conn: sqlite3.Connection) -> tuple[list[SourceTable], list[SourceTable]]:
+    """The tables to copy, and the virtual tables (full-text indexes) apart:
+    their shadow tables are SQLite's internals and never copied."""
     listed = conn.execute("PRAGMA table_list").fetchall()
-    # (schema, name, type, ncol, wr, strict)
-    skipped = sorted(r[1] for r in listed if r[0] == "main" and r[2] == "virtual")
     tables: list[SourceTable] = []
+    virtual: list[SourceTable] = []
+    # (schema, name, type, ncol, without rowid, strict)
     for schema, name, kind, _ncol, without_rowid, _strict in listed:
-        if schema != "main" or kind != "table" or name.startswith("sqlite_"):
+        if schema != "main" or kind not in ("table", "virtual") or name.startswith("sqlite_"):
             continue
         if name in ("schema_migrations", PROGRESS_TABLE):
             continue
@@ -155,9 +160,18 @@ def source_tables(conn: sqlite3.Connection) -> tuple[list[SourceTable], list[str
         key = ([r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
                if without_rowid else ["rowid"])
         rows = int(conn.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()[0])
-        tables.append(SourceTable(name, columns, key, rows))
+        (virtual if kind == "virtual" else tables).append(SourceTable(name, columns, key, rows))
     tables.sort(key=lambda t: t.name)
-    return tables, skipped
+    virtual.sort(key=lambda t: t.name)
+    return tables, virtual
+
+
+def contentless(conn: sqlite3.Connection, table: str) -> bool:
+    """An FTS5 table that keeps no copy of its text (``content=''``): its
+    columns read back as NULL, so there is nothing to copy."""
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()
+    text = (sql[0] if sql else "") or ""
+    return bool(re.search(r"content\s*=\s*(''|\"\")", text, re.IGNORECASE))
 
 
 def check_source_schema(conn: sqlite3.Connection) -> None:
@@ -362,11 +376,11 @@ async def port(sqlite_path: str, db: DatabaseConfig, out: TextIO, *,
     source = open_source(sqlite_path)
     try:
         check_source_schema(source)
-        tables, skipped = source_tables(source)
+        tables, virtual = source_tables(source)
         target = await asyncpg.connect(user=db.user, password=db.password,
                                        database=db.database, host=db.host, port=db.port)
         try:
-            return await _port(source, target, db, tables, skipped, out, batch_size)
+            return await _port(source, target, db, tables, virtual, out, batch_size)
         finally:
             await target.close()
     finally:
@@ -374,7 +388,7 @@ async def port(sqlite_path: str, db: DatabaseConfig, out: TextIO, *,
 
 
 async def _port(source: sqlite3.Connection, target: asyncpg.Connection, db: DatabaseConfig,
-                tables: list[SourceTable], skipped: list[str], out: TextIO,
+                tables: list[SourceTable], virtual: list[SourceTable], out: TextIO,
                 batch_size: int) -> PortResult:
     progress = await read_progress(target)
     if progress is None:
@@ -401,12 +415,21 @@ async def _port(source: sqlite3.Connection, target: asyncpg.Connection, db: Data
                   "already copied\n")
         if progress[""].done:
             out.write("the port had already finished; checking it again\n")
+    # Only now is the PostgreSQL schema there to say which full-text tables it has.
+    columns = await target_columns(target)
+    skipped = []
+    for vt in virtual:
+        if (vt.name in columns and all(c in columns[vt.name] for c in vt.columns)
+                and not contentless(source, vt.name)):
+            tables.append(vt)
+        else:
+            skipped.append(vt.name)
+    tables.sort(key=lambda t: t.name)
     for table in tables:
         if table.name not in progress:
             await target.execute(f"INSERT INTO {PROGRESS_TABLE} (table_name) VALUES ($1)",
                                  table.name)
             progress[table.name] = Progress()
-    columns = await target_columns(target)
     missing = [t.name for t in tables if t.name not in columns]
     if missing:
         raise PortError(f"the PostgreSQL schema has no table(s) {', '.join(missing)}")
@@ -441,8 +464,8 @@ async def _port(source: sqlite3.Connection, target: asyncpg.Connection, db: Data
     out.write(f"row counts match in all {len(tables)} tables "
               f"({sum(result.copied.values())} rows)\n")
     for name in skipped:
-        out.write(f"skipped virtual table {name} (a full-text index: rebuilt from the copied "
-                  "rows on PostgreSQL)\n")
+        out.write(f"warning: skipped the SQLite virtual table {name} (a full-text index "
+                  "PostgreSQL has no table for): its search index must be rebuilt there\n")
     return result
 
 
