@@ -26,6 +26,7 @@ from tests.support.postgres import PostgresServer, create_database
 from tests.support.server import ServerProcess, launch_server
 
 V3 = "/_matrix/client/v3"
+MEDIA = b"minutes of the meeting, kept as a file\n"
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Source:
     bob_since: str
     after_since: list[str]
     otk_count: int
+    media_id: str
     rows: dict[str, int]
 
 
@@ -80,11 +82,16 @@ def source() -> Iterator[Source]:
         keys = {f"signed_curve25519:K{i}": {"key": f"k{i}", "signatures": {}} for i in range(7)}
         uploaded = _ok(server, "POST", "/keys/upload", {"one_time_keys": keys}, a)
         otk = int(uploaded["one_time_key_counts"]["signed_curve25519"])
+        status, media = server.request("POST", "/_matrix/media/v3/upload?filename=notes.txt",
+                                       raw=MEDIA, token=a,
+                                       headers={"Content-Type": "text/plain"})
+        assert status == 200, media
+        media_id = str(media["content_uri"]).rsplit("/", 1)[1]
         bob_since = _ok(server, "GET", "/sync?timeout=0", None, b)["next_batch"]
         after = [_send(server, a, room_id, f"after {i}") for i in range(3)]
         server.stop()
         path = os.path.join(server.workdir, "hs.db")
-        yield Source(server, path, alice, bob, room_id, bob_since, after, otk,
+        yield Source(server, path, alice, bob, room_id, bob_since, after, otk, media_id,
                      _sqlite_counts(path))
     finally:
         server.stop()
@@ -216,6 +223,11 @@ def test_ported_server_keeps_users_tokens_keys_and_syncs(
         ids2 = [e["event_id"] for e in
                 out2["rooms"]["join"][source.room_id]["timeline"]["events"]]
         assert ids2 == [new_id]
+        # Media uploaded on SQLite still downloads (the files stay in the media store).
+        status, body = server.request(
+            "GET", f"/_matrix/client/v1/media/download/{source.server.server_name}/"
+                   f"{source.media_id}", token=b)
+        assert (status, body) == (200, MEDIA.decode()), (status, body)
         # The whole history is readable.
         history = _ok(server, "GET", f"/rooms/{quote(source.room_id)}/messages?dir=b&limit=100",
                       None, b)
