@@ -8,6 +8,7 @@ continued from tokens the SQLite server gave out.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sqlite3
@@ -22,6 +23,7 @@ from urllib.parse import quote
 import pytest
 import yaml
 
+from myelin.app.port_db import ProgressBar
 from tests.support.postgres import PostgresServer, create_database
 from tests.support.server import ServerProcess, launch_server
 
@@ -307,3 +309,38 @@ def test_full_text_tables_are_copied_where_postgres_has_them_and_reported_otherw
     assert asyncio.run(search("hello")) == ["hello again", "hello brave world"]
     assert "orphan_fts" in result.stdout and "must be rebuilt" in result.stdout
     assert "port_fts_data" not in result.stdout  # FTS5's own shadow tables stay behind
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_is_one_line_rewritten_with_rate_and_eta() -> None:
+    now = [0.0]
+    out = _Terminal()
+    bar = ProgressBar("events", 1000, 0, out, clock=lambda: now[0])
+    now[0] = 2.0
+    bar.update(400)
+    now[0] = 4.0
+    bar.update(1000)
+    bar.finish()
+    text = out.getvalue()
+    assert text.count("\n") == 1 and text.endswith(" done\n")
+    assert "\r\x1b[K[#########...............] events: 400/1000 rows (40%), 200 rows/s, " \
+           "ETA 0:00:03" in text
+
+
+def test_progress_in_a_log_is_plain_lines_every_few_seconds() -> None:
+    now = [0.0]
+    out = io.StringIO()
+    bar = ProgressBar("users", 100, 20, out, clock=lambda: now[0])  # resumed at 20
+    for i in range(21, 101):
+        now[0] += 0.1
+        bar.update(i)
+    bar.finish()
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
+    assert lines[0] == "users: 20/100 rows (20%), 0 rows/s, ETA ?"
+    assert len(lines) == 3  # the start, one at 5 s, the end
+    assert lines[-1] == "users: 100/100 rows (100%), 10 rows/s, ETA 0:00:00 done"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import sqlite3
@@ -469,6 +470,16 @@ async def _port(source: sqlite3.Connection, target: asyncpg.Connection, db: Data
     return result
 
 
+def warn_if_live(sqlite_path: str, out: TextIO) -> None:
+    """A server that stopped cleanly has folded its write-ahead log back into
+    the file; a log left over means it runs still (or crashed)."""
+    wal = sqlite_path + "-wal"
+    if os.path.exists(wal) and os.path.getsize(wal) > 0:
+        out.write(f"warning: {wal} is not empty: the server is still running or did not "
+                  "stop cleanly. Stop it before porting; what it writes meanwhile is not "
+                  "copied\n")
+
+
 def port_db_command(sqlite_path: str, config_paths: Sequence[str], batch_size: int,
                     out: TextIO = sys.stdout) -> int:
     try:
@@ -476,6 +487,7 @@ def port_db_command(sqlite_path: str, config_paths: Sequence[str], batch_size: i
     except ConfigError as e:
         print(f"myelin: {e}", file=sys.stderr)
         return 1
+    warn_if_live(sqlite_path, out)
     try:
         result = asyncio.run(port(sqlite_path, config.database, out, batch_size=batch_size))
     except PortError as e:
