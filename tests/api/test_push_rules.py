@@ -38,10 +38,13 @@ def push_rules_event(sync_body: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+# The spec's predefined rules, plus the legacy body-mention rules (dropped from
+# the spec in v1.17) in the place they had before.
 SPEC_OVERRIDE = [".m.rule.master", ".m.rule.suppress_notices", ".m.rule.invite_for_me",
-                 ".m.rule.member_event", ".m.rule.is_user_mention", ".m.rule.is_room_mention",
-                 ".m.rule.tombstone", ".m.rule.reaction", ".m.rule.room.server_acl",
-                 ".m.rule.suppress_edits"]
+                 ".m.rule.member_event", ".m.rule.is_user_mention",
+                 ".m.rule.contains_display_name", ".m.rule.is_room_mention",
+                 ".m.rule.roomnotif", ".m.rule.tombstone", ".m.rule.reaction",
+                 ".m.rule.room.server_acl", ".m.rule.suppress_edits"]
 SPEC_UNDERRIDE = [".m.rule.call", ".m.rule.encrypted_room_one_to_one",
                   ".m.rule.room_one_to_one", ".m.rule.message", ".m.rule.encrypted"]
 
@@ -55,7 +58,12 @@ def test_default_rules(hs: ServerProcess) -> None:
         assert set(ruleset) == {"override", "content", "room", "sender", "underride"}
         assert ids(ruleset["override"]) == SPEC_OVERRIDE
         assert ids(ruleset["underride"]) == SPEC_UNDERRIDE
-        assert ruleset["content"] == ruleset["room"] == ruleset["sender"] == []
+        assert ruleset["room"] == ruleset["sender"] == []
+        assert ruleset["content"] == [{
+            "rule_id": ".m.rule.contains_user_name", "default": True, "enabled": True,
+            "pattern": alice.user_id[1:].split(":")[0],
+            "actions": ["notify", {"set_tweak": "sound", "value": "default"},
+                        {"set_tweak": "highlight"}]}]
     override = {r["rule_id"]: r for r in ruleset["override"]}
     assert override[".m.rule.master"] == {"rule_id": ".m.rule.master", "default": True,
                                           "enabled": False, "conditions": [], "actions": []}
@@ -68,7 +76,7 @@ def test_default_rules(hs: ServerProcess) -> None:
                                       "key": "content.m\\.mentions.user_ids",
                                       "value": alice.user_id}]
     assert mention["actions"][-1] == {"set_tweak": "highlight"}
-    for rule in ruleset["override"] + ruleset["underride"]:
+    for rule in ruleset["override"] + ruleset["underride"] + ruleset["content"]:
         assert rule["default"] is True
         assert rule["enabled"] is (rule["rule_id"] != ".m.rule.master")
     one_to_one = {r["rule_id"]: r for r in ruleset["underride"]}[".m.rule.room_one_to_one"]
@@ -157,8 +165,8 @@ def test_kinds_and_ordering(hs: ServerProcess) -> None:
     assert ruleset["room"] == [{"rule_id": room, "default": False, "enabled": True,
                                 "actions": []}]
     assert ids(ruleset["sender"]) == ["@spam:test.localhost"]
-    assert ruleset["content"] == [{"rule_id": "cakes", "default": False, "enabled": True,
-                                   "actions": ["notify"], "pattern": "cake"}]
+    assert ruleset["content"][0] == {"rule_id": "cakes", "default": False, "enabled": True,
+                                     "actions": ["notify"], "pattern": "cake"}
 
     # New rules go first; before/after place them relative to user rules.
     for name in ("a", "b"):

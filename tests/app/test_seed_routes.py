@@ -81,6 +81,7 @@ SEED_SAMPLES = [
     (r"^/_matrix/client/(api/v1|r0|v3|unstable)/presence/", "GET",
      f"/presence/{USER}/status"),
     (r"^/_matrix/client/(api/v1|r0|v3|unstable)/pushrules/", "GET", "/pushrules/"),
+    (r"^/_matrix/client/(r0|v3|unstable)/notifications$", "GET", "/notifications"),
     (r"^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/messages$", "GET",
      f"/rooms/{ROOM}/messages"),
 ]

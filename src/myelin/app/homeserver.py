@@ -41,7 +41,9 @@ if TYPE_CHECKING:
     from myelin.handlers.membership import MembershipHandler
     from myelin.handlers.presence import PresenceHandler
     from myelin.handlers.profile import ProfileHandler
+    from myelin.handlers.push_actions import PushActionsHandler
     from myelin.handlers.push_rules import PushRulesHandler
+    from myelin.handlers.pushers import PusherHandler
     from myelin.handlers.receipts import ReceiptHandler
     from myelin.handlers.redactions import RedactionHandler
     from myelin.handlers.registration import RegistrationHandler
@@ -77,6 +79,7 @@ class Stores:
         )
         from myelin.storage.stores.media import MediaStore
         from myelin.storage.stores.presence import PresenceStore
+        from myelin.storage.stores.push import PushActionStore, PusherStore
         from myelin.storage.stores.push_rules import PushRuleStore
         from myelin.storage.stores.receipts import ReceiptStore
         from myelin.storage.stores.to_device import ToDeviceStore
@@ -94,6 +97,8 @@ class Stores:
         self.account_data = AccountDataStore(db, gens["account_data"], instance_name)
         self.device_lists = DeviceListStore(db, gens["device_lists"])
         self.push_rules = PushRuleStore(db, gens["push_rules"])
+        self.push_actions = PushActionStore(db)
+        self.pushers = PusherStore(db)
         self.e2e_keys = E2EKeyStore(db, caches, invalidate)
         self.cache_invalidations = CacheInvalidationStore(db, gens["caches"], instance_name)
         self.media = MediaStore(db)
@@ -345,6 +350,18 @@ class HomeServer:
         return PushRulesHandler(self)
 
     @cached_property
+    def push_actions(self) -> PushActionsHandler:
+        from myelin.handlers.push_actions import PushActionsHandler
+
+        return PushActionsHandler(self)
+
+    @cached_property
+    def pushers(self) -> PusherHandler:
+        from myelin.handlers.pushers import PusherHandler
+
+        return PusherHandler(self)
+
+    @cached_property
     def e2e_keys(self) -> E2EKeysHandler:
         from myelin.handlers.e2e_keys import E2EKeysHandler
 
@@ -399,6 +416,9 @@ class HomeServer:
             users={r.user_id for _, r in rows}))
         follow.on_visible("push_rules", lambda _, rows: notifier.notify(
             users={r.user_id for _, r in rows}))
+        # The push actions indexer's caches of rulesets and ignore lists.
+        follow.on_rows("push_rules", self.push_actions.on_push_rules_rows)
+        follow.on_rows("account_data", self.push_actions.on_account_data_rows)
         follow.on_rows("presence", self.presence.on_presence_rows)
         follow.on_visible("presence", lambda _, rows: self._notify_room_mates(
             {r.user_id for _, r in rows}))

@@ -57,6 +57,7 @@ OPTIONAL_MODULES: list[str] = [
     "myelin.api.client.directory",
     "myelin.api.client.profile",
     "myelin.api.client.push_rules",
+    "myelin.api.client.push",
     "myelin.api.client.keys",
     "myelin.api.media.content",
     "myelin.api.admin.media",

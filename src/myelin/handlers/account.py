@@ -31,6 +31,8 @@ class AccountLifecycleHandler:
         password_hash = await hash_password(new_password)
         async with self.hs.db.transaction() as txn:
             await store.set_password_hash(txn, requester.user_id, password_hash)
+            if logout_devices:
+                await self.hs.pushers.on_password_changed(txn, requester)
         if logout_devices:
             others = [d.device_id for d in await store.get_devices(requester.user_id)
                       if d.device_id != requester.device_id]
@@ -43,6 +45,7 @@ class AccountLifecycleHandler:
             return
         async with self.hs.db.transaction() as txn:
             await self.hs.stores.accounts.delete_token(txn, requester.access_token)
+            await self.hs.pushers.on_token_deleted(txn, requester.access_token)
         await self.hs.auth.invalidate_tokens([requester.access_token])
 
     async def logout_all(self, user_id: str, *, deactivate: bool = False) -> None:
@@ -54,6 +57,7 @@ class AccountLifecycleHandler:
         async with self.hs.db.transaction() as txn:
             for token, _ in await store.tokens_of_user(txn, user_id):
                 await store.delete_token(txn, token)
+            await self.hs.pushers.on_logged_out_everywhere(txn, user_id)
             if deactivate:
                 await store.mark_deactivated(txn, user_id)
         await self.hs.auth.invalidate_user(user_id)

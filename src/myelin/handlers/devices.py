@@ -43,6 +43,7 @@ class DeviceHandler:
     async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
         async with self.hs.db.transaction() as txn:
             tokens = await self.store.delete_devices(txn, user_id, device_ids)
+            await self.hs.pushers.on_devices_deleted(txn, user_id, device_ids)
         await self.hs.auth.invalidate_tokens(tokens)
         for device_id in device_ids:
             await self.hs.stores.to_device.delete_device_inbox(user_id, device_id)

@@ -43,6 +43,8 @@ class EventFilter:
     not_rooms: list[str] = field(default_factory=list)
     lazy_load_members: bool = False
     include_redundant_members: bool = False
+    # Only meaningful on room.timeline of a /sync filter: per-thread counts.
+    unread_thread_notifications: bool = False
 
     @classmethod
     def parse(cls, raw: Any, name: str) -> EventFilter:
@@ -64,6 +66,7 @@ class EventFilter:
             not_rooms=_str_list(raw.get("not_rooms"), f"{name}.not_rooms") or [],
             lazy_load_members=bool(raw.get("lazy_load_members", False)),
             include_redundant_members=bool(raw.get("include_redundant_members", False)),
+            unread_thread_notifications=raw.get("unread_thread_notifications") is True,
         )
 
     def allows_type(self, event_type: str) -> bool:

@@ -1,8 +1,12 @@
 """Push rules: the server-default rules, merged with each user's own rules and overrides.
 
-The ruleset is what ``GET /pushrules/`` answers and what ``/sync`` delivers
-as the ``m.push_rules`` global account data. Server-default rules (ids
-starting with ".") are the spec's predefined rules, in the spec's order;
+The ruleset is what ``GET /pushrules/`` answers, what ``/sync`` delivers
+as the ``m.push_rules`` global account data, and what the push actions
+indexer evaluates (``events/push_rules_eval.py``). Server-default rules (ids
+starting with ".") are the spec's predefined rules, in the spec's order,
+plus the three legacy body-mention rules the spec dropped in v1.17 (clients
+that send no ``m.mentions`` still rely on them; events with ``m.mentions``
+skip them);
 users may only enable/disable them or change their actions. Within a kind,
 user rules come before the server defaults, except ``.m.rule.master``, which
 always comes first.
@@ -15,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from myelin.domain import MatrixError, bad_json, not_found
 from myelin.replication.http import ReplicationEndpoint
-from myelin.storage.stores.push_rules import RuleNotFound, StoredRule
+from myelin.storage.stores.push_rules import DefaultOverride, RuleNotFound, StoredRule
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
@@ -54,8 +58,16 @@ BASE_OVERRIDE = [
         {"kind": "event_property_contains", "key": "content.m\\.mentions.user_ids",
          "value": _USER_ID},
     ], ["notify", _SOUND_DEFAULT, _HIGHLIGHT]),
+    # Legacy (removed from the spec in v1.17, kept for clients that send no
+    # m.mentions): the evaluator ignores it for events that have m.mentions.
+    _rule(".m.rule.contains_display_name", [{"kind": "contains_display_name"}],
+          ["notify", _SOUND_DEFAULT, _HIGHLIGHT]),
     _rule(".m.rule.is_room_mention", [
         {"kind": "event_property_is", "key": "content.m\\.mentions.room", "value": True},
+        {"kind": "sender_notification_permission", "key": "room"},
+    ], ["notify", _HIGHLIGHT]),
+    _rule(".m.rule.roomnotif", [  # legacy, like .m.rule.contains_display_name
+        _match("content.body", "@room"),
         {"kind": "sender_notification_permission", "key": "room"},
     ], ["notify", _HIGHLIGHT]),
     _rule(".m.rule.tombstone", [
@@ -72,8 +84,11 @@ BASE_OVERRIDE = [
          "value": "m.replace"},
     ], []),
 ]
-# Spec v1.17 removed the legacy body-matching content rule (.m.rule.contains_user_name).
-BASE_CONTENT: list[dict[str, Any]] = []
+# Legacy (spec v1.17 removed it): ignored for events that have m.mentions.
+BASE_CONTENT: list[dict[str, Any]] = [
+    {"rule_id": ".m.rule.contains_user_name", "default": True, "enabled": True,
+     "pattern": _LOCALPART, "actions": ["notify", _SOUND_DEFAULT, _HIGHLIGHT]},
+]
 BASE_UNDERRIDE = [
     _rule(".m.rule.call", [_match("type", "m.call.invite")],
           ["notify", {"set_tweak": "sound", "value": "ring"}]),
@@ -161,6 +176,35 @@ def check_scope_kind(scope: str, kind: str) -> None:
         raise MatrixError(400, "M_UNRECOGNIZED", f"Unknown push rule kind {kind!r}")
 
 
+def build_ruleset(user_id: str, overrides: dict[tuple[str, str], DefaultOverride],
+                  stored_rules: list[StoredRule]) -> dict[str, list[dict[str, Any]]]:
+    """The defaults with the user's overrides, and the user's own rules, in order."""
+    defaults = default_rules_for(user_id)
+    for kind, rules in defaults.items():
+        for rule in rules:
+            override = overrides.get((kind, rule["rule_id"]))
+            if override is None:
+                continue
+            if override.enabled is not None:
+                rule["enabled"] = override.enabled
+            if override.actions is not None:
+                rule["actions"] = override.actions
+    user_rules: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+    for stored in stored_rules:
+        if stored.kind in user_rules:
+            user_rules[stored.kind].append(format_user_rule(stored))
+    ruleset: dict[str, list[dict[str, Any]]] = {}
+    for kind in KINDS:
+        default = defaults[kind]
+        if kind == "override":
+            master = [r for r in default if r["rule_id"] == ".m.rule.master"]
+            rest = [r for r in default if r["rule_id"] != ".m.rule.master"]
+            ruleset[kind] = master + user_rules[kind] + rest
+        else:
+            ruleset[kind] = user_rules[kind] + default
+    return ruleset
+
+
 class WritePushRules(ReplicationEndpoint):
     """Every change to a user's push rules, run on the push_rules writer."""
 
@@ -195,31 +239,15 @@ class PushRulesHandler:
 
     async def get_ruleset(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
         """The user's full global ruleset: ``{override, content, room, sender, underride}``."""
-        defaults = default_rules_for(user_id)
-        overrides = await self.store.get_default_overrides(user_id)
-        for kind, rules in defaults.items():
-            for rule in rules:
-                override = overrides.get((kind, rule["rule_id"]))
-                if override is None:
-                    continue
-                if override.enabled is not None:
-                    rule["enabled"] = override.enabled
-                if override.actions is not None:
-                    rule["actions"] = override.actions
-        user_rules: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
-        for stored in await self.store.get_user_rules(user_id):
-            if stored.kind in user_rules:
-                user_rules[stored.kind].append(format_user_rule(stored))
-        ruleset: dict[str, list[dict[str, Any]]] = {}
-        for kind in KINDS:
-            default = defaults[kind]
-            if kind == "override":
-                master = [r for r in default if r["rule_id"] == ".m.rule.master"]
-                rest = [r for r in default if r["rule_id"] != ".m.rule.master"]
-                ruleset[kind] = master + user_rules[kind] + rest
-            else:
-                ruleset[kind] = user_rules[kind] + default
-        return ruleset
+        return build_ruleset(user_id, await self.store.get_default_overrides(user_id),
+                             await self.store.get_user_rules(user_id))
+
+    async def get_rulesets(self, user_ids: list[str],
+                           ) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        """:meth:`get_ruleset` for many users, in two queries per 200 users."""
+        overrides = await self.store.get_default_overrides_many(user_ids)
+        stored = await self.store.get_user_rules_many(user_ids)
+        return {u: build_ruleset(u, overrides[u], stored[u]) for u in user_ids}
 
     async def get_rule(self, user_id: str, kind: str, rule_id: str) -> dict[str, Any]:
         ruleset = await self.get_ruleset(user_id)

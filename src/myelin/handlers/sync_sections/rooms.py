@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 
 STRIPPED_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
                         "m.room.canonical_alias", "m.room.encryption", "m.room.topic")
-UNREAD_TYPES = ("m.room.message", "m.room.encrypted")
 
 
 class RoomsSection(SyncSection):
@@ -47,6 +46,8 @@ class RoomsSection(SyncSection):
         # rather than one per room, so an idle account with many rooms syncs
         # cheaply.
         busy: set[str] | None = None
+        # Rooms where the user's own read receipts moved: their counts changed.
+        own_receipts: set[str] = set()
         if req.since is not None and not req.full_state:
             # (A superset: each room is then read between its own bounds.)
             busy = await self.store.get_rooms_with_events_between(
@@ -54,6 +55,8 @@ class RoomsSection(SyncSection):
             if req.moved("receipts"):
                 busy |= await self.hs.stores.receipts.rooms_with_receipts_between(
                     req.since["receipts"], req.now["receipts"])
+                own_receipts = await self.hs.stores.receipts.rooms_with_receipts_between(
+                    req.since["receipts"], req.now["receipts"], user_id=user_id)
             busy |= {r for r in joined_ids
                      if self.hs.typing.changed_since(r, req.since["typing"])}
             if req.moved("account_data"):
@@ -76,7 +79,8 @@ class RoomsSection(SyncSection):
                 if since_pos is not None and not was_joined:
                     newly_joined.add(room_id)
                 entry = await self._joined_room(req, membership,
-                                                initial=since_pos is None or not was_joined)
+                                                initial=since_pos is None or not was_joined,
+                                                counts_changed=room_id in own_receipts)
                 if entry is not None:
                     joined[room_id] = entry
             elif membership.membership == "invite" and changed:
@@ -95,6 +99,7 @@ class RoomsSection(SyncSection):
                         # e.g. an invite that was rejected before the client saw it
                         continue
                     left[room_id] = await self._left_room(req, membership)
+        await self._fill_unread(req, joined, memberships)
         return ({"join": joined, "invite": invited, "leave": left, "knock": knocked},
                 joined_ids, newly_joined, left_ids)
 
@@ -156,7 +161,7 @@ class RoomsSection(SyncSection):
         return events, limited
 
     async def _joined_room(self, req: SyncRequest, membership: Membership, *, initial: bool,
-                           ) -> dict[str, Any] | None:
+                           counts_changed: bool = False) -> dict[str, Any] | None:
         room_id = membership.room_id
         now_pos = req.events_upper(room_id)
         since_pos = None if initial else req.events_lower(room_id)
@@ -164,13 +169,13 @@ class RoomsSection(SyncSection):
         if since_pos is not None and not events and not req.full_state:
             ephemeral = await self._ephemeral(req, room_id, initial=False)
             account_data = await self._room_account_data(req, room_id)
-            if not ephemeral and not account_data:
+            if not ephemeral and not account_data and not counts_changed:
                 return None
             return {"timeline": {"events": [], "limited": False,
                                  "prev_batch": stream_token(now_pos)},
                     "state": {"events": []}, "ephemeral": {"events": ephemeral},
                     "account_data": {"events": account_data},
-                    "unread_notifications": await self._unread(req, room_id)}
+                    "unread_notifications": {}}
         start_pos = events[0].stream_ordering - 1 if events else now_pos
         needs_state = initial or req.full_state or limited or req.filter.lazy_load_members
         state_at_start = (await self._state_before(room_id, events, start_pos)
@@ -196,7 +201,7 @@ class RoomsSection(SyncSection):
             "state": {"events": await serializer.serialize(state_events, **kwargs)},
             "ephemeral": {"events": await self._ephemeral(req, room_id, initial=initial)},
             "account_data": {"events": await self._room_account_data(req, room_id, initial)},
-            "unread_notifications": await self._unread(req, room_id),
+            "unread_notifications": {},  # filled for all rooms at once: _fill_unread
         }
         membership_changed = initial or any(
             e.event.type == "m.room.member" for e in [*events, *state_events])
@@ -260,13 +265,29 @@ class RoomsSection(SyncSection):
         return [{"type": t, "content": c} for t, c in changed.get(room_id, {}).items()
                 if f.allows_type(t)]
 
-    async def _unread(self, req: SyncRequest, room_id: str) -> dict[str, int]:
-        read_up_to = await self.hs.stores.receipts.get_read_position(room_id, req.user_id)
-        membership = await self.hs.stores.memberships.get_membership(room_id, req.user_id)
-        lower = max(read_up_to or 0, membership.stream_ordering if membership else 0)
-        count = await self.store.count_events_between(
-            room_id, lower, req.events_upper(room_id), UNREAD_TYPES, not_sender=req.user_id)
-        return {"notification_count": count, "highlight_count": 0}
+    async def _fill_unread(self, req: SyncRequest, joined: dict[str, Any],
+                           memberships: list[Membership]) -> None:
+        """Every joined room's unread counts, read for all rooms in one go. With
+        ``unread_thread_notifications`` the threads are counted apart from
+        the main timeline; without, a room's count covers all its threads."""
+        if not joined:
+            return
+        joined_at = {m.room_id: m.stream_ordering for m in memberships}
+        rooms = {room_id: (joined_at.get(room_id, 0), req.events_upper(room_id))
+                 for room_id in joined}
+        unread = await self.hs.push_actions.unread_counts(req.user_id, rooms)
+        per_thread = req.filter.timeline.unread_thread_notifications
+        for room_id, entry in joined.items():
+            counts = unread[room_id]
+            if per_thread:
+                entry["unread_notifications"] = counts.main.to_json()
+                entry["unread_thread_notifications"] = {
+                    root: c.to_json() for root, c in counts.threads.items()}
+            else:
+                every = [counts.main, *counts.threads.values()]
+                entry["unread_notifications"] = {
+                    "notification_count": sum(c.notification_count for c in every),
+                    "highlight_count": sum(c.highlight_count for c in every)}
 
     async def _summary(self, user_id: str, room_id: str) -> dict[str, Any]:
         members = await self.hs.stores.memberships.get_members(room_id, ("join", "invite"))

@@ -6,6 +6,7 @@ so ``/sync`` can tell whether a user's rules changed between two tokens.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,36 @@ class PushRuleStore:
         return {(r[0], r[1]): DefaultOverride(None if r[2] is None else bool(r[2]),
                                               None if r[3] is None else orjson.loads(r[3]))
                 for r in rows}
+
+    async def get_user_rules_many(self, user_ids: Sequence[str],
+                                  ) -> dict[str, list[StoredRule]]:
+        """:meth:`get_user_rules` for many users in one query per 200."""
+        out: dict[str, list[StoredRule]] = {u: [] for u in user_ids}
+        for start in range(0, len(user_ids), 200):
+            chunk = list(user_ids[start:start + 200])
+            rows = await self.db.fetchall(
+                "SELECT user_id, kind, rule_id, conditions, actions, pattern, enabled"
+                f" FROM push_rules WHERE user_id IN ({','.join('?' * len(chunk))})"
+                " ORDER BY user_id, kind, priority_order, rule_id", *chunk)
+            for r in rows:
+                out[r[0]].append(StoredRule(r[1], r[2], orjson.loads(r[3]), orjson.loads(r[4]),
+                                            r[5], bool(r[6])))
+        return out
+
+    async def get_default_overrides_many(self, user_ids: Sequence[str],
+                                         ) -> dict[str, dict[tuple[str, str], DefaultOverride]]:
+        out: dict[str, dict[tuple[str, str], DefaultOverride]] = {u: {} for u in user_ids}
+        for start in range(0, len(user_ids), 200):
+            chunk = list(user_ids[start:start + 200])
+            rows = await self.db.fetchall(
+                "SELECT user_id, kind, rule_id, enabled, actions"
+                " FROM push_rules_default_overrides"
+                f" WHERE user_id IN ({','.join('?' * len(chunk))})", *chunk)
+            for r in rows:
+                out[r[0]][(r[1], r[2])] = DefaultOverride(
+                    None if r[3] is None else bool(r[3]),
+                    None if r[4] is None else orjson.loads(r[4]))
+        return out
 
     async def changed_between(self, user_id: str, from_id: int, to_id: int) -> bool:
         row = await self.db.fetchone(

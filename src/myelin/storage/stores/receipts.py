@@ -69,6 +69,23 @@ class ReceiptStore:
         self._read_positions.put_if(generation, key, position)
         return position
 
+    async def get_read_positions_by_thread(self, user_id: str, room_ids: Sequence[str],
+                                           ) -> dict[str, dict[str, int]]:
+        """room -> thread_id (MAIN_THREAD for unthreaded) -> the stream position of
+        the newest event the user read there (m.read or m.read.private)."""
+        out: dict[str, dict[str, int]] = {}
+        for start in range(0, len(room_ids), 200):
+            chunk = list(room_ids[start:start + 200])
+            marks = ",".join("?" * len(chunk))
+            rows = await self.db.fetchall(
+                f"SELECT room_id, thread_id, MAX(event_stream_ordering) FROM receipts"
+                f" WHERE user_id = ? AND receipt_type IN ('m.read', 'm.read.private')"
+                f" AND room_id IN ({marks}) GROUP BY room_id, thread_id", user_id, *chunk)
+            for room_id, thread_id, position in rows:
+                if position is not None:
+                    out.setdefault(room_id, {})[thread_id] = int(position)
+        return out
+
     def on_receipts_rows(self, writer: str, rows: Sequence[tuple[int, ReceiptsRow]]) -> None:
         """``receipts`` rows from any writer: the readers' read positions moved."""
         for _, row in rows:
@@ -91,8 +108,11 @@ class ReceiptStore:
                        for r in rows)
         return out
 
-    async def rooms_with_receipts_between(self, from_id: int, to_id: int) -> set[str]:
+    async def rooms_with_receipts_between(self, from_id: int, to_id: int,
+                                          user_id: str | None = None) -> set[str]:
+        """Rooms with receipts in (from_id, to_id] (only ``user_id``'s, if given)."""
+        mine = "" if user_id is None else " AND user_id = ?"
         rows = await self.db.fetchall(
-            "SELECT DISTINCT room_id FROM receipts WHERE stream_id > ? AND stream_id <= ?",
-            from_id, to_id)
+            f"SELECT DISTINCT room_id FROM receipts WHERE stream_id > ? AND stream_id <= ?{mine}",
+            from_id, to_id, *([] if user_id is None else [user_id]))
         return {r[0] for r in rows}
