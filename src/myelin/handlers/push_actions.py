@@ -84,8 +84,9 @@ class PushActionsHandler:
         self.hs = hs
         self.store = hs.stores.push_actions
         self._rulesets: Cache[str, Ruleset] = hs.caches.register("push_rulesets", 20_000)
-        self._ignored: Cache[str, frozenset[str]] = hs.caches.register("ignored_users", 20_000)
-        self._members: Cache[str, MemberInfo] = hs.caches.register("member_event_info",
+        self._ignored: Cache[str, frozenset[str]] = hs.caches.register("push_ignored_users",
+                                                                       20_000)
+        self._members: Cache[str, MemberInfo] = hs.caches.register("push_member_info",
                                                                   200_000)
 
     # -- following streams ---------------------------------------------------
