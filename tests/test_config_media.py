@@ -51,6 +51,16 @@ def test_values() -> None:
     assert media.max_spider_size == 1024 * 1024
 
 
+def test_synapse_newer_spellings() -> None:
+    media = load_config_from_dict({
+        **BASE, "url_preview_ip_range_blocklist": [],
+        "url_preview_ip_range_allowlist": ["10.0.0.0/8"]}).media
+    # An empty list allows everything but "this host".
+    assert set(media.url_preview_ip_range_blacklist) == {
+        ipaddress.ip_network(n) for n in ("0.0.0.0/32", "::/128")}
+    assert media.url_preview_ip_range_whitelist == (ipaddress.ip_network("10.0.0.0/8"),)
+
+
 @pytest.mark.parametrize(("extra", "key", "message"), [
     ({"thumbnail_sizes": [{"width": 10, "height": 10, "method": "stretch"}]},
      "thumbnail_sizes[0].method", "expected one of crop, scale"),

@@ -258,6 +258,33 @@ def test_unfrozen_media_downloads_without_a_token(open_hs: ServerProcess) -> Non
         assert headers["Content-Disposition"] == 'inline; filename="words.txt"'
 
 
+def test_freezing_keeps_earlier_media_served_without_a_token() -> None:
+    """Turning enable_authenticated_media on freezes the unauthenticated
+    downloads: media uploaded before still works there, media uploaded after
+    only through /_matrix/client/v1/media."""
+    import yaml
+
+    server = launch_server("sqlite", None, {"enable_authenticated_media": False})
+    try:
+        token = user(server)["access_token"]
+        before = upload(server, token, b"before the freeze", "text/plain")
+        with open(server.config_path, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+        config["enable_authenticated_media"] = True
+        with open(server.config_path, "w", encoding="utf-8") as f:
+            yaml.safe_dump(config, f)
+        server.restart()
+        after = upload(server, token, b"after the freeze", "text/plain")
+        legacy = f"{LEGACY_MEDIA}/download/{SERVER_NAME}/"
+        assert call(server, "GET", legacy + before)[2] == b"before the freeze"
+        assert call(server, "GET", legacy + after)[0] == 404
+        for media_id, data in ((before, b"before the freeze"), (after, b"after the freeze")):
+            assert call(server, "GET", f"{CLIENT_MEDIA}/download/{SERVER_NAME}/{media_id}",
+                        token=token)[2] == data
+    finally:
+        _stop(server)
+
+
 def test_unknown_and_remote_media_are_not_found(hs: ServerProcess) -> None:
     token = user(hs)["access_token"]
     for server_name, media_id in ((SERVER_NAME, "doesNotExist123"), ("elsewhere.example", "abcdef"),

@@ -68,7 +68,13 @@ class MediaConfig:
     url_preview_accept_language: tuple[str, ...] = ("en",)
 
 
-def _networks(r: ConfigReader, key: str, default: tuple[str, ...]) -> tuple[IpNetwork, ...]:
+def _networks(r: ConfigReader, key: str, default: tuple[str, ...],
+              newer: str) -> tuple[IpNetwork, ...]:
+    """A list of CIDR ranges under ``key``, or under Synapse's newer spelling
+    ``newer`` (``…_blocklist`` / ``…_allowlist``) when only that is given."""
+    if not r.has(key) and r.has(newer):
+        key = newer
+    r.used.update((key, newer))
     out = []
     for index, text in enumerate(r.str_list(key, list(default))):
         try:
@@ -108,9 +114,11 @@ def media_config(r: ConfigReader) -> MediaConfig:
         max_pending_media_uploads=r.int_("max_pending_media_uploads", 5, minimum=1),
         url_preview_enabled=r.bool_("url_preview_enabled", False),
         url_preview_ip_range_blacklist=_networks(
-            r, "url_preview_ip_range_blacklist", DEFAULT_IP_RANGE_BLACKLIST)
+            r, "url_preview_ip_range_blacklist", DEFAULT_IP_RANGE_BLACKLIST,
+            "url_preview_ip_range_blocklist")
         + tuple(ipaddress.ip_network(n) for n in ALWAYS_BLOCKED),
-        url_preview_ip_range_whitelist=_networks(r, "url_preview_ip_range_whitelist", ()),
+        url_preview_ip_range_whitelist=_networks(r, "url_preview_ip_range_whitelist", (),
+                                                 "url_preview_ip_range_allowlist"),
         max_spider_size=r.size("max_spider_size", 10 * 1024 * 1024),
         url_preview_accept_language=tuple(r.str_list("url_preview_accept_language", ["en"])),
     )

@@ -195,23 +195,29 @@ class MediaRepository:
         timeout = DEFAULT_TIMEOUT_MS if timeout_ms is None else timeout_ms
         deadline = time.monotonic() + min(max(timeout, 0), MAX_TIMEOUT_MS) / 1000
         media_id = media.media_id
-        while True:
-            if (media.unused_expires_at or 0) <= now_ms():
-                raise not_found("Not found")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise not_yet_uploaded()
-            event = self._uploaded.setdefault(media_id, asyncio.Event())
-            try:
-                await asyncio.wait_for(event.wait(), min(remaining, _POLL_S))
-            except TimeoutError:
-                pass
-            current = await self.store.get(media_id)
-            if current is None:
-                raise not_found("Not found")
-            if current.uploaded:
-                return current
-            media = current
+        event = self._uploaded.setdefault(media_id, asyncio.Event())
+        try:
+            while True:
+                if (media.unused_expires_at or 0) <= now_ms():
+                    raise not_found("Not found")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise not_yet_uploaded()
+                try:
+                    await asyncio.wait_for(event.wait(), min(remaining, _POLL_S))
+                except TimeoutError:
+                    pass
+                current = await self.store.get(media_id)
+                if current is None:
+                    raise not_found("Not found")
+                if current.uploaded:
+                    return current
+                media = current
+        finally:
+            # Not kept for media that never arrives; a waiter still in the
+            # loop polls the database anyway.
+            if self._uploaded.get(media_id) is event:
+                del self._uploaded[media_id]
 
     def _touch(self, media: LocalMedia) -> None:
         now = now_ms()
