@@ -66,6 +66,9 @@ class MediaConfig:
     url_preview_ip_range_whitelist: tuple[IpNetwork, ...] = field(default_factory=tuple)
     max_spider_size: int = 10 * 1024 * 1024
     url_preview_accept_language: tuple[str, ...] = ("en",)
+    # Synapse's `use_insecure_ssl_client_just_for_testing_do_not_use`: previews
+    # accept any TLS certificate (test suites serve pages with self-signed ones).
+    insecure_tls_for_testing: bool = False
 
 
 def _networks(r: ConfigReader, key: str, default: tuple[str, ...],
@@ -121,4 +124,6 @@ def media_config(r: ConfigReader) -> MediaConfig:
                                                  "url_preview_ip_range_allowlist"),
         max_spider_size=r.size("max_spider_size", 10 * 1024 * 1024),
         url_preview_accept_language=tuple(r.str_list("url_preview_accept_language", ["en"])),
+        insecure_tls_for_testing=r.bool_("use_insecure_ssl_client_just_for_testing_do_not_use",
+                                         False),
     )

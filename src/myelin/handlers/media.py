@@ -354,8 +354,10 @@ class MediaRepository:
 
     async def _fetch(self, url: str) -> url_preview.Fetched:
         try:
-            return await url_preview.fetch(url, self._policy(), self.config.max_spider_size,
-                                       self.config.url_preview_accept_language)
+            return await url_preview.fetch(
+                url, self._policy(), self.config.max_spider_size,
+                self.config.url_preview_accept_language,
+                verify_tls=not self.config.insecure_tls_for_testing)
         except url_preview.PreviewBlocked:
             raise MatrixError(403, "M_UNKNOWN", "IP address blocked") from None
         except url_preview.PreviewDnsBlocked:

@@ -110,11 +110,12 @@ def _is_ip_literal(host: str) -> bool:
 
 
 async def fetch(url: str, policy: AddressPolicy, max_size: int,
-                accept_language: Sequence[str]) -> Fetched:
+                accept_language: Sequence[str], *, verify_tls: bool = True) -> Fetched:
     """GET ``url`` (following up to MAX_REDIRECTS redirects), at most ``max_size`` bytes."""
     resolver = _CheckingResolver(policy)
     # force_close: every hop opens its own connection, through the resolver.
-    connector = aiohttp.TCPConnector(resolver=resolver, force_close=True, use_dns_cache=False)
+    connector = aiohttp.TCPConnector(resolver=resolver, force_close=True, use_dns_cache=False,
+                                     ssl=verify_tls)
     headers = {"User-Agent": USER_AGENT, "Accept-Language": ", ".join(accept_language)}
     timeout = aiohttp.ClientTimeout(total=30)
     try:
