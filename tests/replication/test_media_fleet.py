@@ -79,6 +79,7 @@ async def _fleet(pg: PostgresServer) -> AsyncIterator[tuple[list[HomeServer], di
 async def test_media_workers_share_the_repository(postgres_server: PostgresServer) -> None:
     async with _fleet(postgres_server) as (servers, ports), aiohttp.ClientSession() as http:
         main, media1, media2 = servers
+        assert not media2.roles.runs("media")  # only the named instance runs the job
         assert media1.roles.runs("media") and not main.roles.runs("media")
         user_id = await main.registration.register_user("alice", None)
         _, token = await main.auth.issue_session(user_id, None, None)
