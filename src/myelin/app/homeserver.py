@@ -47,13 +47,17 @@ if TYPE_CHECKING:
     from myelin.handlers.receipts import ReceiptHandler
     from myelin.handlers.redactions import RedactionHandler
     from myelin.handlers.registration import RegistrationHandler
+    from myelin.handlers.reports import ReportHandler
+    from myelin.handlers.room_keys import RoomKeysHandler
     from myelin.handlers.room_reads import RoomReadHandler
     from myelin.handlers.rooms import RoomCreationHandler
     from myelin.handlers.serialize import EventSerializer
     from myelin.handlers.sync import SyncHandler
+    from myelin.handlers.thirdparty import AppServiceSeam
     from myelin.handlers.to_device import ToDeviceHandler
     from myelin.handlers.typing import TypingHandler
     from myelin.handlers.visibility import VisibilityHandler
+    from myelin.handlers.voip import TurnHandler
     from myelin.http.metrics import HttpMetrics
     from myelin.http.ratelimiters import Ratelimiters
     from myelin.http.server import Listener
@@ -78,10 +82,13 @@ class Stores:
             StateStore,
         )
         from myelin.storage.stores.media import MediaStore
+        from myelin.storage.stores.openid import OpenIdTokenStore
         from myelin.storage.stores.presence import PresenceStore
         from myelin.storage.stores.push import PushActionStore, PusherStore
         from myelin.storage.stores.push_rules import PushRuleStore
         from myelin.storage.stores.receipts import ReceiptStore
+        from myelin.storage.stores.reports import ReportStore
+        from myelin.storage.stores.room_keys import RoomKeyStore
         from myelin.storage.stores.to_device import ToDeviceStore
 
         gens = streams.generators
@@ -100,6 +107,9 @@ class Stores:
         self.push_actions = PushActionStore(db)
         self.pushers = PusherStore(db)
         self.e2e_keys = E2EKeyStore(db, caches, invalidate)
+        self.room_keys = RoomKeyStore(db)
+        self.reports = ReportStore(db)
+        self.openid_tokens = OpenIdTokenStore(db)
         self.cache_invalidations = CacheInvalidationStore(db, gens["caches"], instance_name)
         self.media = MediaStore(db)
 
@@ -366,6 +376,30 @@ class HomeServer:
         from myelin.handlers.e2e_keys import E2EKeysHandler
 
         return E2EKeysHandler(self)
+
+    @cached_property
+    def room_keys(self) -> RoomKeysHandler:
+        from myelin.handlers.room_keys import RoomKeysHandler
+
+        return RoomKeysHandler(self)
+
+    @cached_property
+    def reports(self) -> ReportHandler:
+        from myelin.handlers.reports import ReportHandler
+
+        return ReportHandler(self)
+
+    @cached_property
+    def turn(self) -> TurnHandler:
+        from myelin.handlers.voip import TurnHandler
+
+        return TurnHandler(self.config.voip)
+
+    @cached_property
+    def appservices(self) -> AppServiceSeam:
+        from myelin.handlers.thirdparty import NoAppServices
+
+        return NoAppServices()
 
     # -- helpers -------------------------------------------------------------
     def qualify_user_id(self, user: str) -> str:

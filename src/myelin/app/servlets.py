@@ -61,6 +61,14 @@ OPTIONAL_MODULES: list[str] = [
     "myelin.api.client.keys",
     "myelin.api.media.content",
     "myelin.api.admin.media",
+    "myelin.api.client.room_keys",
+    "myelin.api.client.reports",
+    "myelin.api.client.discovery",
+    "myelin.api.client.voip",
+    "myelin.api.client.openid",
+    "myelin.api.client.thirdparty",
+    "myelin.api.client.room_lookups",
+    "myelin.api.federation.openid",
 ]
 
 

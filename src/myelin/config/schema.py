@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from myelin.config.discovery import DiscoveryConfig, VoipConfig, read_discovery, read_voip
 from myelin.config.media import MediaConfig, media_config
 from myelin.config.reader import ConfigReader
 
@@ -167,6 +168,9 @@ class HomeserverConfig:
     allow_guest_access: bool = False
     password_min_length: int = 0
     session_lifetime_ms: int | None = None
+    # .well-known documents and TURN (config/discovery.py)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    voip: VoipConfig = field(default_factory=VoipConfig)
     # workers
     worker_app: str = MAIN_PROCESS_APP
     worker_name: str = MAIN_INSTANCE
@@ -274,6 +278,8 @@ class HomeserverConfig:
             password_min_length=policy.int_("minimum_length", 0, minimum=0)
             if policy.bool_("enabled", False) else 0,
             session_lifetime_ms=_duration_ms(r, "session_lifetime", session_lifetime),
+            discovery=read_discovery(r),
+            voip=read_voip(r, _duration_ms),
             **workers,
         )
         return cfg

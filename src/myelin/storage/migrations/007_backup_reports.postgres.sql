@@ -1,0 +1,28 @@
+-- Content reports (the reports tables need an id allocated on insert; the
+-- column type differs per engine). `content` is the report as the admin API
+-- shows it (reason, score), JSON.
+CREATE TABLE event_reports (
+    id BIGSERIAL PRIMARY KEY,
+    received_ts BIGINT NOT NULL,
+    room_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    reason TEXT,
+    content TEXT NOT NULL
+);
+
+CREATE TABLE room_reports (
+    id BIGSERIAL PRIMARY KEY,
+    received_ts BIGINT NOT NULL,
+    room_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    reason TEXT
+);
+
+CREATE TABLE user_reports (
+    id BIGSERIAL PRIMARY KEY,
+    received_ts BIGINT NOT NULL,
+    target_user_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    reason TEXT
+)
