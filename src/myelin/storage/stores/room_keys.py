@@ -39,7 +39,7 @@ _UPSERT_KEY = (
     "   AND excluded.forwarded_count < e2e_room_keys.forwarded_count)))"
 )
 
-_CREATE_ATTEMPTS = 5
+_CREATE_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
