@@ -208,7 +208,7 @@ def test_wrong_and_unknown_versions(hs: ServerProcess) -> None:
                        (f"/room_keys/keys/{ROOM}?version={old}", {"sessions": {"s": key()}}),
                        (f"/room_keys/keys?version={old}",
                         {"rooms": {ROOM: {"sessions": {"s": key()}}}}),
-                       (f"/room_keys/keys?version=424242",
+                       ("/room_keys/keys?version=424242",
                         {"rooms": {ROOM: {"sessions": {"s": key()}}}})):
         out = alice.err("PUT", path, body, status=403, errcode="M_WRONG_ROOM_KEYS_VERSION")
         assert out["current_version"] == new
