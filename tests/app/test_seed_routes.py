@@ -21,8 +21,8 @@ EVENT = "$event"
 USER = "@alice:example.org"
 
 # (seed pattern, method, sample path with {v} for the version). Patterns for
-# features Myelin does not have yet (federation, SSO, search, VoIP, relations,
-# threads, hierarchy, room_keys, notifications, user directory) are not here.
+# features Myelin does not have yet (federation, SSO, search, relations,
+# threads, hierarchy, notifications, user directory) are not here.
 SEED_SAMPLES = [
     (r"^/_matrix/client/(r0|v3)/sync$", "GET", "/sync"),
     (r"^/_matrix/client/(api/v1|r0|v3)/events$", "GET", "/events"),
@@ -84,6 +84,15 @@ SEED_SAMPLES = [
     (r"^/_matrix/client/(r0|v3|unstable)/notifications$", "GET", "/notifications"),
     (r"^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/messages$", "GET",
      f"/rooms/{ROOM}/messages"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/voip/turnServer$", "GET", "/voip/turnServer"),
+    (r"^/_matrix/client/(r0|v3|unstable)/room_keys/", "GET", "/room_keys/version"),
+    (r"^/_matrix/client/(r0|v3|unstable)/room_keys/", "POST", "/room_keys/version"),
+    (r"^/_matrix/client/(r0|v3|unstable)/room_keys/", "PUT", "/room_keys/version/1"),
+    (r"^/_matrix/client/(r0|v3|unstable)/room_keys/", "DELETE", "/room_keys/version/1"),
+    (r"^/_matrix/client/(r0|v3|unstable)/room_keys/", "PUT", "/room_keys/keys"),
+    (r"^/_matrix/client/(r0|v3|unstable)/room_keys/", "GET", f"/room_keys/keys/{ROOM}"),
+    (r"^/_matrix/client/(r0|v3|unstable)/room_keys/", "DELETE",
+     f"/room_keys/keys/{ROOM}/session"),
 ]
 
 

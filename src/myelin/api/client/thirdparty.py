@@ -71,7 +71,10 @@ async def location_by_alias(request: Request) -> list[dict[str, Any]]:
         raise missing_param("Missing alias")
     if not alias.startswith("#") or ":" not in alias:
         raise invalid_param(f"{alias!r} is not a room alias")
-    return await request.hs.appservices.locations_for_alias(alias)
+    found = await request.hs.appservices.locations_for_alias(alias)
+    if not found:
+        raise not_found("No third-party locations for this alias")
+    return found
 
 
 @routes.get(client_path("/thirdparty/user"))
@@ -82,7 +85,10 @@ async def user_by_user_id(request: Request) -> list[dict[str, Any]]:
         raise missing_param("Missing userid")
     if not user_id.startswith("@") or ":" not in user_id:
         raise invalid_param(f"{user_id!r} is not a user ID")
-    return await request.hs.appservices.users_for_user_id(user_id)
+    found = await request.hs.appservices.users_for_user_id(user_id)
+    if not found:
+        raise not_found("No third-party users for this user ID")
+    return found
 
 
 # -- application services only -----------------------------------------------
