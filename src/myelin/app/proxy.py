@@ -90,6 +90,11 @@ def upstream_address(process: ProcessInfo, listener: ListenerConfig,
     return f"{host}:{listener.port}"
 
 
+# nginx's limit on one config parameter is 4096 bytes; a location's regex
+# stays well below it (with its quotes and escapes).
+MAX_LOCATION_REGEX = 3500
+
+
 @dataclass(frozen=True)
 class Upstream:
     name: str
@@ -243,6 +248,12 @@ class NginxConfig:
             if location is None:
                 location = grouped[destination] = Location([], destination, [])
                 self.locations.append(location)
+            elif len(location.regex) + len(regex) > MAX_LOCATION_REGEX:
+                # nginx refuses longer parameters: continue in a location right
+                # after this one, so the order regexes are tried in is unchanged.
+                follow = Location([], destination, [])
+                self.locations.insert(self.locations.index(location) + 1, follow)
+                location = grouped[destination] = follow
             location.regexes.append(regex)
             location.routes.extend(notes[regex])
         if blocked.regexes:
