@@ -224,3 +224,32 @@ async def test_a_rooms_events_are_read_at_its_persisters_position(
         # The next token continues from there: the message is not repeated.
         again = await _sync(main, erin, SyncToken.parse(body["next_batch"]))
         assert room_id not in again["rooms"]["join"]
+
+
+async def test_push_actions_are_written_on_the_persister_and_counted_on_main(
+        fleet: tuple[HomeServer, HomeServer]) -> None:
+    main, persister = fleet
+    alice, bob = await _user(main, "pushalice"), await _user(main, "pushbob")
+    room_id, _ = await main.room_creation.create_room(alice, {"invite": [bob.user_id]})
+    await main.membership.update_membership(bob, room_id, bob.user_id, "join")
+    before = await _sync(main, bob)
+    assert before["rooms"]["join"][room_id]["unread_notifications"]["notification_count"] == 0
+    await main.event_creation.send(alice.user_id, room_id, "m.room.message",
+                                   {"msgtype": "m.text", "body": "hi"})
+    body = await _sync(main, bob)
+    assert body["rooms"]["join"][room_id]["unread_notifications"] == {
+        "notification_count": 1, "highlight_count": 0}
+    # Bob's rule change is written by main (the push_rules writer); once the
+    # persister has its row, the persister's indexer uses the new rules.
+    for rule_id in (".m.rule.room_one_to_one", ".m.rule.message"):
+        await main.push_rules.set_enabled(bob.user_id, "underride", rule_id, False)
+    await persister.streams.view.wait_for("push_rules", "master",
+                                          main.streams.position("push_rules"))
+    await main.event_creation.send(alice.user_id, room_id, "m.room.message",
+                                   {"msgtype": "m.text", "body": "shh"})
+    body = await _sync(main, bob)
+    assert body["rooms"]["join"][room_id]["unread_notifications"]["notification_count"] == 1
+    writers = await main.db.fetchall(
+        "SELECT e.instance_name FROM event_push_actions a JOIN events e"
+        " ON e.event_id = a.event_id WHERE a.user_id = ?", bob.user_id)
+    assert {w[0] for w in writers} == {"persister"}
