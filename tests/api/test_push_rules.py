@@ -250,3 +250,17 @@ def test_sync_filter_can_exclude_push_rules(hs: ServerProcess) -> None:
     body = alice.ok("GET", "/sync?filter=" + quote(
         '{"account_data": {"not_types": ["m.push_rules"]}}'))
     assert push_rules_event(body) is None
+
+
+def test_paths_that_name_no_rule_are_bad_requests(hs: ServerProcess) -> None:
+    alice = Client(hs)
+    for path in ("/pushrules/", "/pushrules/global", "/pushrules/global/room",
+                 "/pushrules/global/room/", "/pushrules/global/override/.m.rule.master/x"):
+        alice.err("PUT", path, {"enabled": True}, status=400, errcode="M_UNRECOGNIZED")
+    for path in ("/pushrules/global", "/pushrules/global/room",
+                 "/pushrules/global/override/.m.rule.master/x"):
+        alice.err("GET", path, status=400, errcode="M_UNRECOGNIZED")
+    alice.err("GET", "/pushrules", status=404)
+    # Nothing was changed on the way.
+    assert alice.ok("GET", "/pushrules/global/override/.m.rule.master/enabled") == \
+        {"enabled": False}

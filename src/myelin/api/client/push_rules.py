@@ -12,13 +12,13 @@ from myelin.http.routing import LEGACY, RouteTable, client_path
 routes = RouteTable("client")
 
 
-@routes.get(client_path("/pushrules/", LEGACY), client_path("/pushrules", LEGACY))
+@routes.get(client_path("/pushrules/", LEGACY))
 async def get_all(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     return {"global": await request.hs.push_rules.get_ruleset(requester.user_id)}
 
 
-@routes.get(client_path("/pushrules/{scope}/", LEGACY), client_path("/pushrules/{scope}", LEGACY))
+@routes.get(client_path("/pushrules/{scope}/", LEGACY))
 async def get_scope(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     if request.param("scope") != "global":
@@ -107,3 +107,34 @@ async def put_actions(request: Request) -> dict[str, Any]:
         raise MatrixError(400, "M_MISSING_PARAM", "Missing actions")
     await request.hs.push_rules.set_actions(requester.user_id, kind, rule_id, body["actions"])
     return {}
+
+
+# Paths that name no rule (no scope, kind or rule id; a scope or kind without
+# its trailing slash; an unknown attribute) are bad requests, not unknown
+# endpoints, as clients of Synapse's catch-all push rules servlet expect.
+_INCOMPLETE = (client_path("/pushrules/", LEGACY), client_path("/pushrules/{scope}", LEGACY),
+               client_path("/pushrules/{scope}/", LEGACY),
+               client_path("/pushrules/{scope}/{kind}", LEGACY),
+               client_path("/pushrules/{scope}/{kind}/", LEGACY))
+
+
+@routes.put(*_INCOMPLETE)
+@routes.delete(*_INCOMPLETE)
+async def incomplete_rule_path(request: Request) -> dict[str, Any]:
+    await request.requester()
+    raise MatrixError(400, "M_UNRECOGNIZED", "A push rule path needs a scope, kind and rule id")
+
+
+@routes.get(client_path("/pushrules/{scope}", LEGACY),
+            client_path("/pushrules/{scope}/{kind}", LEGACY))
+async def get_without_slash(request: Request) -> dict[str, Any]:
+    await request.requester(allow_guest=True)
+    raise MatrixError(400, "M_UNRECOGNIZED", "Push rule scopes and kinds end with a slash")
+
+
+@routes.get(client_path("/pushrules/{scope}/{kind}/{ruleId}/{attr}", LEGACY))
+@routes.put(client_path("/pushrules/{scope}/{kind}/{ruleId}/{attr}", LEGACY))
+async def unknown_attribute(request: Request) -> dict[str, Any]:
+    await request.requester(allow_guest=True)
+    raise MatrixError(400, "M_UNRECOGNIZED",
+                      f"Unknown push rule attribute {request.param('attr')!r}")
