@@ -122,10 +122,6 @@ class Upstream:
         return lines
 
 
-# Longest regex one `location ~` gets (nginx refuses parameters past 4 KiB).
-MAX_REGEX_CHARS = 3500
-
-
 @dataclass
 class Location:
     regexes: list[str]        # proxy regexes (each ^...$)
@@ -138,19 +134,6 @@ class Location:
             return self.regexes[0]
         bodies = [r.removeprefix("^").removesuffix("$") for r in self.regexes]
         return "^(?:" + "|".join(bodies) + ")$"
-
-    def rendered_regexes(self, limit: int = MAX_REGEX_CHARS) -> list[str]:
-        """:attr:`regex`, cut into consecutive pieces nginx accepts (a config
-        parameter must fit its 4 KiB buffer); same destination, same order."""
-        pieces: list[list[str]] = [[]]
-        size = 0
-        for regex in self.regexes:
-            if pieces[-1] and size + len(regex) > limit:
-                pieces.append([])
-                size = 0
-            pieces[-1].append(regex)
-            size += len(regex) + 1
-        return [Location(piece, self.destination, []).regex for piece in pieces]
 
 
 @dataclass(frozen=True)
@@ -392,17 +375,15 @@ class NginxConfig:
                 out.append(f"    # {note}")
             if location.destination == BLOCKED:
                 out += ["    # Replication and metrics are for the fleet and Prometheus, on their",
-                        "    # own listeners: never through the public proxy."]
-                for regex in location.rendered_regexes():
-                    out += [f'    location ~ "{regex}" {{',
-                            "        default_type application/json;",
-                            f"        return 404 '{_UNRECOGNIZED}';",
-                            "    }", ""]
-                continue
-            for regex in location.rendered_regexes():
-                out += [f'    location ~ "{regex}" {{',
-                        f"        proxy_pass http://{location.destination};",
+                        "    # own listeners: never through the public proxy.",
+                        f'    location ~ "{location.regex}" {{',
+                        "        default_type application/json;",
+                        f"        return 404 '{_UNRECOGNIZED}';",
                         "    }", ""]
+                continue
+            out += [f'    location ~ "{location.regex}" {{',
+                    f"        proxy_pass http://{location.destination};",
+                    "    }", ""]
         for route in self.unserved:
             out.append(f"    # not served by any process (no listener has its resource "
                        f"{route.resource}): {route.describe()}")
