@@ -281,6 +281,10 @@ def test_freezing_keeps_earlier_media_served_without_a_token() -> None:
         for media_id, data in ((before, b"before the freeze"), (after, b"after the freeze")):
             assert call(server, "GET", f"{CLIENT_MEDIA}/download/{SERVER_NAME}/{media_id}",
                         token=token)[2] == data
+        # url_preview_enabled is off by default: there is no preview endpoint.
+        status, err = call_json(server, "GET", f"{CLIENT_MEDIA}/preview_url?url=http://x.org/",
+                                token=token)
+        assert (status, err["errcode"]) == (404, "M_UNRECOGNIZED")
     finally:
         _stop(server)
 
@@ -653,6 +657,12 @@ def test_preview_reads_opengraph(hs: ServerProcess, site: dict[str, Any]) -> Non
     hits = site["hits"]["/page"]
     assert _preview(hs, token, f"{base}/page?v={hs.engine}", LEGACY_MEDIA) == (200, og)
     assert site["hits"]["/page"] == hits
+    # A preview as of a time before the cached one was fetched is fetched anew.
+    status, older = call_json(hs, "GET", f"{CLIENT_MEDIA}/preview_url?url="
+                              f"{quote(f'{base}/page?v={hs.engine}', safe='')}&ts=1000",
+                              token=token)
+    assert status == 200 and older["og:title"] == "A Cool Page"
+    assert site["hits"]["/page"] == hits + 1
     # Fallbacks and an in-site redirect.
     status, og = _preview(hs, token, f"{base}/plain?v={hs.engine}")
     assert status == 200 and og == {}
