@@ -296,6 +296,14 @@ def test_unknown_and_remote_media_are_not_found(hs: ServerProcess) -> None:
         status, body = call_json(
             hs, "GET", f"{CLIENT_MEDIA}/download/{server_name}/{media_id}", token=token)
         assert (status, body["errcode"]) == (404, "M_NOT_FOUND"), media_id
+    # A row whose file went missing (a restored backup, say) is not found either.
+    media_id = upload(hs, token, image_bytes((64, 64)), "image/png")
+    os.unlink(os.path.join(hs.workdir, "media", "local_content", media_id[:2], media_id[2:4],
+                           media_id[4:]))
+    for path in (f"{CLIENT_MEDIA}/download/{SERVER_NAME}/{media_id}",
+                 f"{CLIENT_MEDIA}/thumbnail/{SERVER_NAME}/{media_id}?width=32&height=32"):
+        status, body = call_json(hs, "GET", path, token=token)
+        assert (status, body["errcode"]) == (404, "M_NOT_FOUND"), path
 
 
 def _raw_upload(server: ServerProcess, token: str, headers: list[str],

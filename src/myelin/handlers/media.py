@@ -259,8 +259,11 @@ class MediaRepository:
                        filename: str | None) -> ServedFile:
         media = await self._available(server_name, media_id, authenticated=authenticated,
                                       timeout_ms=timeout_ms, allow_remote=allow_remote)
-        return ServedFile(self.files.content_path(media.media_id),
-                          media.media_type or DEFAULT_TYPE, filename or media.upload_name,
+        path = self.files.content_path(media.media_id)
+        if not await asyncio.to_thread(_exists, path):
+            logger.warning("media %s has a row but no file at %s", media.media_id, path)
+            raise not_found("Not found")
+        return ServedFile(path, media.media_type or DEFAULT_TYPE, filename or media.upload_name,
                           media.media_length or 0)
 
     # -- thumbnails ---------------------------------------------------------
@@ -301,6 +304,9 @@ class MediaRepository:
             raise too_large("Content is too large to thumbnail") from None
         except thumbnailer.NotAnImage:
             raise cannot_thumbnail() from None
+        except FileNotFoundError:
+            logger.warning("media file %s is missing", source)
+            raise not_found("Not found") from None
 
     async def _thumbnail_file(self, media_id: str, source: str, info: thumbnailer.ImageInfo,
                               width: int, height: int, method: str,

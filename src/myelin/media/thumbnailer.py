@@ -60,6 +60,8 @@ def probe(path: str, max_pixels: int) -> ImageInfo:
             animated = bool(getattr(img, "is_animated", False))
             mime = Image.MIME.get(img.format or "", "application/octet-stream")
             return ImageInfo(width, height, animated, mime)
+    except FileNotFoundError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         raise NotAnImage() from None
 
