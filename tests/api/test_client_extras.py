@@ -163,7 +163,7 @@ def test_openid_token_checked_by_federation_userinfo(configured: ServerProcess) 
         "GET", "/_matrix/federation/v1/openid/userinfo?access_token=nope")
     assert (status, out["errcode"]) == (401, "M_UNKNOWN_TOKEN")
     status, out = configured.request("GET", "/_matrix/federation/v1/openid/userinfo")
-    assert (status, out["errcode"]) == (400, "M_MISSING_PARAM")
+    assert (status, out["errcode"]) == (401, "M_UNKNOWN_TOKEN")
     # Only for oneself, and with a valid token.
     bob.err("POST", f"/user/{q(alice.user_id)}/openid/request_token", {}, status=403,
             errcode="M_FORBIDDEN")

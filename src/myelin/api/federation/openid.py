@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from myelin.domain import MatrixError, missing_param
+from myelin.domain import MatrixError
 from myelin.http.request import Request
 from myelin.http.routing import PathPattern, RouteTable
 
@@ -20,8 +20,8 @@ routes = RouteTable("federation")
 @routes.get(PathPattern("/_matrix/federation", ("v1",), "/openid/userinfo"))
 async def userinfo(request: Request) -> dict[str, Any]:
     token = request.query_str("access_token")
-    if not token:
-        raise missing_param("Missing access_token")
+    if not token:  # as Synapse: an absent token is an unknown one
+        raise MatrixError(401, "M_UNKNOWN_TOKEN", "Access Token required")
     user_id = await request.hs.stores.openid_tokens.user_for_token(
         token, int(time.time() * 1000))
     if user_id is None:

@@ -46,7 +46,7 @@ _CREATE_ATTEMPTS = 10
 class BackupVersion:
     version: int
     algorithm: str
-    auth_data: dict[str, Any]
+    auth_data: Any  # an object for the spec's algorithm; opaque to us
     etag: int
 
 
@@ -57,7 +57,7 @@ class RoomKey:
     first_message_index: int
     forwarded_count: int
     is_verified: bool
-    session_data: dict[str, Any]
+    session_data: Any  # the client's encrypted data, an object for the spec's algorithm
 
     def to_json(self) -> dict[str, Any]:
         return {"first_message_index": self.first_message_index,
@@ -111,7 +111,7 @@ class RoomKeyStore:
         return BackupVersion(int(row[0]), row[1], orjson.loads(row[2]), int(row[3]))
 
     async def create_version(self, user_id: str, algorithm: str,
-                             auth_data: dict[str, Any]) -> int:
+                             auth_data: Any) -> int:
         """A new version numbered above every version the user ever had."""
         for _ in range(_CREATE_ATTEMPTS):
             async with self.db.transaction() as txn:
@@ -132,8 +132,7 @@ class RoomKeyStore:
                     return version
         raise RuntimeError(f"could not allocate a key backup version for {user_id}")
 
-    async def update_auth_data(self, user_id: str, version: int,
-                               auth_data: dict[str, Any]) -> bool:
+    async def update_auth_data(self, user_id: str, version: int, auth_data: Any) -> bool:
         changed = await self.db.execute(
             "UPDATE e2e_room_keys_versions SET auth_data = ? WHERE user_id = ? AND version = ?"
             " AND deleted = 0", _dumps(auth_data), user_id, version)
