@@ -70,10 +70,22 @@ class Requester:
     access_token: str
     is_admin: bool = False
     is_guest: bool = False
+    # An admin's lock answers every request but logout with M_USER_LOCKED
+    # (http/request.py); a suspension forbids what `check_not_suspended` guards.
+    is_locked: bool = False
+    is_suspended: bool = False
 
     @property
     def localpart(self) -> str:
         return self.user_id[1:].split(":", 1)[0]
+
+
+def check_not_suspended(requester: Requester) -> None:
+    """Refuse an action a suspended account may not take (joining, sending,
+    inviting, changing its profile): 403 ``M_USER_SUSPENDED``."""
+    if requester.is_suspended:
+        raise MatrixError(403, "M_USER_SUSPENDED",
+                          "You cannot perform this action while suspended.")
 
 
 def parse_json_object(data: str | bytes, what: str) -> dict[str, Any]:

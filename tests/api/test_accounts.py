@@ -204,7 +204,7 @@ def test_login_unknown_type(hs: ServerProcess) -> None:
 def test_login_unsupported_identifier(hs: ServerProcess) -> None:
     status, body = hs.request("POST", f"{V3}/login", {
         "type": "m.login.password", "password": "x",
-        "identifier": {"type": "m.id.thirdparty", "medium": "email", "address": "a@b.c"}})
+        "identifier": {"type": "m.id.phone", "country": "GB", "phone": "123"}})
     assert status == 400
     assert body["errcode"] in ("M_UNKNOWN", "M_INVALID_PARAM")
 
@@ -621,7 +621,8 @@ def test_password_auth_for_another_user_is_refused(hs: ServerProcess) -> None:
     token = hs.register(attacker)["access_token"]
     status, body = hs.request("POST", f"{V3}/account/password", {
         "new_password": "x", "auth": password_auth(hs, victim, None)}, token=token)
-    assert status == 401 and body["errcode"] == "M_FORBIDDEN"
+    # Proving someone else's password is not a wrong password: it is forbidden.
+    assert status == 403 and body["errcode"] == "M_FORBIDDEN"
     assert login(hs, attacker, PASSWORD)[0] == 200
     assert login(hs, attacker, "x")[0] == 403
 

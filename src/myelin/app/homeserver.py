@@ -28,6 +28,7 @@ from myelin.storage.engines import Database
 if TYPE_CHECKING:
     from myelin.app.fleet_status import FleetStatus
     from myelin.handlers.account import AccountLifecycleHandler
+    from myelin.handlers.account_admin import AccountAdminHandler
     from myelin.handlers.account_data import AccountDataHandler
     from myelin.handlers.auth import AuthHandler
     from myelin.handlers.background import BackgroundTasks
@@ -54,8 +55,10 @@ if TYPE_CHECKING:
     from myelin.handlers.serialize import EventSerializer
     from myelin.handlers.sync import SyncHandler
     from myelin.handlers.thirdparty import AppServiceSeam
+    from myelin.handlers.threepids import ThreepidHandler
     from myelin.handlers.to_device import ToDeviceHandler
     from myelin.handlers.typing import TypingHandler
+    from myelin.handlers.uia import UserInteractiveAuth
     from myelin.handlers.visibility import VisibilityHandler
     from myelin.handlers.voip import TurnHandler
     from myelin.http.metrics import HttpMetrics
@@ -87,12 +90,16 @@ class Stores:
         from myelin.storage.stores.push import PushActionStore, PusherStore
         from myelin.storage.stores.push_rules import PushRuleStore
         from myelin.storage.stores.receipts import ReceiptStore
+        from myelin.storage.stores.registration_tokens import RegistrationTokenStore
         from myelin.storage.stores.reports import ReportStore
         from myelin.storage.stores.room_keys import RoomKeyStore
+        from myelin.storage.stores.threepids import ThreepidStore
         from myelin.storage.stores.to_device import ToDeviceStore
 
         gens = streams.generators
         self.accounts = AccountStore(db)
+        self.threepids = ThreepidStore(db)
+        self.registration_tokens = RegistrationTokenStore(db)
         self.rooms = RoomStore(db, caches)
         self.state = StateStore(db, caches, instance_name)
         self.memberships = MembershipStore(db, caches)
@@ -214,6 +221,24 @@ class HomeServer:
         from myelin.handlers.auth import AuthHandler
 
         return AuthHandler(self)
+
+    @cached_property
+    def uia(self) -> UserInteractiveAuth:
+        from myelin.handlers.uia import UserInteractiveAuth
+
+        return UserInteractiveAuth(self)
+
+    @cached_property
+    def threepids(self) -> ThreepidHandler:
+        from myelin.handlers.threepids import ThreepidHandler
+
+        return ThreepidHandler(self)
+
+    @cached_property
+    def account_admin(self) -> AccountAdminHandler:
+        from myelin.handlers.account_admin import AccountAdminHandler
+
+        return AccountAdminHandler(self)
 
     @cached_property
     def registration(self) -> RegistrationHandler:

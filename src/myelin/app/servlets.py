@@ -69,6 +69,8 @@ OPTIONAL_MODULES: list[str] = [
     "myelin.api.client.thirdparty",
     "myelin.api.client.room_lookups",
     "myelin.api.federation.openid",
+    "myelin.api.client.threepids",
+    "myelin.api.client.admin",
 ]
 
 

@@ -171,6 +171,10 @@ class HomeserverConfig:
     # .well-known documents and TURN (config/discovery.py)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     voip: VoipConfig = field(default_factory=VoipConfig)
+    # Synapse's names: a token asked for with `refresh_token: true` lives this
+    # long (5 minutes by default); other tokens do not expire unless set.
+    refreshable_access_token_lifetime_ms: int | None = 5 * 60 * 1000
+    nonrefreshable_access_token_lifetime_ms: int | None = None
     # workers
     worker_app: str = MAIN_PROCESS_APP
     worker_name: str = MAIN_INSTANCE
@@ -280,6 +284,12 @@ class HomeserverConfig:
             session_lifetime_ms=_duration_ms(r, "session_lifetime", session_lifetime),
             discovery=read_discovery(r),
             voip=read_voip(r, _duration_ms),
+            refreshable_access_token_lifetime_ms=_duration_ms(
+                r, "refreshable_access_token_lifetime",
+                r.raw("refreshable_access_token_lifetime", "5m")),
+            nonrefreshable_access_token_lifetime_ms=_duration_ms(
+                r, "nonrefreshable_access_token_lifetime",
+                r.raw("nonrefreshable_access_token_lifetime")),
             **workers,
         )
         return cfg

@@ -65,6 +65,7 @@ class AccountLifecycleHandler:
     async def deactivate(self, user_id: str) -> None:
         """Log out everywhere, forbid logins, and leave every room."""
         await self.logout_all(user_id, deactivate=True)
+        await self.hs.stores.threepids.remove_all_threepids(user_id)
         leave_all = getattr(self.hs, "leave_all_rooms", None)
         if leave_all is not None:
             await leave_all(user_id)

@@ -46,6 +46,11 @@ def generate_access_token(localpart: str) -> str:
     return f"{base}_{_base62(zlib.crc32(base.encode()), 6)}"
 
 
+def generate_refresh_token(localpart: str) -> str:
+    """Like an access token, with its own prefix so the two never mix."""
+    return "syr_" + generate_access_token(localpart)[4:]
+
+
 def token_checksum_ok(token: str) -> bool:
     base, _, crc = token.rpartition("_")
     if not token.startswith("syt_") or not base:
@@ -78,6 +83,19 @@ async def check_password(password: str, password_hash: str | None) -> bool:
     return await asyncio.get_running_loop().run_in_executor(None, work)
 
 
+def _expired() -> MatrixError:
+    return MatrixError(401, "M_UNKNOWN_TOKEN", "Access token has expired", soft_logout=True)
+
+
+def _locked() -> MatrixError:
+    return MatrixError(401, "M_USER_LOCKED", "This account has been locked", soft_logout=True)
+
+
+def locked_error() -> MatrixError:
+    """What every request of a locked account but logout answers."""
+    return _locked()
+
+
 class AuthHandler:
     """Resolves access tokens to requesters, with a per-process cache."""
 
@@ -86,8 +104,9 @@ class AuthHandler:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
         self.store = hs.stores.accounts
-        # token -> requester; logouts anywhere arrive as `caches` rows.
-        self._token_cache: Cache[str, Requester] = hs.caches.register(
+        # token -> (requester, valid until ms or None); logouts, refreshes,
+        # locks and suspensions anywhere arrive as `caches` rows.
+        self._token_cache: Cache[str, tuple[Requester, int | None]] = hs.caches.register(
             "access_tokens", self.CACHE_SIZE)
         self._device_seen: dict[tuple[str, str], float] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -131,9 +150,12 @@ class AuthHandler:
         task.add_done_callback(self._background.discard)
 
     async def requester_for_token(self, token: str) -> Requester:
-        cached: Requester | None = self._token_cache.get(token)
+        cached: tuple[Requester, int | None] | None = self._token_cache.get(token)
         if cached is not None:
-            return cached
+            requester, valid_until = cached
+            if valid_until is not None and valid_until < now_ms():
+                raise _expired()
+            return requester
         generation = self._token_cache.generation
         unknown = MatrixError(401, "M_UNKNOWN_TOKEN", "Unrecognised access token",
                               soft_logout=False)
@@ -143,14 +165,16 @@ class AuthHandler:
         if record is None:
             raise unknown
         if record.valid_until_ms is not None and record.valid_until_ms < now_ms():
-            raise MatrixError(401, "M_UNKNOWN_TOKEN", "Access token has expired",
-                              soft_logout=True)
+            raise _expired()
         user = await self.store.get_user(record.user_id)
         if user is None or user.deactivated:
             raise unknown
-        requester = Requester(user.user_id, record.device_id, token, user.admin, user.is_guest)
-        if record.valid_until_ms is None:
-            self._token_cache.put_if(generation, token, requester)
+        if record.refresh_token is not None and not record.used:
+            # The first use of a refreshed pair revokes the refresh token before it.
+            await self.store.mark_access_token_used(token, record.refresh_token)
+        requester = Requester(user.user_id, record.device_id, token, user.admin, user.is_guest,
+                              is_locked=user.locked, is_suspended=user.suspended)
+        self._token_cache.put_if(generation, token, (requester, record.valid_until_ms))
         return requester
 
     def follow_caches(self, caches: CacheRegistry) -> None:
@@ -159,7 +183,7 @@ class AuthHandler:
     def _drop_users_tokens(self, user_ids: list[Any] | None) -> None:
         users = set(user_ids or ())
         self._token_cache.invalidate_where(
-            lambda _, requester: user_ids is None or requester.user_id in users)
+            lambda _, entry: user_ids is None or entry[0].user_id in users)
 
     async def invalidate_tokens(self, tokens: list[str]) -> None:
         """Forget these tokens in every process (they were deleted)."""
@@ -186,16 +210,113 @@ class AuthHandler:
     async def issue_session(self, user_id: str, device_id: str | None,
                             display_name: str | None) -> tuple[str, str]:
         """Create (or reuse) a device and a fresh access token for it."""
+        session = await self.issue_tokens(user_id, device_id, display_name)
+        return session["device_id"], session["access_token"]
+
+    async def issue_tokens(self, user_id: str, device_id: str | None, display_name: str | None,
+                           *, refreshable: bool = False) -> dict[str, Any]:
+        """A device (created if new) and its tokens, as login answers them:
+        ``device_id``, ``access_token`` and, when ``refreshable``,
+        ``refresh_token`` and ``expires_in_ms``."""
         device_id = device_id or generate_device_id()
-        token = generate_access_token(user_id[1:].split(":", 1)[0])
-        lifetime = self.hs.config.session_lifetime_ms
+        localpart = user_id[1:].split(":", 1)[0]
+        token = generate_access_token(localpart)
+        config = self.hs.config
+        lifetime = (config.refreshable_access_token_lifetime_ms if refreshable
+                    else config.nonrefreshable_access_token_lifetime_ms)
+        if config.session_lifetime_ms and (lifetime is None or
+                                           lifetime > config.session_lifetime_ms):
+            lifetime = config.session_lifetime_ms
         valid_until = now_ms() + lifetime if lifetime else None
+        refresh_token = generate_refresh_token(localpart) if refreshable else None
         async with self.hs.db.transaction() as txn:
             new_device = await self.store.upsert_device(txn, user_id, device_id, display_name)
-            await self.store.add_access_token(txn, token, user_id, device_id, valid_until)
+            if refresh_token is not None:
+                await self.store.add_refresh_token(txn, refresh_token, user_id, device_id, None)
+            await self.store.add_access_token(txn, token, user_id, device_id, valid_until,
+                                              refresh_token)
         if new_device:
             await self.hs.devices.notify_device_change(user_id, device_id)
-        return device_id, token
+        session: dict[str, Any] = {"device_id": device_id, "access_token": token}
+        if refresh_token is not None:
+            session["refresh_token"] = refresh_token
+        if lifetime:
+            session["expires_in_ms"] = lifetime
+        return session
+
+    async def refresh(self, refresh_token: str) -> dict[str, Any]:
+        """Trade a refresh token for a new access token and refresh token.
+
+        The old access token goes at once; the old refresh token stays usable
+        (a client whose answer was lost retries with it) until the new pair is
+        first used (``mark_access_token_used``, or refreshing with the new one)."""
+        unknown = MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown refresh token",
+                              soft_logout=False)
+        if not refresh_token.startswith("syr_") or \
+                not token_checksum_ok("syt_" + refresh_token[4:]):
+            raise unknown
+        lifetime = self.hs.config.refreshable_access_token_lifetime_ms
+        if self.hs.config.session_lifetime_ms and (
+                lifetime is None or lifetime > self.hs.config.session_lifetime_ms):
+            lifetime = self.hs.config.session_lifetime_ms
+        async with self.hs.db.transaction() as txn:
+            record = await self.store.get_refresh_token(txn, refresh_token)
+            if record is None:
+                raise unknown
+            user_id, device_id, prev = record
+            user = await self.store.get_user(user_id)
+            if user is None or user.deactivated:
+                raise unknown
+            if user.locked:
+                raise _locked()
+            if prev is not None:
+                await self.store.delete_refresh_token(txn, prev)
+            localpart = user_id[1:].split(":", 1)[0]
+            new_refresh, new_access = (generate_refresh_token(localpart),
+                                       generate_access_token(localpart))
+            old_access = await self.store.access_tokens_of_refresh(txn, refresh_token)
+            for token in old_access:
+                await self.store.delete_token(txn, token)
+            await self.store.add_refresh_token(txn, new_refresh, user_id, device_id,
+                                               refresh_token)
+            await self.store.add_access_token(
+                txn, new_access, user_id, device_id,
+                now_ms() + lifetime if lifetime else None, new_refresh)
+        await self.invalidate_tokens(old_access)
+        answer: dict[str, Any] = {"access_token": new_access, "refresh_token": new_refresh}
+        if lifetime:
+            answer["expires_in_ms"] = lifetime
+        return answer
+
+    async def user_id_from_identifier(self, body: dict[str, Any]) -> str | None:
+        """The user a login (or a UIA password stage) names: ``identifier``
+        of type ``m.id.user`` or ``m.id.thirdparty`` (through the threepid
+        table), or the deprecated top-level ``user`` / ``medium`` + ``address``.
+        None when it names nobody we know of."""
+        identifier = body.get("identifier")
+        if isinstance(identifier, dict):
+            kind = identifier.get("type")
+            if kind == "m.id.user":
+                user = identifier.get("user")
+            elif kind == "m.id.thirdparty":
+                return await self._user_by_threepid(identifier.get("medium"),
+                                                    identifier.get("address"))
+            else:
+                raise MatrixError(400, "M_UNKNOWN", "Unsupported identifier type")
+        elif identifier is not None:
+            raise MatrixError(400, "M_BAD_JSON", "identifier must be an object")
+        else:
+            user = body.get("user")
+            if user is None and "medium" in body:
+                return await self._user_by_threepid(body.get("medium"), body.get("address"))
+        if not isinstance(user, str) or not user:
+            return None
+        return await self.hs.account_lifecycle.login_user_id(self.hs.qualify_user_id(user))
+
+    async def _user_by_threepid(self, medium: Any, address: Any) -> str | None:
+        if not isinstance(medium, str) or not isinstance(address, str):
+            raise MatrixError(400, "M_BAD_JSON", "medium and address must be strings")
+        return await self.hs.stores.threepids.user_by_threepid(medium, address)
 
     # -- user-interactive auth ------------------------------------------
     async def check_user_interactive_auth(self, requester: Requester, body: dict[str, Any],
@@ -203,31 +324,11 @@ class AuthHandler:
         """Require the user to prove their password again (``m.login.password``).
 
         The first call answers 401 with the flows and a session; the client
-        retries with ``auth``.
-        """
-        flows = [{"stages": ["m.login.password"]}]
-        auth = body.get("auth")
-        if not isinstance(auth, dict):
-            new_session = secrets.token_urlsafe(18)
-            await self.store.create_uia_session(new_session, uri, method,
-                                                {"user_id": requester.user_id})
-            raise MatrixError(401, "M_UNAUTHORIZED", f"Authentication needed to {description}",
-                              flows=flows, params={}, session=new_session, completed=[])
-        session = auth.get("session")
-        if auth.get("type") != "m.login.password":
-            raise MatrixError(401, "M_UNRECOGNIZED", "Unsupported auth type", flows=flows,
-                              params={}, session=session, completed=[])
-        identifier = auth.get("identifier") or {}
-        user = identifier.get("user") if isinstance(identifier, dict) else None
-        user = user or auth.get("user") or requester.user_id
-        user_id = self.hs.qualify_user_id(str(user))
-        password = auth.get("password")
-        if user_id != requester.user_id or not isinstance(password, str) or \
-                not await self.validate_login(user_id, password):
-            raise MatrixError(401, "M_FORBIDDEN", "Invalid password", flows=flows, params={},
-                              session=session, completed=[])
-        if isinstance(session, str):
-            await self.store.delete_uia_session(session)
+        retries the same request with ``auth`` (see handlers/uia.py)."""
+        session = await self.hs.uia.authenticate(
+            flows=[["m.login.password"]], body=body, uri=uri, method=method,
+            description=description, requester=requester)
+        await self.hs.uia.finish(session)
 
     def require_admin(self, requester: Requester) -> None:
         if not requester.is_admin:

@@ -61,6 +61,8 @@ class MembershipHandler:
             hs.ratelimiters.joins.check(requester.user_id)
         if ratelimit and membership == "invite":
             hs.ratelimiters.invites.check(room_id)
+        if membership == "join" and requester.is_guest:
+            await self.require_guest_access(room_id)
         content = await self.member_content(target, membership, reason, extra_content)
         if membership == "leave" and target == requester.user_id:
             current = await self.hs.stores.memberships.get_membership(room_id, target)
@@ -107,6 +109,36 @@ class MembershipHandler:
             raise MatrixError(400, "M_UNKNOWN", "You must leave the room before forgetting it")
         await self.hs.stores.memberships.forget_room(requester.user_id, room_id)
         await self.hs.invalidate_cache("memberships", [[room_id, requester.user_id]])
+
+    async def require_guest_access(self, room_id: str) -> None:
+        """Guests may join only rooms whose ``m.room.guest_access`` is ``can_join``."""
+        if not await self.guests_can_join(room_id):
+            raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access not allowed")
+
+    async def guests_can_join(self, room_id: str) -> bool:
+        event = await self.hs.stores.state.get_current_state_event(room_id,
+                                                                   "m.room.guest_access")
+        return event is not None and event.content.get("guest_access") == "can_join"
+
+    async def kick_guests(self, room_id: str) -> None:
+        """Guest access was revoked: the spec has the server set every guest's
+        membership to ``leave`` (our guests; other servers kick their own)."""
+        if await self.guests_can_join(room_id):
+            return
+        accounts = self.hs.stores.accounts
+        for member in await self.hs.stores.memberships.get_members(room_id,
+                                                                   ("join", "invite", "knock")):
+            if not self.hs.is_mine(member.user_id):
+                continue
+            user = await accounts.get_user(member.user_id)
+            if user is None or not user.is_guest:
+                continue
+            guest = Requester(member.user_id, None, "", is_guest=True)
+            try:
+                await self.update_membership(guest, room_id, member.user_id, "leave",
+                                             ratelimit=False)
+            except MatrixError:
+                continue
 
     async def leave_all_rooms(self, user_id: str) -> None:
         requester = Requester(user_id, None, "")

@@ -132,10 +132,16 @@ class Request:
         raw = self.raw.query.get(name)
         return parse_json_object(raw, name) if raw else None
 
-    async def requester(self, *, allow_guest: bool = False,
-                        allow_deactivated: bool = False) -> Requester:
+    async def requester(self, *, allow_guest: bool = False, allow_deactivated: bool = False,
+                        allow_locked: bool = False) -> Requester:
+        """Who is asking. Guests get 403 ``M_GUEST_ACCESS_FORBIDDEN`` unless the
+        endpoint is one the spec lets guests call (``allow_guest``); a locked
+        account gets 401 ``M_USER_LOCKED`` on everything but logging out."""
         if self._requester is None:
             self._requester = await self.hs.auth.authenticate(self.raw)
+        if self._requester.is_locked and not allow_locked:
+            raise MatrixError(401, "M_USER_LOCKED", "This account has been locked",
+                              soft_logout=True)
         if self._requester.is_guest and not allow_guest:
             raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access not allowed")
         return self._requester

@@ -20,12 +20,6 @@ async def whoami(request: Request) -> dict[str, Any]:
     return response
 
 
-@routes.get(client_path("/account/3pid"))
-async def threepids(request: Request) -> dict[str, Any]:
-    await request.requester()
-    return {"threepids": []}
-
-
 @routes.post(client_path("/account/password"), stream="device_lists")
 async def change_password(request: Request) -> dict[str, Any]:
     hs = request.hs
@@ -57,14 +51,14 @@ async def deactivate(request: Request) -> dict[str, Any]:
 
 @routes.get(client_path("/devices"))
 async def list_devices(request: Request) -> dict[str, Any]:
-    requester = await request.requester()
+    requester = await request.requester(allow_guest=True)
     devices = await request.hs.devices.get_devices(requester.user_id)
     return {"devices": [d.to_json() for d in devices]}
 
 
 @routes.get(client_path("/devices/{deviceId}"))
 async def get_device(request: Request) -> dict[str, Any]:
-    requester = await request.requester()
+    requester = await request.requester(allow_guest=True)
     device = await request.hs.devices.get_device(requester.user_id, request.param("deviceId"))
     if device is None:
         raise not_found("No device found")
@@ -73,7 +67,7 @@ async def get_device(request: Request) -> dict[str, Any]:
 
 @routes.put(client_path("/devices/{deviceId}"), stream="device_lists")
 async def update_device(request: Request) -> dict[str, Any]:
-    requester = await request.requester()
+    requester = await request.requester(allow_guest=True)
     body = await request.json(allow_empty=True)
     name = body.get("display_name")
     if name is not None and not isinstance(name, str):

@@ -12,7 +12,7 @@ routes = RouteTable("client")
 
 
 async def _own(request: Request) -> Requester:
-    requester = await request.requester(allow_guest=True)
+    requester = await request.requester()
     if request.param("userId") != requester.user_id:
         raise forbidden("Cannot access another user's data")
     return requester

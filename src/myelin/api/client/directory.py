@@ -39,7 +39,7 @@ async def delete_alias(request: Request) -> dict[str, Any]:
 
 @routes.get(client_path("/rooms/{roomId}/aliases", LEGACY))
 async def room_aliases(request: Request) -> dict[str, Any]:
-    requester = await request.requester(allow_guest=True)
+    requester = await request.requester()
     aliases = await request.hs.directory.get_local_aliases(requester, request.param("roomId"))
     return {"aliases": aliases}
 

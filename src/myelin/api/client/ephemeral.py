@@ -15,7 +15,7 @@ routes = RouteTable("client")
 @routes.put(client_path("/rooms/{roomId}/typing/{userId}", LEGACY), stream="typing",
             affinity="room")
 async def typing(request: Request) -> dict[str, Any]:
-    requester = await request.requester(allow_guest=True)
+    requester = await request.requester()
     if request.param("userId") != requester.user_id:
         raise forbidden("Cannot set another user's typing state")
     body = await request.json()
@@ -34,7 +34,7 @@ async def typing(request: Request) -> dict[str, Any]:
 @routes.post(client_path("/rooms/{roomId}/receipt/{receiptType}/{eventId}", LEGACY),
              stream="receipts", affinity="room")
 async def receipt(request: Request) -> dict[str, Any]:
-    requester = await request.requester(allow_guest=True)
+    requester = await request.requester()
     body = await request.json(allow_empty=True)
     thread_id = body.get("thread_id")
     await request.hs.receipts.send_receipt(requester.user_id, request.param("roomId"),
@@ -46,7 +46,7 @@ async def receipt(request: Request) -> dict[str, Any]:
 @routes.post(client_path("/rooms/{roomId}/read_markers", LEGACY), stream="receipts",
              affinity="room")
 async def read_markers(request: Request) -> dict[str, Any]:
-    requester = await request.requester(allow_guest=True)
+    requester = await request.requester()
     body = await request.json()
     room_id = request.param("roomId")
     handler = request.hs.receipts
@@ -78,7 +78,7 @@ async def set_presence(request: Request) -> dict[str, Any]:
 
 @routes.get(client_path("/presence/{userId}/status", LEGACY))
 async def get_presence(request: Request) -> dict[str, Any]:
-    requester = await request.requester(allow_guest=True)
+    requester = await request.requester()
     return await request.hs.presence.presence_for(requester.user_id, request.param("userId"))
 
 

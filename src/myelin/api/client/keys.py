@@ -15,7 +15,7 @@ routes = RouteTable("client")
 @routes.post(client_path("/keys/upload"), client_path("/keys/upload/{deviceId}"),
              stream="device_lists")
 async def upload(request: Request) -> dict[str, Any]:
-    requester = await request.requester()
+    requester = await request.requester(allow_guest=True)
     body = await request.json()
     return await request.hs.e2e_keys.upload(requester, body)
 
@@ -36,7 +36,7 @@ async def claim(request: Request) -> dict[str, Any]:
 
 @routes.get(client_path("/keys/changes"))
 async def changes(request: Request) -> dict[str, Any]:
-    requester = await request.requester(allow_guest=True)
+    requester = await request.requester()
     from_token = request.query_str("from")
     if not from_token:
         raise missing_param("Missing from")

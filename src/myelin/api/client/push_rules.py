@@ -14,13 +14,13 @@ routes = RouteTable("client")
 
 @routes.get(client_path("/pushrules/", LEGACY))
 async def get_all(request: Request) -> dict[str, Any]:
-    requester = await request.requester(allow_guest=True)
+    requester = await request.requester()
     return {"global": await request.hs.push_rules.get_ruleset(requester.user_id)}
 
 
 @routes.get(client_path("/pushrules/{scope}/", LEGACY))
 async def get_scope(request: Request) -> dict[str, Any]:
-    requester = await request.requester(allow_guest=True)
+    requester = await request.requester()
     if request.param("scope") != "global":
         raise MatrixError(400, "M_UNRECOGNIZED", "Unknown push rule scope")
     return await request.hs.push_rules.get_ruleset(requester.user_id)
@@ -28,7 +28,7 @@ async def get_scope(request: Request) -> dict[str, Any]:
 
 @routes.get(client_path("/pushrules/{scope}/{kind}/", LEGACY))
 async def get_kind(request: Request) -> list[dict[str, Any]]:
-    requester = await request.requester(allow_guest=True)
+    requester = await request.requester()
     kind = request.param("kind")
     check_scope_kind(request.param("scope"), kind)
     ruleset = await request.hs.push_rules.get_ruleset(requester.user_id)
@@ -43,7 +43,7 @@ def _target(request: Request) -> tuple[str, str]:
 
 @routes.get(client_path("/pushrules/{scope}/{kind}/{ruleId}", LEGACY))
 async def get_rule(request: Request) -> dict[str, Any]:
-    requester = await request.requester(allow_guest=True)
+    requester = await request.requester()
     kind, rule_id = _target(request)
     return await request.hs.push_rules.get_rule(requester.user_id, kind, rule_id)
 
@@ -70,7 +70,7 @@ async def delete_rule(request: Request) -> dict[str, Any]:
 
 @routes.get(client_path("/pushrules/{scope}/{kind}/{ruleId}/enabled", LEGACY))
 async def get_enabled(request: Request) -> dict[str, Any]:
-    requester = await request.requester(allow_guest=True)
+    requester = await request.requester()
     kind, rule_id = _target(request)
     rule = await request.hs.push_rules.get_rule(requester.user_id, kind, rule_id)
     return {"enabled": rule["enabled"]}
@@ -91,7 +91,7 @@ async def put_enabled(request: Request) -> dict[str, Any]:
 
 @routes.get(client_path("/pushrules/{scope}/{kind}/{ruleId}/actions", LEGACY))
 async def get_actions(request: Request) -> dict[str, Any]:
-    requester = await request.requester(allow_guest=True)
+    requester = await request.requester()
     kind, rule_id = _target(request)
     rule = await request.hs.push_rules.get_rule(requester.user_id, kind, rule_id)
     return {"actions": rule["actions"]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from myelin.domain import MatrixError, Requester, bad_json
+from myelin.domain import MatrixError, Requester, bad_json, check_not_suspended
 from myelin.http.request import Request
 from myelin.http.routing import LEGACY, RouteTable, client_path, client_v1_path
 
@@ -15,6 +15,7 @@ routes = RouteTable("client")
 @routes.post(client_path("/createRoom", LEGACY), stream="events")
 async def create_room(request: Request) -> dict[str, Any]:
     requester = await request.requester()
+    check_not_suspended(requester)
     body = await request.json(allow_empty=True)
     room_id, alias = await request.hs.room_creation.create_room(requester, body)
     response: dict[str, Any] = {"room_id": room_id}
@@ -35,6 +36,8 @@ async def send_event(request: Request) -> dict[str, Any]:
     requester = await request.requester(allow_guest=True)
     hs = request.hs
     room_id, etype = request.param("roomId"), request.param("eventType")
+    if etype != "m.room.redaction":  # a suspended user may still redact their own
+        check_not_suspended(requester)
     body = await request.json(allow_empty=True)
     txn_key, existing = await _transaction(request, requester)
     if existing is not None:
@@ -60,7 +63,8 @@ async def _transaction(request: Request, requester: Requester,
 @routes.put(client_path("/rooms/{roomId}/state/{eventType}/{stateKey?}", LEGACY),
             stream="events", affinity="room")
 async def put_state(request: Request) -> dict[str, Any]:
-    requester = await request.requester()
+    requester = await request.requester(allow_guest=True)
+    check_not_suspended(requester)
     hs = request.hs
     room_id, etype = request.param("roomId"), request.param("eventType")
     state_key = request.params.get("stateKey", "")
@@ -76,6 +80,8 @@ async def put_state(request: Request) -> dict[str, Any]:
     await hs.membership.require_joined(requester.user_id, room_id)
     event_id = await hs.event_creation.set_state(requester.user_id, room_id, etype, state_key,
                                                  body)
+    if etype == "m.room.guest_access" and body.get("guest_access") != "can_join":
+        await hs.membership.kick_guests(room_id)
     return {"event_id": event_id}
 
 
@@ -122,7 +128,8 @@ async def redact(request: Request) -> dict[str, Any]:
 async def _own_membership(request: Request, room_id_or_alias: str,
                           membership: str) -> dict[str, Any]:
     """Join or knock on a room for the requester, by room id or alias."""
-    requester = await request.requester()
+    requester = await request.requester(allow_guest=membership == "join")
+    check_not_suspended(requester)
     body = await request.json(allow_empty=True)
     room_id = await request.hs.membership.resolve_room(room_id_or_alias)
     await request.hs.membership.update_membership(requester, room_id, requester.user_id,
@@ -148,6 +155,8 @@ async def knock(request: Request) -> dict[str, Any]:
 def _membership_servlet(action: str, membership: str, needs_target: bool) -> None:
     async def handler(request: Request) -> dict[str, Any]:
         requester = await request.requester(allow_guest=action == "leave")
+        if action == "invite":
+            check_not_suspended(requester)
         body = await request.json(allow_empty=action in ("leave", "forget"))
         room_id = request.param("roomId")
         if action == "forget":
@@ -224,13 +233,13 @@ async def members(request: Request) -> dict[str, Any]:
 
 @routes.get(client_path("/rooms/{roomId}/joined_members", LEGACY), affinity="room")
 async def joined_members(request: Request) -> dict[str, Any]:
-    requester = await request.requester(allow_guest=True)
+    requester = await request.requester()
     return await request.hs.room_reads.joined_members(requester, request.param("roomId"))
 
 
 @routes.get(client_path("/joined_rooms", LEGACY))
 async def joined_rooms(request: Request) -> dict[str, Any]:
-    requester = await request.requester(allow_guest=True)
+    requester = await request.requester()
     return {"joined_rooms": await request.hs.membership.joined_rooms(requester.user_id)}
 
 

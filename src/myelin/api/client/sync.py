@@ -35,6 +35,13 @@ async def events(request: Request) -> dict[str, Any]:
     """The legacy event stream: new timeline events since ``from``."""
     requester = await request.requester(allow_guest=True)
     hs = request.hs
+    room_id = request.query_str("room_id")
+    if room_id is None and requester.is_guest:
+        # Guests may only use /events to preview a room.
+        raise MatrixError(400, "M_UNKNOWN", "Guest users must specify room_id param")
+    if room_id is not None:
+        # Only a room the requester may read (as a member, or world-readable).
+        await hs.room_reads.membership_for_read(requester, room_id)
     since_text = request.query_str("from")
     since = parse_since(since_text) if since_text else hs.streams.current_token()
     timeout = request.query_int("timeout", 30_000, minimum=0) or 0
@@ -42,19 +49,22 @@ async def events(request: Request) -> dict[str, Any]:
                               SyncFilter.parse({"room": {"timeline": {"limit": 100}}}))
     chunk: list[dict[str, Any]] = []
     for section in ("join", "leave"):
-        for room_id, room in body["rooms"][section].items():
+        for rid, room in body["rooms"][section].items():
+            if room_id is not None and rid != room_id:
+                continue
             for event in room.get("timeline", {}).get("events", []):
-                event.setdefault("room_id", room_id)
+                event.setdefault("room_id", rid)
                 chunk.append(event)
             for event in room.get("ephemeral", {}).get("events", []):
-                chunk.append({**event, "room_id": room_id})
-    chunk.extend(body.get("presence", {}).get("events", []))
+                chunk.append({**event, "room_id": rid})
+    if room_id is None:
+        chunk.extend(body.get("presence", {}).get("events", []))
     return {"chunk": chunk, "start": str(since), "end": body["next_batch"]}
 
 
 @routes.get(client_path("/initialSync", LEGACY), affinity="user")
 async def initial_sync(request: Request) -> dict[str, Any]:
-    requester = await request.requester(allow_guest=True)
+    requester = await request.requester()
     limit = request.query_int("limit", 10, minimum=0, maximum=100) or 0
     return await request.hs.initial_sync.initial_sync(requester, limit)
 

@@ -23,6 +23,8 @@ class UserRecord:
     admin: bool
     deactivated: bool
     is_guest: bool
+    locked: bool = False
+    suspended: bool = False
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class TokenRecord:
     user_id: str
     device_id: str | None
     valid_until_ms: int | None
+    refresh_token: str | None = None
+    used: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,11 +80,25 @@ class AccountStore:
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         row = await self.db.fetchone(
-            "SELECT user_id, password_hash, created_ts, admin, deactivated, is_guest"
-            " FROM users WHERE user_id = ?", user_id)
+            "SELECT user_id, password_hash, created_ts, admin, deactivated, is_guest, locked,"
+            " suspended FROM users WHERE user_id = ?", user_id)
         if row is None:
             return None
-        return UserRecord(row[0], row[1], row[2], bool(row[3]), bool(row[4]), bool(row[5]))
+        return UserRecord(row[0], row[1], row[2], bool(row[3]), bool(row[4]), bool(row[5]),
+                          bool(row[6]), bool(row[7]))
+
+    async def set_user_flag(self, user_id: str, flag: str, value: bool) -> None:
+        """Lock/unlock or suspend/unsuspend a user."""
+        assert flag in ("locked", "suspended")
+        await self.db.execute(f"UPDATE users SET {flag} = ? WHERE user_id = ?",
+                              int(value), user_id)
+
+    async def upgrade_guest(self, txn: Transaction, user_id: str,
+                            password_hash: str | None) -> bool:
+        """Turn a guest into a full account (same user id); False if not a guest."""
+        return await txn.execute(
+            "UPDATE users SET is_guest = 0, password_hash = ? WHERE user_id = ? AND is_guest = 1",
+            password_hash, user_id) > 0
 
     async def find_user_case_insensitive(self, user_id: str) -> list[str]:
         rows = await self.db.fetchall("SELECT user_id FROM users WHERE lower(user_id) = lower(?)",
@@ -128,6 +146,14 @@ class AccountStore:
             " FROM devices WHERE user_id = ? ORDER BY device_id", user_id)
         return [DeviceRecord(*r) for r in rows]
 
+    async def devices_last_seen(self, user_id: str,
+                                ) -> list[tuple[str, int | None, str | None, str | None]]:
+        """(device_id, last_seen_ts, last_seen_ip, user_agent) of each device."""
+        rows = await self.db.fetchall(
+            "SELECT device_id, last_seen_ts, last_seen_ip, last_seen_user_agent FROM devices"
+            " WHERE user_id = ? ORDER BY device_id", user_id)
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
     async def update_device_display_name(self, user_id: str, device_id: str,
                                          display_name: str | None) -> bool:
         return await self.db.execute(
@@ -152,21 +178,59 @@ class AccountStore:
             tokens.extend(r[0] for r in rows)
             await txn.execute("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?",
                               user_id, device_id)
+            await txn.execute("DELETE FROM refresh_tokens WHERE user_id = ? AND device_id = ?",
+                              user_id, device_id)
             await txn.execute("DELETE FROM devices WHERE user_id = ? AND device_id = ?",
                               user_id, device_id)
         return tokens
 
     # -- access tokens -------------------------------------------------------
     async def add_access_token(self, txn: Transaction, token: str, user_id: str,
-                               device_id: str | None, valid_until_ms: int | None) -> None:
+                               device_id: str | None, valid_until_ms: int | None,
+                               refresh_token: str | None = None) -> None:
         await txn.execute(
-            "INSERT INTO access_tokens (token, user_id, device_id, created_ts, valid_until_ms)"
-            " VALUES (?, ?, ?, ?, ?)", token, user_id, device_id, now_ms(), valid_until_ms)
+            "INSERT INTO access_tokens (token, user_id, device_id, created_ts, valid_until_ms,"
+            " refresh_token) VALUES (?, ?, ?, ?, ?, ?)",
+            token, user_id, device_id, now_ms(), valid_until_ms, refresh_token)
 
     async def get_token(self, token: str) -> TokenRecord | None:
         row = await self.db.fetchone(
-            "SELECT user_id, device_id, valid_until_ms FROM access_tokens WHERE token = ?", token)
-        return TokenRecord(row[0], row[1], row[2]) if row else None
+            "SELECT user_id, device_id, valid_until_ms, refresh_token, used FROM access_tokens"
+            " WHERE token = ?", token)
+        return TokenRecord(row[0], row[1], row[2], row[3], bool(row[4])) if row else None
+
+    # -- refresh tokens ------------------------------------------------------
+    async def add_refresh_token(self, txn: Transaction, token: str, user_id: str,
+                                device_id: str, prev_token: str | None) -> None:
+        await txn.execute(
+            "INSERT INTO refresh_tokens (token, user_id, device_id, prev_token, created_ts)"
+            " VALUES (?, ?, ?, ?, ?)", token, user_id, device_id, prev_token, now_ms())
+
+    async def get_refresh_token(self, txn: Transaction, token: str,
+                                ) -> tuple[str, str, str | None] | None:
+        """(user_id, device_id, prev_token) of a live refresh token."""
+        row = await txn.fetchone(
+            "SELECT user_id, device_id, prev_token FROM refresh_tokens WHERE token = ?", token)
+        return (row[0], row[1], row[2]) if row else None
+
+    async def delete_refresh_token(self, txn: Transaction, token: str) -> None:
+        await txn.execute("DELETE FROM refresh_tokens WHERE token = ?", token)
+
+    async def access_tokens_of_refresh(self, txn: Transaction, refresh_token: str) -> list[str]:
+        rows = await txn.fetchall("SELECT token FROM access_tokens WHERE refresh_token = ?",
+                                  refresh_token)
+        return [r[0] for r in rows]
+
+    async def mark_access_token_used(self, token: str, refresh_token: str) -> None:
+        """The first use of a refreshed pair revokes the refresh token it replaced."""
+        async with self.db.transaction() as txn:
+            await txn.execute("UPDATE access_tokens SET used = 1 WHERE token = ?", token)
+            prev = await txn.fetchval("SELECT prev_token FROM refresh_tokens WHERE token = ?",
+                                      refresh_token)
+            if prev is not None:
+                await txn.execute("DELETE FROM refresh_tokens WHERE token = ?", prev)
+                await txn.execute("UPDATE refresh_tokens SET prev_token = NULL WHERE token = ?",
+                                  refresh_token)
 
     async def delete_token(self, txn: Transaction, token: str) -> None:
         await txn.execute("DELETE FROM access_tokens WHERE token = ?", token)
@@ -243,6 +307,16 @@ class AccountStore:
     async def mark_uia_stage_done(self, session_id: str, completed: list[str]) -> None:
         await self.db.execute("UPDATE ui_auth_sessions SET completed = ? WHERE session_id = ?",
                               orjson.dumps(completed).decode(), session_id)
+
+    async def update_uia_session(self, session_id: str, completed: list[str],
+                                 params: dict[str, Any]) -> None:
+        await self.db.execute(
+            "UPDATE ui_auth_sessions SET completed = ?, params = ? WHERE session_id = ?",
+            orjson.dumps(completed).decode(), orjson.dumps(params).decode(), session_id)
+
+    async def delete_old_uia_sessions(self, older_than_ms: int) -> None:
+        await self.db.execute("DELETE FROM ui_auth_sessions WHERE created_ts < ?",
+                              older_than_ms)
 
     async def delete_uia_session(self, session_id: str) -> None:
         await self.db.execute("DELETE FROM ui_auth_sessions WHERE session_id = ?", session_id)

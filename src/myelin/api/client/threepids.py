@@ -1,0 +1,90 @@
+"""``/account/3pid`` and the ``requestToken`` endpoints: third-party
+identifiers without an identity server (handlers/threepids.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from myelin.domain import MatrixError
+from myelin.handlers.threepids import MEDIA
+from myelin.http.request import Request
+from myelin.http.routing import RouteTable, client_path
+
+routes = RouteTable("client")
+
+
+@routes.get(client_path("/account/3pid"))
+async def threepids(request: Request) -> dict[str, Any]:
+    requester = await request.requester()
+    return {"threepids": [t.to_json() for t in
+                          await request.hs.threepids.list(requester.user_id)]}
+
+
+@routes.post(client_path("/account/3pid/add"))
+async def add_threepid(request: Request) -> dict[str, Any]:
+    hs = request.hs
+    requester = await request.requester()
+    body = await request.json()
+    await hs.auth.check_user_interactive_auth(requester, body, request.raw.path, "POST",
+                                              "add a third-party identifier")
+    await hs.threepids.add_from_session(requester.user_id, body.get("sid"),
+                                        body.get("client_secret"))
+    return {}
+
+
+@routes.post(client_path("/account/3pid"))
+async def add_threepid_legacy(request: Request) -> dict[str, Any]:
+    """The deprecated form: ``threepid_creds`` of a validated session."""
+    hs = request.hs
+    requester = await request.requester()
+    body = await request.json()
+    creds = body.get("threepid_creds") or body.get("threePidCreds")
+    if not isinstance(creds, dict):
+        raise MatrixError(400, "M_MISSING_PARAM", "threepid_creds is required")
+    await hs.threepids.add_from_session(requester.user_id, creds.get("sid"),
+                                        creds.get("client_secret"))
+    return {}
+
+
+@routes.post(client_path("/account/3pid/bind"))
+async def bind_threepid(request: Request) -> dict[str, Any]:
+    await request.requester()
+    body = await request.json()
+    for key in ("client_secret", "id_server", "id_access_token", "sid"):
+        if not isinstance(body.get(key), str):
+            raise MatrixError(400, "M_MISSING_PARAM", f"{key} is required")
+    raise MatrixError(400, "M_SERVER_NOT_TRUSTED",
+                      "This server does not talk to identity servers")
+
+
+@routes.post(client_path("/account/3pid/unbind"))
+async def unbind_threepid(request: Request) -> dict[str, Any]:
+    await request.requester()
+    body = await request.json()
+    if not isinstance(body.get("medium"), str) or not isinstance(body.get("address"), str):
+        raise MatrixError(400, "M_MISSING_PARAM", "medium and address are required")
+    return {"id_server_unbind_result": "no-support"}
+
+
+@routes.post(client_path("/account/3pid/delete"))
+async def delete_threepid(request: Request) -> dict[str, Any]:
+    requester = await request.requester()
+    body = await request.json()
+    await request.hs.threepids.delete(requester.user_id, body.get("medium"),
+                                      body.get("address"))
+    return {"id_server_unbind_result": "no-support"}
+
+
+def _request_token_servlet(prefix: str, purpose: str, medium: str) -> None:
+    async def handler(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        return await request.hs.threepids.request_token(purpose, medium, body)
+
+    handler.__name__ = f"request_token_{purpose}_{medium}"
+    routes.post(client_path(f"{prefix}/{medium}/requestToken"))(handler)
+
+
+for _prefix, _purpose in (("/register", "register"), ("/account/3pid", "add"),
+                          ("/account/password", "password")):
+    for _medium in MEDIA:
+        _request_token_servlet(_prefix, _purpose, _medium)
