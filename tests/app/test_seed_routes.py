@@ -58,6 +58,10 @@ SEED_SAMPLES = [
     (r"^/_matrix/client/(r0|v3|unstable)/register$", "POST", "/register"),
     (r"^/_matrix/client/(r0|v3|unstable)/register/available$", "GET", "/register/available"),
     (r"^/_matrix/client/(r0|v3|unstable)/password_policy$", "GET", "/password_policy"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/login/sso/redirect", "GET",
+     "/login/sso/redirect"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/login/sso/redirect", "GET",
+     "/login/sso/redirect/idp1"),
     (r"^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/redact", "PUT",
      f"/rooms/{ROOM}/redact/{EVENT}/txn1"),
     (r"^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/send", "PUT",
@@ -119,6 +123,9 @@ def test_unversioned_endpoints() -> None:
     assert ROUTER.match("GET", "/_matrix/client/versions")[0] is not None
     assert ROUTER.match("GET", "/_matrix/client/v1/register/m.login.registration_token/"
                                "validity")[0] is not None
+    assert ROUTER.match("POST", "/_matrix/client/v3/refresh")[0] is not None
+    assert ROUTER.match("GET", "/_matrix/client/v1/admin/lock/%40a:x")[0] is not None
+    assert ROUTER.match("GET", "/_matrix/client/v3/admin/whois/%40a:x")[0] is not None
     assert ROUTER.match("GET", "/_matrix/client/v1/rooms/%21r:x/timestamp_to_event")[0]
 
 
