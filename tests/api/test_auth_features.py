@@ -268,8 +268,9 @@ def test_expired_access_token_is_a_soft_logout(open_hs: ServerProcess) -> None:
 
 def test_endpoints_not_offered(hs: ServerProcess) -> None:
     token = hs.register(fresh())["access_token"]
-    for method, path, tok in (("POST", f"{V1}/login/get_token", token),
-                              ("GET", f"{V1}/auth_metadata", None),
+    status, body = hs.request("POST", f"{V1}/login/get_token", {}, token=token)
+    assert status == 400 and "login_token" not in body, body
+    for method, path, tok in (("GET", f"{V1}/auth_metadata", None),
                               ("GET", f"{V3}/login/sso/redirect?redirectUrl=http://x", None),
                               ("GET", f"{V3}/login/sso/redirect/idp1?redirectUrl=http://x",
                                None)):
@@ -341,10 +342,12 @@ def test_adding_a_threepid_needs_a_validated_session(hs: ServerProcess) -> None:
     assert status == 401
     status, body = hs.request("POST", f"{V3}/account/3pid/add", {
         **request, "auth": password_auth(name, body["session"])}, token=token)
-    assert status == 400 and body["errcode"] == "M_THREEPID_AUTH_FAILED", body
-    status, body = hs.request("POST", f"{V3}/account/3pid", {"threepid_creds": request},
+    # Password proven, address not: still the 401 of UIA, saying what failed.
+    assert status == 401 and body["errcode"] == "M_THREEPID_AUTH_FAILED", body
+    assert body["completed"] == ["m.login.password"] and body["session"]
+    status, body = hs.request("POST", f"{V3}/account/3pid", {"three_pid_creds": request},
                               token=token)
-    assert status == 400 and body["errcode"] == "M_THREEPID_AUTH_FAILED", body
+    assert status == 403 and body["errcode"] == "M_THREEPID_AUTH_FAILED", body
     status, body = hs.request("POST", f"{V3}/account/3pid/bind", {
         **request, "id_server": "id.example.org", "id_access_token": "x"}, token=token)
     assert status == 400 and body["errcode"] == "M_SERVER_NOT_TRUSTED"

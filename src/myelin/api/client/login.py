@@ -70,15 +70,15 @@ async def refresh(request: Request) -> dict[str, Any]:
     return await request.hs.auth.refresh(token)
 
 
-# -- what Myelin does not offer, answered as the spec says a server that does
-# not support an optional API answers: 404 M_UNRECOGNIZED ---------------------
+# -- what Myelin does not offer, answered as the spec says ----------------------
 
 @routes.post(client_v1_path("/login/get_token"))
 async def get_login_token(request: Request) -> dict[str, Any]:
     # Not offered (the m.get_login_token capability says so, and GET /login
-    # lists no m.login.token flow): an unsupported endpoint.
+    # lists no m.login.token flow): the spec's 400 for a user who has no
+    # ability to generate tokens.
     await request.requester()
-    raise unrecognized()
+    raise MatrixError(400, "M_UNKNOWN", "This server does not offer login tokens")
 
 
 @routes.get(client_v1_path("/auth_metadata"))
