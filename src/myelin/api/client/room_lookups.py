@@ -17,7 +17,7 @@ MUTUAL_ROOMS_BATCH = 100
 
 @routes.get(client_path("/events/{eventId}", LEGACY))
 async def get_event(request: Request) -> dict[str, Any]:
-    requester = await request.requester(allow_guest=True)
+    requester = await request.requester()  # not on the spec's list for guests
     event_id = request.param("eventId")
     hs = request.hs
     stored = await hs.stores.events.get_event(event_id)

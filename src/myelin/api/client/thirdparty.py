@@ -26,13 +26,13 @@ def _fields(request: Request) -> dict[str, str]:
 
 @routes.get(client_path("/thirdparty/protocols"))
 async def protocols(request: Request) -> dict[str, Any]:
-    await request.requester(allow_guest=True)
+    await request.requester()
     return request.hs.appservices.protocols()
 
 
 @routes.get(client_path("/thirdparty/protocol/{protocol}"))
 async def protocol(request: Request) -> dict[str, Any]:
-    await request.requester(allow_guest=True)
+    await request.requester()
     found = request.hs.appservices.protocols().get(request.param("protocol"))
     if found is None:
         raise not_found("Unknown protocol")
@@ -41,7 +41,7 @@ async def protocol(request: Request) -> dict[str, Any]:
 
 @routes.get(client_path("/thirdparty/location/{protocol}"))
 async def location_by_protocol(request: Request) -> list[dict[str, Any]]:
-    await request.requester(allow_guest=True)
+    await request.requester()
     name = request.param("protocol")
     if name not in request.hs.appservices.protocols():
         raise not_found("Unknown protocol")
@@ -53,7 +53,7 @@ async def location_by_protocol(request: Request) -> list[dict[str, Any]]:
 
 @routes.get(client_path("/thirdparty/user/{protocol}"))
 async def user_by_protocol(request: Request) -> list[dict[str, Any]]:
-    await request.requester(allow_guest=True)
+    await request.requester()
     name = request.param("protocol")
     if name not in request.hs.appservices.protocols():
         raise not_found("Unknown protocol")
@@ -65,7 +65,7 @@ async def user_by_protocol(request: Request) -> list[dict[str, Any]]:
 
 @routes.get(client_path("/thirdparty/location"))
 async def location_by_alias(request: Request) -> list[dict[str, Any]]:
-    await request.requester(allow_guest=True)
+    await request.requester()
     alias = request.query_str("alias")
     if not alias:
         raise missing_param("Missing alias")
@@ -79,7 +79,7 @@ async def location_by_alias(request: Request) -> list[dict[str, Any]]:
 
 @routes.get(client_path("/thirdparty/user"))
 async def user_by_user_id(request: Request) -> list[dict[str, Any]]:
-    await request.requester(allow_guest=True)
+    await request.requester()
     user_id = request.query_str("userid")
     if not user_id:
         raise missing_param("Missing userid")

@@ -122,7 +122,7 @@ async def thumbnail(request: Request) -> web.StreamResponse:
 # -- config and previews --------------------------------------------------------
 @routes.get(media_path("/config"), client_v1_path("/media/config"))
 async def config(request: Request) -> dict[str, Any]:
-    await request.requester(allow_guest=True)
+    await request.requester()  # guests may only download (the spec's list)
     return request.hs.media.media_config()
 
 
