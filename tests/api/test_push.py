@@ -339,3 +339,14 @@ def test_password_change_keeping_devices_keeps_pushers(api: Api) -> None:
     assert status == 200, login
     status, body = api.request("GET", V3 + "/pushers", token=login["access_token"])
     assert status == 200 and body["pushers"] == []
+
+
+def test_changing_display_name_marks_nothing_read(api: Api) -> None:
+    alice, bob, _, room_id = three_room(api)
+    sync = Syncer(bob)
+    sync.sync()
+    alice.send(room_id, "one")
+    alice.send(room_id, "two")
+    assert counts(sync.sync(), room_id) == (2, 0)
+    bob.ok("PUT", f"/profile/{q(bob.user_id)}/displayname", {"displayname": "Robert"})
+    assert counts(sync.sync(), room_id) == (2, 0)

@@ -108,10 +108,12 @@ class PushActionsHandler:
         members = await self._members_of(state_after)
         joined = [user for user, membership, _ in members.values() if membership == "join"]
         recipients = [u for u in joined if u != event.sender and self.hs.is_mine(u)]
+        invitee = None
         if (event.type == "m.room.member" and event.membership == "invite"
                 and event.state_key and event.state_key != event.sender
                 and self.hs.is_mine(event.state_key)):
-            recipients.append(event.state_key)
+            invitee = event.state_key
+            recipients.append(invitee)
         if not recipients:
             return
         recipients = await self._not_ignoring(recipients, event.sender)
@@ -131,6 +133,10 @@ class PushActionsHandler:
                 continue
             if thread_id is None:
                 thread_id = await self._thread_of(event)
+            if user_id == invitee:
+                # Listed in /notifications (and pushed), but never unread: it
+                # comes before the invitee joins the room it would count in.
+                notif = highlight = False
             rows.append(PushAction(user_id, event.room_id, event.event_id, position, thread_id,
                                    notif, highlight, actions, now_ms))
         if rows:
@@ -222,16 +228,16 @@ class PushActionsHandler:
     # -- reading -------------------------------------------------------------
     async def unread_counts(self, user_id: str, rooms: Mapping[str, tuple[int, int]],
                             ) -> dict[str, RoomUnread]:
-        """Unread counts of ``user_id`` in ``rooms`` (room -> (joined at, read up
-        to this events position)): the user's actions after their read
+        """Unread counts of ``user_id`` in ``rooms`` (room -> (count after this
+        events position, up to this one)): the user's actions after their read
         receipts. An unthreaded receipt clears every thread; a threaded one
         only its thread. Two queries for all the rooms."""
         room_ids = list(rooms)
         receipts = await self.hs.stores.receipts.get_read_positions_by_thread(user_id, room_ids)
         ranges: list[CountRange] = []
-        for room_id, (joined_at, upper) in rooms.items():
+        for room_id, (after, upper) in rooms.items():
             read = receipts.get(room_id, {})
-            lower = max(joined_at, read.get(MAIN_THREAD, 0))
+            lower = max(after, read.get(MAIN_THREAD, 0))
             own = {t: p for t, p in read.items() if t != MAIN_THREAD and p > lower}
             ranges.append(CountRange(room_id, lower, upper, exclude=tuple(own)))
             ranges.extend(CountRange(room_id, p, upper, thread_id=t) for t, p in own.items())

@@ -99,7 +99,7 @@ class RoomsSection(SyncSection):
                         # e.g. an invite that was rejected before the client saw it
                         continue
                     left[room_id] = await self._left_room(req, membership)
-        await self._fill_unread(req, joined, memberships)
+        await self._fill_unread(req, joined)
         return ({"join": joined, "invite": invited, "leave": left, "knock": knocked},
                 joined_ids, newly_joined, left_ids)
 
@@ -265,16 +265,15 @@ class RoomsSection(SyncSection):
         return [{"type": t, "content": c} for t, c in changed.get(room_id, {}).items()
                 if f.allows_type(t)]
 
-    async def _fill_unread(self, req: SyncRequest, joined: dict[str, Any],
-                           memberships: list[Membership]) -> None:
+    async def _fill_unread(self, req: SyncRequest, joined: dict[str, Any]) -> None:
         """Every joined room's unread counts, read for all rooms in one go. With
         ``unread_thread_notifications`` the threads are counted apart from
         the main timeline; without, a room's count covers all its threads."""
         if not joined:
             return
-        joined_at = {m.room_id: m.stream_ordering for m in memberships}
-        rooms = {room_id: (joined_at.get(room_id, 0), req.events_upper(room_id))
-                 for room_id in joined}
+        # (Not bounded by the user's membership event: a display name change
+        # moves it, and must not mark anything read. Rows exist only while joined.)
+        rooms = {room_id: (0, req.events_upper(room_id)) for room_id in joined}
         unread = await self.hs.push_actions.unread_counts(req.user_id, rooms)
         per_thread = req.filter.timeline.unread_thread_notifications
         for room_id, entry in joined.items():

@@ -2,7 +2,8 @@
 -- event, by the push actions indexer), and the pushers clients registered.
 
 -- One row per (user, event) whose actions notify or highlight. thread_id is the event's
--- thread root, or "main". Unread counts are the rows after the user's read
+-- thread root, or "main". notif/highlight: whether it counts towards the unread
+-- counts (an invite notifies the invitee but is never unread). Unread counts are the rows after the user's read
 -- receipts; /notifications pages them newest first.
 CREATE TABLE event_push_actions (
     user_id TEXT NOT NULL,

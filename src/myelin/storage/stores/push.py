@@ -29,8 +29,8 @@ class PushAction:
     event_id: str
     stream_ordering: int
     thread_id: str
-    notif: bool
-    highlight: bool
+    notif: bool       # counts towards unread notifications
+    highlight: bool   # counts towards unread highlights
     actions: list[Any]
     inserted_ts: int
 
