@@ -158,3 +158,42 @@ def test_json_logs_on_stderr_without_a_log_config() -> None:
     proc.communicate(timeout=30)
     record = json.loads(first)
     assert record["level"] in ("INFO", "WARNING") and record["request"] == "-"
+
+
+def test_remote_handler_sends_formatted_lines_to_a_log_collector() -> None:
+    import logging
+    import logging.config
+    import socket
+
+    from myelin.logs import current_request, translate_log_config
+
+    collector = socket.create_server(("127.0.0.1", 0))
+    port = collector.getsockname()[1]
+    logging.config.dictConfig(translate_log_config({
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"json": {"class": "synapse.logging.TerseJsonFormatter"}},
+        "handlers": {"remote": {"class": "synapse.logging.RemoteHandler", "host": "127.0.0.1",
+                                "port": port, "formatter": "json"}},
+        "loggers": {"myelin.test_remote": {"handlers": ["remote"], "level": "INFO",
+                                           "propagate": False}}}))
+    logger = logging.getLogger("myelin.test_remote")
+    try:
+        token = current_request.set("PUT-9 /_matrix/client/v3/rooms/x/send")
+        try:
+            logger.info("sent %d events", 3)
+        finally:
+            current_request.reset(token)
+        conn, _ = collector.accept()
+        conn.settimeout(10)
+        data = b""
+        while not data.endswith(b"\n"):
+            data += conn.recv(4096)
+        record = json.loads(data)
+        assert record["log"] == "sent 3 events"
+        assert record["request"] == "PUT-9 /_matrix/client/v3/rooms/x/send"
+        conn.close()
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        collector.close()
