@@ -159,9 +159,16 @@ def test_events_lag_rises_while_a_persister_is_stopped_and_falls_when_it_returns
             alice.send(room, f"while {idle} is stopped {i}")
         # The stopped persister cannot say it is idle: readers' minimum stays behind.
         wait_for(lambda: all(events_lag(fleet, w) >= 3 for w in watchers), "lag to rise")
+        # Main stops hearing from it, and says so.
+        wait_for(lambda: heard(fleet)[idle]["silent"], f"{idle} to be marked silent", 40)
     finally:
         fleet.kill(idle, signal.SIGCONT)
     wait_for(lambda: all(events_lag(fleet, w) == 0 for w in watchers), "lag to fall")
+    wait_for(lambda: not heard(fleet)[idle]["silent"], f"{idle} to be heard again", 20)
+
+
+def heard(fleet: Fleet) -> dict[str, dict[str, Any]]:
+    return {p["instance"]: p for p in fleet.status("main")["fleet"]}
 
 
 class _Dom(HTMLParser):

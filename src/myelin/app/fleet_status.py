@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from myelin.logs import recent_errors
-from myelin.replication.commands import Command, ProcessStatusCommand
+from myelin.replication.commands import Command, ProcessStatusCommand, ReplicateCommand
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
@@ -80,9 +80,13 @@ class FleetStatus:
         return out
 
     def _on_command(self, command: Command) -> None:
-        if (isinstance(command, ProcessStatusCommand)
-                and command.instance != self.hs.config.instance_name):
+        if getattr(command, "instance", None) == self.hs.config.instance_name:
+            return
+        if isinstance(command, ProcessStatusCommand):
             self.heard[command.instance] = (command.summary, time.monotonic())
+        elif isinstance(command, ReplicateCommand) and self._task is not None:
+            # A process (re)joined: let it see us now rather than in 5 s.
+            self.publish()
 
     def publish(self) -> None:
         self.hs.bus.publish(ProcessStatusCommand(self.hs.config.instance_name,
