@@ -344,3 +344,32 @@ def test_progress_in_a_log_is_plain_lines_every_few_seconds() -> None:
     assert lines[0] == "users: 20/100 rows (20%), 0 rows/s, ETA ?"
     assert len(lines) == 3  # the start, one at 5 s, the end
     assert lines[-1] == "users: 100/100 rows (100%), 10 rows/s, ETA 0:00:00 done"
+
+
+def test_a_finished_port_run_again_checks_itself_and_refuses_a_changed_source(
+        source: Source, postgres_server: PostgresServer) -> None:
+    copy_path = os.path.join(source.server.workdir, "changing.db")
+    src, dst = sqlite3.connect(source.sqlite_path), sqlite3.connect(copy_path)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    config_path = _pg_config(source, postgres_server, f"again_{os.getpid()}")
+
+    def port() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "myelin", "port-db", "--sqlite-database", copy_path,
+             "--config-path", config_path], capture_output=True, text=True, timeout=300)
+
+    first = port()
+    assert first.returncode == 0, first.stderr
+    again = port()
+    assert again.returncode == 0, again.stderr
+    assert "already finished" in again.stdout and "row counts match" in again.stdout
+    # The SQLite server ran again after the port: its rows are no longer what was copied.
+    conn = sqlite3.connect(copy_path)
+    conn.execute("INSERT INTO instance_names (instance_id, instance_name) VALUES (99, 'late')")
+    conn.commit()
+    conn.close()
+    changed = port()
+    assert changed.returncode == 1
+    assert "has changed since this port began" in changed.stderr

@@ -391,6 +391,8 @@ async def port(sqlite_path: str, db: DatabaseConfig, out: TextIO, *,
 async def _port(source: sqlite3.Connection, target: asyncpg.Connection, db: DatabaseConfig,
                 tables: list[SourceTable], virtual: list[SourceTable], out: TextIO,
                 batch_size: int) -> PortResult:
+    # Row counts of every table: what a resumed port must find unchanged.
+    fingerprint: list[Any] = sorted([t.name, t.rows] for t in [*tables, *virtual])
     progress = await read_progress(target)
     if progress is None:
         full = await target_has_data(target)
@@ -406,11 +408,19 @@ async def _port(source: sqlite3.Connection, target: asyncpg.Connection, db: Data
             await target.execute(
                 f"CREATE TABLE {PROGRESS_TABLE} (table_name TEXT PRIMARY KEY, last_key TEXT,"
                 " copied BIGINT NOT NULL DEFAULT 0, done BOOLEAN NOT NULL DEFAULT FALSE)")
+            # The source as it was when the port began: a resumed port checks
+            # that nobody wrote to it in between.
             await target.execute(
-                f"INSERT INTO {PROGRESS_TABLE} (table_name) VALUES ('')")
-        progress = {"": Progress()}
+                f"INSERT INTO {PROGRESS_TABLE} (table_name, last_key) VALUES ('', $1)",
+                json.dumps(fingerprint))
+        progress = {"": Progress(fingerprint)}
         out.write(f"porting {len(tables)} tables into PostgreSQL database {db.database}\n")
     else:
+        if progress[""].last_key != fingerprint:
+            raise PortError(
+                "the SQLite database has changed since this port began (was the server "
+                "started again?): its rows no longer match what was copied. Drop and "
+                f"recreate the PostgreSQL database {db.database}, then port again")
         done = sum(1 for name, p in progress.items() if name and p.done)
         out.write(f"resuming the port into {db.database}: {done} of {len(tables)} tables "
                   "already copied\n")
