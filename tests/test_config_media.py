@@ -29,6 +29,7 @@ def test_defaults() -> None:
     assert ipaddress.ip_network("0.0.0.0/32") in media.url_preview_ip_range_blacklist
     assert media.url_preview_ip_range_whitelist == ()
     assert media.max_spider_size == 10 * 1024 * 1024
+    assert (media.rc_media_create_per_second, media.rc_media_create_burst_count) == (10, 50)
 
 
 def test_values() -> None:
@@ -39,7 +40,9 @@ def test_values() -> None:
         "max_image_pixels": "1M", "unused_expiration_time": "1h",
         "url_preview_enabled": True, "url_preview_ip_range_blacklist": ["10.0.0.0/8"],
         "url_preview_ip_range_whitelist": ["127.0.0.1"], "max_spider_size": "1M",
+        "rc_media_create": {"per_second": 0.5, "burst_count": 2},
     }).media
+    assert (media.rc_media_create_per_second, media.rc_media_create_burst_count) == (0.5, 2)
     assert not media.enable_media_repo and media.dynamic_thumbnails
     assert media.thumbnail_sizes == (ThumbnailSize(10, 20, "crop"), ThumbnailSize(30, 40, "scale"))
     assert media.max_image_pixels == 1024 * 1024

@@ -63,10 +63,12 @@ def hs(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def open_hs() -> Iterator[ServerProcess]:
     """A second server (SQLite): unauthenticated media not frozen, dynamic
-    thumbnails, short-lived media ids, URL previews with the default blacklist."""
+    thumbnails, short-lived media ids, a strict rc_media_create, URL previews
+    with the default blacklist."""
     proc = launch_server("sqlite", None, {
         "enable_authenticated_media": False, "dynamic_thumbnails": True,
-        "unused_expiration_time": "1s", "url_preview_enabled": True})
+        "unused_expiration_time": "1s", "url_preview_enabled": True,
+        "rc_media_create": {"per_second": 0.01, "burst_count": 3}})
     try:
         yield proc
     finally:
@@ -417,6 +419,16 @@ def test_pending_uploads_are_limited(hs: ServerProcess) -> None:
         _create(hs, token)
     status, err = call_json(hs, "POST", "/_matrix/media/v1/create", token=token)
     assert (status, err["errcode"]) == (429, "M_LIMIT_EXCEEDED")
+
+
+def test_creating_media_ids_is_rate_limited(open_hs: ServerProcess) -> None:
+    token = user(open_hs)["access_token"]
+    for _ in range(3):
+        _create(open_hs, token)
+    status, err = call_json(open_hs, "POST", "/_matrix/media/v1/create", token=token)
+    assert (status, err["errcode"]) == (429, "M_LIMIT_EXCEEDED") and err["retry_after_ms"] > 0
+    # Per user: someone else may still create one.
+    _create(open_hs, user(open_hs)["access_token"])
 
 
 def test_expired_media_ids(open_hs: ServerProcess) -> None:

@@ -61,6 +61,9 @@ class MediaConfig:
     # POST /create: how long an unused media id lives, and how many a user may hold.
     unused_expiration_time_ms: int = 24 * 3600 * 1000
     max_pending_media_uploads: int = 5
+    # rc_media_create: how fast one user may create media ids (Synapse's defaults).
+    rc_media_create_per_second: float = 10.0
+    rc_media_create_burst_count: float = 50.0
     url_preview_enabled: bool = False
     url_preview_ip_range_blacklist: tuple[IpNetwork, ...] = field(default_factory=tuple)
     url_preview_ip_range_whitelist: tuple[IpNetwork, ...] = field(default_factory=tuple)
@@ -106,7 +109,10 @@ def media_config(r: ConfigReader) -> MediaConfig:
     from myelin.config.schema import _duration_ms as duration_ms
 
     unused = r.raw("unused_expiration_time")
+    rc_create = r.section("rc_media_create")
     return MediaConfig(
+        rc_media_create_per_second=rc_create.float_("per_second", 10.0),
+        rc_media_create_burst_count=rc_create.float_("burst_count", 50.0),
         enable_media_repo=r.bool_("enable_media_repo", True),
         enable_authenticated_media=r.bool_("enable_authenticated_media", True),
         max_image_pixels=r.size("max_image_pixels", 32 * 1024 * 1024),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from myelin.config import HomeserverConfig
+from myelin.config import HomeserverConfig, RateLimit
 from myelin.http.ratelimit import Ratelimiter
 
 
@@ -15,3 +15,5 @@ class Ratelimiters:
         self.login_failures = Ratelimiter(config.rc_login.failed_attempts)
         self.joins = Ratelimiter(config.rc_joins_local)
         self.invites = Ratelimiter(config.rc_invites_per_room)
+        self.media_create = Ratelimiter(RateLimit(config.media.rc_media_create_per_second,
+                                                  config.media.rc_media_create_burst_count))

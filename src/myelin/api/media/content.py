@@ -60,6 +60,7 @@ async def upload(request: Request) -> dict[str, Any]:
 @routes.post(media_path("/create", ("v1",)))
 async def create(request: Request) -> dict[str, Any]:
     requester = await request.requester()
+    request.hs.ratelimiters.media_create.check(requester.user_id)
     return await request.hs.media.create(requester)
 
 
