@@ -48,11 +48,14 @@ if TYPE_CHECKING:
     from myelin.handlers.receipts import ReceiptHandler
     from myelin.handlers.redactions import RedactionHandler
     from myelin.handlers.registration import RegistrationHandler
+    from myelin.handlers.relations import RelationsHandler
     from myelin.handlers.reports import ReportHandler
     from myelin.handlers.room_keys import RoomKeysHandler
     from myelin.handlers.room_reads import RoomReadHandler
+    from myelin.handlers.room_upgrades import RoomUpgradeHandler
     from myelin.handlers.rooms import RoomCreationHandler
     from myelin.handlers.serialize import EventSerializer
+    from myelin.handlers.spaces import SpaceHandler
     from myelin.handlers.sync import SyncHandler
     from myelin.handlers.thirdparty import AppServiceSeam
     from myelin.handlers.threepids import ThreepidHandler
@@ -91,6 +94,7 @@ class Stores:
         from myelin.storage.stores.push_rules import PushRuleStore
         from myelin.storage.stores.receipts import ReceiptStore
         from myelin.storage.stores.registration_tokens import RegistrationTokenStore
+        from myelin.storage.stores.relations import RelationStore
         from myelin.storage.stores.reports import ReportStore
         from myelin.storage.stores.room_keys import RoomKeyStore
         from myelin.storage.stores.threepids import ThreepidStore
@@ -117,6 +121,7 @@ class Stores:
         self.room_keys = RoomKeyStore(db)
         self.reports = ReportStore(db)
         self.openid_tokens = OpenIdTokenStore(db)
+        self.relations = RelationStore(db)
         self.cache_invalidations = CacheInvalidationStore(db, gens["caches"], instance_name)
         self.media = MediaStore(db)
 
@@ -319,6 +324,24 @@ class HomeServer:
         return RedactionHandler(self)
 
     @cached_property
+    def relations(self) -> RelationsHandler:
+        from myelin.handlers.relations import RelationsHandler
+
+        return RelationsHandler(self)
+
+    @cached_property
+    def spaces(self) -> SpaceHandler:
+        from myelin.handlers.spaces import SpaceHandler
+
+        return SpaceHandler(self)
+
+    @cached_property
+    def room_upgrades(self) -> RoomUpgradeHandler:
+        from myelin.handlers.room_upgrades import RoomUpgradeHandler
+
+        return RoomUpgradeHandler(self)
+
+    @cached_property
     def typing(self) -> TypingHandler:
         from myelin.handlers.typing import TypingHandler
 
@@ -457,6 +480,7 @@ class HomeServer:
         follow.on_rows("events", events.on_events_rows)
         follow.on_rows("events", self.stores.state.on_events_rows)
         follow.on_rows("events", self.stores.memberships.on_events_rows)
+        follow.on_rows("events", self.relations.on_events_rows)
         # A room's events are read at its persister's position (SyncRequest.events_upper):
         # wake its readers as soon as that writer's rows are here.
         follow.on_writer_advanced("events", lambda _, rows: notifier.notify(

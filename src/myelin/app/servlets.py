@@ -71,6 +71,9 @@ OPTIONAL_MODULES: list[str] = [
     "myelin.api.federation.openid",
     "myelin.api.client.threepids",
     "myelin.api.client.admin",
+    "myelin.api.client.relations",
+    "myelin.api.client.spaces",
+    "myelin.api.client.room_upgrades",
 ]
 
 

@@ -37,6 +37,7 @@ class EventIndexer(Protocol):
 # "module:factory" — each factory takes the HomeServer and returns an indexer.
 INDEXERS: list[str] = [
     "myelin.handlers.push_actions:indexer",
+    "myelin.handlers.relations:indexer",
 ]
 
 

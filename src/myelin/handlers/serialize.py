@@ -24,8 +24,11 @@ class EventSerializer:
 
     async def serialize(self, events: Sequence[StoredEvent], *, user_id: str | None = None,
                         device_id: str | None = None, event_format: str = "client",
-                        only_fields: Sequence[str] | None = None,
+                        only_fields: Sequence[str] | None = None, _depth: int = 0,
                         ) -> list[dict[str, Any]]:
+        """Events in the client (or federation) format, with their bundled
+        aggregations (``_depth``: how deep inside another event's aggregation
+        these are; edits and thread replies nest one level, no more)."""
         if not events:
             return []
         redactions: dict[str, str] = {e.event.event_id: e.redacted_by for e in events
@@ -40,6 +43,11 @@ class EventSerializer:
                 sent_by = stored.txn_key
                 if sent_by is not None and sent_by[0] == user_id and sent_by[1] == device_id:
                     txn_ids[stored.event.event_id] = sent_by[2]
+        bundles: dict[str, dict[str, Any]] = {}
+        if _depth < 2:
+            bundles = await self.hs.relations.bundle(
+                events, user_id, _depth, {"user_id": user_id, "device_id": device_id,
+                                          "event_format": event_format})
         now = int(time.time() * 1000)
         out = []
         for stored in events:
@@ -61,6 +69,8 @@ class EventSerializer:
                     unsigned["prev_sender"] = prev.event.sender
             if event.event_id in txn_ids:
                 unsigned["transaction_id"] = txn_ids[event.event_id]
+            if event.event_id in bundles:
+                unsigned["m.relations"] = bundles[event.event_id]
             if event_format == "client":
                 for key in _FEDERATION_ONLY:
                     pdu.pop(key, None)

@@ -44,6 +44,7 @@ async def send_event(request: Request) -> dict[str, Any]:
         return {"event_id": existing}
     hs.ratelimiters.message.check(requester.user_id)
     await hs.membership.require_joined(requester.user_id, room_id)
+    await hs.relations.check_new_relation(room_id, body)
     sent = await hs.event_creation.send(requester.user_id, room_id, etype, body,
                                         txn_key=txn_key)
     return {"event_id": sent.event.event_id}
