@@ -21,8 +21,8 @@ EVENT = "$event"
 USER = "@alice:example.org"
 
 # (seed pattern, method, sample path with {v} for the version). Patterns for
-# features Myelin does not have yet (federation, SSO, search, relations,
-# threads, hierarchy, notifications, user directory) are not here.
+# features Myelin does not have yet (federation, SSO, search, notifications,
+# user directory) are not here.
 SEED_SAMPLES = [
     (r"^/_matrix/client/(r0|v3)/sync$", "GET", "/sync"),
     (r"^/_matrix/client/(api/v1|r0|v3)/events$", "GET", "/events"),
@@ -97,6 +97,24 @@ SEED_SAMPLES = [
     (r"^/_matrix/client/(r0|v3|unstable)/room_keys/", "GET", f"/room_keys/keys/{ROOM}"),
     (r"^/_matrix/client/(r0|v3|unstable)/room_keys/", "DELETE",
      f"/room_keys/keys/{ROOM}/session"),
+    (r"^/_matrix/client/(v1|unstable)/rooms/.*/relations/", "GET",
+     f"/rooms/{ROOM}/relations/{EVENT}"),
+    (r"^/_matrix/client/(v1|unstable)/rooms/.*/relations/", "GET",
+     f"/rooms/{ROOM}/relations/{EVENT}/m.thread"),
+    (r"^/_matrix/client/(v1|unstable)/rooms/.*/relations/", "GET",
+     f"/rooms/{ROOM}/relations/{EVENT}/m.annotation/m.reaction"),
+]
+
+# Seed patterns with one fixed path (no version group): (pattern, method, path).
+SEED_FIXED_SAMPLES = [
+    (r"^/_matrix/client/v1/rooms/.*/hierarchy$", "GET",
+     f"/_matrix/client/v1/rooms/{ROOM}/hierarchy"),
+    (r"^/_matrix/client/v1/rooms/.*/threads$", "GET",
+     f"/_matrix/client/v1/rooms/{ROOM}/threads"),
+    (r"^/_matrix/client/unstable/im.nheko.summary/rooms/.*/summary$", "GET",
+     f"/_matrix/client/unstable/im.nheko.summary/rooms/{ROOM}/summary"),
+    (r"^/_matrix/client/(v1|unstable)/rooms/.*/relations/", "GET",
+     f"/_matrix/client/unstable/rooms/{ROOM}/relations/{EVENT}"),
 ]
 
 
@@ -108,6 +126,7 @@ def _versions(pattern: str) -> list[str]:
 
 CASES = [(pattern, method, f"/_matrix/client/{version}{sample}")
          for pattern, method, sample in SEED_SAMPLES for version in _versions(pattern)]
+CASES += SEED_FIXED_SAMPLES
 
 
 @pytest.mark.parametrize(("pattern", "method", "path"), CASES,
