@@ -159,3 +159,18 @@ def test_upgraded_space_keeps_its_type_and_children(api: Api) -> None:
     new = upgrade(alice, space, "11")
     assert content(alice, new, "m.room.create")["type"] == "m.space"
     assert content(alice, new, "m.space.child", child) == {"via": ["localhost"]}
+
+
+def test_upgrade_through_every_room_version(api: Api) -> None:
+    alice, bob = new_user(api, "alice"), new_user(api, "bob")
+    room = alice.create_room(preset="public_chat", room_version="11", name="Chain")
+    bob.join(room)
+    for version in [str(v) for v in range(1, 13)]:
+        new = upgrade(alice, room, version)
+        assert content(alice, room, "m.room.tombstone")["replacement_room"] == new
+        create = content(alice, new, "m.room.create")
+        assert create["room_version"] == version and create["predecessor"]["room_id"] == room
+        assert content(alice, new, "m.room.name") == {"name": "Chain"}
+        bob.join(new)
+        bob.send(new, f"hello in v{version}")
+        room = new

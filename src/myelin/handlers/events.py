@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -36,7 +37,7 @@ from myelin.events.auth import (
 )
 from myelin.events.canonical import CanonicalJSONError, encode_canonical_json
 from myelin.events.event import Event
-from myelin.events.room_versions import RoomVersion, get_room_version
+from myelin.events.room_versions import EventFormat, RoomVersion, get_room_version
 from myelin.events.signing import sign_event
 from myelin.events.state_res import resolve_state_v2
 from myelin.handlers.indexers import EventIndexer, load_indexers
@@ -314,6 +315,9 @@ class EventCreationHandler:
         pdu = dict(fields)
         if not room_version.implicit_room_creator:
             pdu.setdefault("origin", self.hs.server_name)
+        if room_version.event_format == EventFormat.V1:
+            # v1/v2 event ids are chosen by the origin, not hashed.
+            pdu.setdefault("event_id", f"${secrets.token_urlsafe(18)}:{self.hs.server_name}")
         try:
             signed = sign_event(pdu, self.hs.server_name, self._signing_key, room_version)
             size = len(encode_canonical_json(signed))
