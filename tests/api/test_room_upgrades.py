@@ -174,3 +174,20 @@ def test_upgrade_through_every_room_version(api: Api) -> None:
         bob.join(new)
         bob.send(new, f"hello in v{version}")
         room = new
+
+
+def test_joining_the_replacement_brings_push_rules_and_tags(api: Api) -> None:
+    alice, bob = new_user(api, "alice"), new_user(api, "bob")
+    old = alice.create_room(preset="public_chat", room_version="10")
+    bob.join(old)
+    bob.ok("PUT", f"/pushrules/global/room/{q(old)}", {"actions": ["dont_notify"]})
+    bob.ok("PUT", f"/user/{q(bob.user_id)}/rooms/{q(old)}/tags/u.work", {"order": 0.5})
+    new = upgrade(alice, old, "11")
+    assert bob.ok("GET", f"/user/{q(bob.user_id)}/rooms/{q(new)}/tags")["tags"] == {}
+    bob.join(new)
+    rule = bob.ok("GET", f"/pushrules/global/room/{q(new)}")
+    assert rule["actions"] == ["dont_notify"] and rule["enabled"] is True
+    assert bob.ok("GET", f"/user/{q(bob.user_id)}/rooms/{q(new)}/tags")["tags"] == {
+        "u.work": {"order": 0.5}}
+    # The old room keeps its own.
+    assert bob.ok("GET", f"/pushrules/global/room/{q(old)}")["actions"] == ["dont_notify"]

@@ -69,11 +69,15 @@ class MembershipHandler:
             if current is None or current.membership in ("leave", "ban"):
                 raise forbidden(f"{target} is not in the room")
 
-        return await hs.event_creation.send(requester.user_id, room_id, "m.room.member",
+        sent = await hs.event_creation.send(requester.user_id, room_id, "m.room.member",
                                             content, state_key=target,
                                             precheck={"kind": "not_banned", "user_id": target}
                                             if membership == "join" else None,
                                             txn_key=txn_key)
+        if membership == "join" and hs.is_mine(target):
+            # Joining a room's replacement brings the user's settings along.
+            await hs.room_upgrades.transfer_user_settings(target, room_id)
+        return sent
 
     async def change_member(self, requester: Requester, room_id: str, target: str,
                             action: str, membership: str, *,

@@ -8,6 +8,10 @@ given enough power to set it all up, then the old power levels restored);
 move the local aliases, the canonical alias and the directory listing;
 send the tombstone; and raise the old room's power levels so ordinary
 users can neither talk nor invite there any more.
+
+When a user later joins the replacement, their own settings for the old
+room (push rules naming it, its tags) follow them
+(:meth:`RoomUpgradeHandler.transfer_user_settings`).
 """
 
 from __future__ import annotations
@@ -226,3 +230,46 @@ class RoomUpgradeHandler:
                                               state_key="")
         except MatrixError as e:
             logger.info("could not restrict the power levels of %s: %s", room_id, e)
+
+    # -- a user follows the upgrade ----------------------------------------------
+    async def transfer_user_settings(self, user_id: str, room_id: str) -> None:
+        """Copy ``user_id``'s push rules and tags of the room ``room_id``
+        replaces, when they join it (the spec's "personalized settings")."""
+        hs = self.hs
+        create = await hs.stores.state.get_current_state_event(room_id, "m.room.create")
+        predecessor = create.content.get("predecessor") if create else None
+        old_room_id = predecessor.get("room_id") if isinstance(predecessor, dict) else None
+        if not isinstance(old_room_id, str) or old_room_id == room_id:
+            return
+        if await hs.stores.memberships.get_membership(old_room_id, user_id) is None:
+            return
+        await self._copy_push_rules(user_id, old_room_id, room_id)
+        tags = await hs.account_data.get_tags(user_id, old_room_id)
+        if tags and not await hs.account_data.get_tags(user_id, room_id):
+            await hs.account_data.put(user_id, room_id, "m.tag", {"tags": tags})
+
+    async def _copy_push_rules(self, user_id: str, old_room_id: str, new_room_id: str) -> None:
+        push_rules = self.hs.push_rules
+        existing = {(r.kind, r.rule_id) for r in
+                    await self.hs.stores.push_rules.get_user_rules(user_id)}
+        for rule in await self.hs.stores.push_rules.get_user_rules(user_id):
+            if rule.kind == "room" and rule.rule_id == old_room_id:
+                new_id, body = new_room_id, {"actions": rule.actions}
+            elif rule.kind in ("override", "underride") and old_room_id in rule.rule_id and any(
+                    isinstance(c, dict) and c.get("key") == "room_id"
+                    and c.get("pattern") == old_room_id for c in rule.conditions):
+                new_id = rule.rule_id.replace(old_room_id, new_room_id)
+                conditions = [{**c, "pattern": new_room_id} if isinstance(c, dict)
+                              and c.get("key") == "room_id" and c.get("pattern") == old_room_id
+                              else c for c in rule.conditions]
+                body = {"actions": rule.actions, "conditions": conditions}
+            else:
+                continue
+            if (rule.kind, new_id) in existing:
+                continue
+            try:
+                await push_rules.put_rule(user_id, rule.kind, new_id, body, None, None)
+                if not rule.enabled:
+                    await push_rules.set_enabled(user_id, rule.kind, new_id, False)
+            except MatrixError as e:
+                logger.info("could not copy push rule %s of %s: %s", rule.rule_id, user_id, e)
