@@ -1,13 +1,15 @@
 """Room upgrades (``POST /rooms/{roomId}/upgrade``): a replacement room in a
 new version, built by createRoom, and the old room closed behind it.
 
-In the spec's order: check the upgrader may send ``m.room.tombstone``;
+Check the upgrader may send ``m.room.tombstone``; name the new room and
+send the tombstone (so the new create event's ``predecessor`` points at it;
+v12 room ids hash their create event, so there the room comes first);
 create the new room (``predecessor`` and the old create content in its
 create event, the transferable state and the bans copied, the upgrader
 given enough power to set it all up, then the old power levels restored);
-move the local aliases, the canonical alias and the directory listing;
-send the tombstone; and raise the old room's power levels so ordinary
-users can neither talk nor invite there any more.
+move the local aliases, the canonical alias and the directory listing; and
+raise the old room's power levels so ordinary users can neither talk nor
+invite there any more.
 
 When a user later joins the replacement, their own settings for the old
 room (push rules naming it, its tags) follow them
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from myelin.domain import MatrixError, Requester, bad_json, forbidden, not_found
 from myelin.events.auth import get_creators, get_send_level, get_user_power_level
 from myelin.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
+from myelin.handlers.rooms import random_room_localpart
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
@@ -97,32 +100,44 @@ class RoomUpgradeHandler:
         if get_user_power_level(user_id, auth, old_version) < needed:
             raise forbidden("You don't have permission to upgrade this room")
 
-        new_room_id = await self._create_replacement(
-            requester, room_id, old_version, new_version, events,
-            additional if new_version.creators_infinite_power else None)
+        additional = additional if new_version.creators_infinite_power else None
+        if new_version.room_id_is_create_event_hash:
+            # The new room id hashes its create event: it must exist before
+            # the tombstone can name it, and its predecessor names no event.
+            new_room_id = await self._create_replacement(
+                requester, room_id, old_version, new_version, events, additional, None)
+            await self._tombstone(user_id, room_id, new_room_id)
+        else:
+            # Name the new room first, so its predecessor points at the tombstone.
+            new_room_id = f"!{random_room_localpart()}:{hs.server_name}"
+            tombstone_id = await self._tombstone(user_id, room_id, new_room_id)
+            await self._create_replacement(requester, room_id, old_version, new_version,
+                                           events, additional, tombstone_id,
+                                           named=new_room_id)
         await self._move_aliases(requester, room_id, new_room_id, events)
-        await hs.event_creation.send(user_id, room_id, "m.room.tombstone", {
-            "body": "This room has been replaced", "replacement_room": new_room_id},
-            state_key="")
         await self._restrict_old_room(user_id, room_id, pl_event)
         return new_room_id
+
+    async def _tombstone(self, user_id: str, room_id: str, new_room_id: str) -> str:
+        sent = await self.hs.event_creation.send(user_id, room_id, "m.room.tombstone", {
+            "body": "This room has been replaced", "replacement_room": new_room_id},
+            state_key="")
+        return sent.event.event_id
 
     async def _create_replacement(self, requester: Requester, old_room_id: str,
                                   old_version: RoomVersion, new_version: RoomVersion,
                                   events: dict[tuple[str, str], Event],
-                                  additional_creators: list[str] | None) -> str:
+                                  additional_creators: list[str] | None,
+                                  tombstone_id: str | None, *, named: str | None = None,
+                                  ) -> str:
         hs = self.hs
         user_id = requester.user_id
         create = events[("m.room.create", "")]
         creation_content = {k: v for k, v in create.content.items()
                             if k not in _CREATE_KEYS_NOT_COPIED}
         predecessor: dict[str, Any] = {"room_id": old_room_id}
-        if not new_version.room_id_is_create_event_hash:
-            # Where the old room ended; v12 may leave it out (and its room id
-            # hashes the create event, so the tombstone cannot come first).
-            extremities = await hs.stores.events.get_forward_extremities(old_room_id)
-            if extremities:
-                predecessor["event_id"] = extremities[-1]
+        if tombstone_id is not None:
+            predecessor["event_id"] = tombstone_id
         creation_content["predecessor"] = predecessor
         if additional_creators:
             creation_content["additional_creators"] = additional_creators
@@ -167,15 +182,9 @@ class RoomUpgradeHandler:
             "visibility": "public" if await hs.stores.rooms.is_room_public(old_room_id)
             else "private",
         }
-        if not any(s["type"] == "m.room.guest_access" for s in initial_state):
-            # The preset's guest access only where the old room had one.
-            body["preset"] = "public_chat"
-            if not any(s["type"] == "m.room.join_rules" for s in initial_state):
-                initial_state.append({"type": "m.room.join_rules", "state_key": "",
-                                      "content": {"join_rule": "invite"}})
         if setup is not None:
             body["power_level_content_override"] = setup
-        new_room_id, _ = await hs.room_creation.create_room(requester, body)
+        new_room_id, _ = await hs.room_creation.create_room(requester, body, named=named)
         if restored is not None and restored != setup:
             await hs.event_creation.set_state(user_id, new_room_id, "m.room.power_levels", "",
                                               restored)

@@ -55,7 +55,7 @@ def default_power_levels(creator: str, creators_implicit: bool) -> dict[str, Any
     }
 
 
-def _random_room_localpart() -> str:
+def random_room_localpart() -> str:
     return "".join(secrets.choice(string.ascii_letters) for _ in range(18))
 
 
@@ -76,8 +76,11 @@ class RoomCreationHandler:
             self._last_create_ts = {user_id: ts}
         return ts
 
-    async def create_room(self, requester: Requester, body: dict[str, Any],
-                          ) -> tuple[str, str | None]:
+    async def create_room(self, requester: Requester, body: dict[str, Any], *,
+                          named: str | None = None) -> tuple[str, str | None]:
+        """Create a room from a ``/createRoom`` body; ``named`` is its id, chosen in
+        advance (an upgrade's tombstone points there first; not for v12,
+        whose room id is its create event's hash)."""
         hs = self.hs
         user_id = requester.user_id
         version_id = body.get("room_version", hs.config.default_room_version)
@@ -157,7 +160,7 @@ class RoomCreationHandler:
             create_content.pop("creator", None)
         for attempt in range(CREATE_ATTEMPTS):
             draft = _RoomDraft(hs, room_version, user_id)
-            room_id = draft.add_create(create_content, self._create_ts(user_id))
+            room_id = draft.add_create(create_content, self._create_ts(user_id), named)
             await self._draft_initial_state(draft, body, room_version, preset, alias, invitees,
                                             override, initial_state)
             try:
@@ -167,7 +170,8 @@ class RoomCreationHandler:
             except MatrixError as e:
                 # Another createRoom of this user made the same create event in
                 # the same millisecond (another process): build it again, later.
-                if not e.extra.get("room_id_taken") or attempt == CREATE_ATTEMPTS - 1:
+                if not e.extra.get("room_id_taken") or attempt == CREATE_ATTEMPTS - 1 \
+                        or named is not None:
                     raise
         if alias is not None:
             await hs.stores.rooms.create_alias(alias, room_id, user_id)
@@ -252,14 +256,15 @@ class _RoomDraft:
         if event.state_key is not None:
             self.state[(event.type, event.state_key)] = event.event_id
 
-    def add_create(self, content: dict[str, Any], origin_server_ts: int) -> str:
+    def add_create(self, content: dict[str, Any], origin_server_ts: int,
+                   room_id: str | None = None) -> str:
         fields: dict[str, Any] = {
             "sender": self.sender, "type": "m.room.create", "state_key": "",
             "content": content, "prev_events": [], "auth_events": [], "depth": 1,
             "origin_server_ts": origin_server_ts,
         }
         if not self.room_version.room_id_is_create_event_hash:
-            fields["room_id"] = f"!{_random_room_localpart()}:{self.hs.server_name}"
+            fields["room_id"] = room_id or f"!{random_room_localpart()}:{self.hs.server_name}"
         event = self.hs.event_creation.build_and_sign(self.room_version, fields)
         self._authorise_and_keep(event)
         self.room_id = event.room_id
