@@ -192,3 +192,18 @@ def test_joining_the_replacement_brings_push_rules_and_tags(api: Api) -> None:
         "u.work": {"order": 0.5}}
     # The old room keeps its own.
     assert bob.ok("GET", f"/pushrules/global/room/{q(old)}")["actions"] == ["dont_notify"]
+
+
+def test_a_direct_chat_stays_direct(api: Api) -> None:
+    alice, bob = new_user(api, "alice"), new_user(api, "bob")
+    old = alice.create_room(preset="trusted_private_chat", invite=[bob.user_id], is_direct=True)
+    bob.join(old)
+    for user, other in ((alice, bob), (bob, alice)):
+        user.ok("PUT", f"/user/{q(user.user_id)}/account_data/m.direct", {other.user_id: [old]})
+    new = upgrade(alice, old, "11")
+    direct = alice.ok("GET", f"/user/{q(alice.user_id)}/account_data/m.direct")
+    assert direct == {bob.user_id: [old, new]}
+    alice.invite(new, bob.user_id)  # an invite-only room stays invite-only
+    bob.join(new)
+    direct = bob.ok("GET", f"/user/{q(bob.user_id)}/account_data/m.direct")
+    assert direct == {alice.user_id: [old, new]}

@@ -116,6 +116,8 @@ class RoomUpgradeHandler:
                                            named=new_room_id)
         await self._move_aliases(requester, room_id, new_room_id, events)
         await self._restrict_old_room(user_id, room_id, pl_event)
+        # The upgrader joined the new room as its creator, not through a join.
+        await self.transfer_user_settings(user_id, new_room_id)
         return new_room_id
 
     async def _tombstone(self, user_id: str, room_id: str, new_room_id: str) -> str:
@@ -242,8 +244,9 @@ class RoomUpgradeHandler:
 
     # -- a user follows the upgrade ----------------------------------------------
     async def transfer_user_settings(self, user_id: str, room_id: str) -> None:
-        """Copy ``user_id``'s push rules and tags of the room ``room_id``
-        replaces, when they join it (the spec's "personalized settings")."""
+        """Copy ``user_id``'s push rules, tags and ``m.direct`` listing of the
+        room ``room_id`` replaces, when they join it (the spec's
+        "personalized settings")."""
         hs = self.hs
         create = await hs.stores.state.get_current_state_event(room_id, "m.room.create")
         predecessor = create.content.get("predecessor") if create else None
@@ -256,6 +259,14 @@ class RoomUpgradeHandler:
         tags = await hs.account_data.get_tags(user_id, old_room_id)
         if tags and not await hs.account_data.get_tags(user_id, room_id):
             await hs.account_data.put(user_id, room_id, "m.tag", {"tags": tags})
+        direct = await hs.account_data.get(user_id, "", "m.direct")
+        if direct:
+            # A direct chat stays one: listed under the same people.
+            changed = {who: [*rooms, room_id] for who, rooms in direct.items()
+                       if isinstance(rooms, list) and old_room_id in rooms
+                       and room_id not in rooms}
+            if changed:
+                await hs.account_data.put(user_id, "", "m.direct", {**direct, **changed})
 
     async def _copy_push_rules(self, user_id: str, old_room_id: str, new_room_id: str) -> None:
         push_rules = self.hs.push_rules
