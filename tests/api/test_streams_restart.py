@@ -86,6 +86,29 @@ def test_to_device_pending_across_restart_delivered_once(server: ServerProcess) 
     assert bob_sync.sync()["to_device"]["events"] == []
 
 
+def test_to_device_after_restart_reaches_a_token_past_deleted_messages(
+        server: ServerProcess) -> None:
+    """Delivered to-device messages are deleted; the stream must not hand their
+    positions out again after a restart, or a client whose token passed them
+    would never see the next message."""
+    api = Api(server)
+    alice, bob = api.user("alice"), api.user("bob")
+    bob_sync = Syncer(bob)
+    bob_sync.sync()
+    for n in range(3):
+        alice.ok("PUT", f"/sendToDevice/org.example.key/gone{n}",
+                 {"messages": {bob.user_id: {bob.device_id: {"n": n}}}})
+    assert [m["content"]["n"] for m in bob_sync.sync()["to_device"]["events"]] == [0, 1, 2]
+    assert bob_sync.sync()["to_device"]["events"] == []  # acknowledged: deleted
+
+    server.restart()
+
+    alice.ok("PUT", "/sendToDevice/org.example.key/after",
+             {"messages": {bob.user_id: {bob.device_id: {"n": "after"}}}})
+    got = [m["content"]["n"] for m in bob_sync.sync()["to_device"]["events"]]
+    assert got == ["after"]
+
+
 def test_account_data_and_receipts_written_before_restart_arrive_once(
         server: ServerProcess) -> None:
     api = Api(server)

@@ -91,7 +91,9 @@ class StreamIdGenerator(PositionSource):
 
     async def setup(self) -> None:
         value = await self.db.fetchval(f"SELECT MAX({self._column}) FROM {self._table}")
-        self._max_allocated = self._current = int(value or 0)
+        high_water = await self.db.fetchval(
+            "SELECT position FROM stream_high_water WHERE stream_name = ?", self.stream_name)
+        self._max_allocated = self._current = max(int(value or 0), int(high_water or 0))
         if self.db.engine == "postgres":
             # Make sure the sequence is ahead of anything already in the table
             # (e.g. after porting a SQLite database).
@@ -127,6 +129,11 @@ class StreamIdGenerator(PositionSource):
             # One writer connection, and no await between read and write.
             self._max_allocated += 1
             position = self._max_allocated
+            # Remembered with the rows, so deleting them later (or a restart)
+            # never makes the stream hand this position out again.
+            txn.defer("INSERT INTO stream_high_water (stream_name, position) VALUES (?, ?)"
+                      " ON CONFLICT (stream_name) DO UPDATE SET position = excluded.position",
+                      self.stream_name, position)
         self._max_allocated = max(self._max_allocated, position)
         self._in_flight.add(position)
         return position
