@@ -121,3 +121,16 @@ def test_pagination_scrollback_to_room_creation(server: ServerProcess) -> None:
     assert ids[-1] == r["liveId"]
     messages = [e["event_id"] for e in r["timeline"] if e["type"] == "m.room.message"]
     assert messages == [*r["sent"], r["liveId"]]
+
+
+def test_threads_and_edits_in_a_thread_aware_client(server: ServerProcess) -> None:
+    alice, bob = server.register("alice"), server.register("bob")
+    r = run_js("threads", baseUrl=server.base_url, alice=_creds(alice), bob=_creds(bob),
+               replies=3)
+    assert r["threadIds"] == [r["root"]]
+    assert r["threadLength"] == 3  # the server's count
+    assert r["latestReply"] == r["replies"][-1]
+    assert r["threadReplies"] == r["replies"]
+    # The edit came bundled on the root: the SDK shows the new content.
+    assert r["rootReplacedBy"] == r["edit"]
+    assert r["rootBody"] == "thread root, edited"
