@@ -178,12 +178,16 @@ def verify_pdu(event_id: str, pdu: dict[str, Any], version: str, verify_key: Any
     stripped = {k: v for k, v in pdu.items() if k not in ("unsigned", "signatures", "hashes")}
     digest = hashlib.sha256(encode_canonical_json(stripped)).digest()
     assert decode_base64(pdu["hashes"]["sha256"]) == digest, f"bad content hash: {event_id}"
-    # 2. the event id is the reference hash of the redacted event (room v4+).
+    # 2. the event id is the reference hash of the redacted event (room v3+:
+    #    standard base64 in v3, URL-safe from v4); v1 and v2 carry it in the PDU.
     pruned = prune_event_dict(pdu, get_room_version(version))
-    reference = {k: v for k, v in pruned.items() if k not in ("signatures", "unsigned")}
-    expected_id = "$" + encode_base64(hashlib.sha256(encode_canonical_json(reference)).digest(),
-                                      urlsafe=True)
-    assert expected_id == event_id, f"event id is not the reference hash: {event_id}"
+    if version in ("1", "2"):
+        assert pdu["event_id"] == event_id and event_id.endswith(":" + server_name)
+    else:
+        reference = {k: v for k, v in pruned.items() if k not in ("signatures", "unsigned")}
+        digest = hashlib.sha256(encode_canonical_json(reference)).digest()
+        expected_id = "$" + encode_base64(digest, urlsafe=version != "3")
+        assert expected_id == event_id, f"event id is not the reference hash: {event_id}"
     # 3. our server's signature over the redacted event.
     verify_signed_json(pruned, server_name, verify_key)
 

@@ -77,6 +77,31 @@ class DirectoryHandler:
         if not alias.startswith("#") or not sep or not localpart or not server:
             raise invalid_param(f"Room alias {alias!r} is not valid")
 
+    async def check_canonical_alias(self, room_id: str, content: dict[str, Any]) -> None:
+        """Refuse an ``m.room.canonical_alias`` whose aliases are malformed
+        (``M_INVALID_PARAM``) or do not point at the room (``M_BAD_ALIAS``).
+
+        Local aliases are checked against our directory. A remote alias would
+        need a federation directory query, which this server cannot make yet:
+        it is only checked for syntax."""
+        alias = content.get("alias")
+        alt_aliases = content.get("alt_aliases", [])
+        if alias is not None and not isinstance(alias, str):
+            raise invalid_param("alias must be a string")
+        if not isinstance(alt_aliases, list) or not all(
+                isinstance(a, str) for a in alt_aliases):
+            raise invalid_param("alt_aliases must be a list of strings")
+        wanted = ([alias] if alias else []) + list(alt_aliases)
+        for name in wanted:
+            self.check_alias_syntax(name)
+        for name in dict.fromkeys(wanted):
+            if name.partition(":")[2] != self.hs.server_name:
+                continue
+            found = await self.hs.stores.rooms.get_alias(name)
+            if found is None or found[0] != room_id:
+                raise MatrixError(400, "M_BAD_ALIAS",
+                                  f"The alias {name!r} does not point to this room.")
+
     async def create_alias(self, requester: Requester, alias: str, room_id: str) -> None:
         self.check_local_alias(alias)
         if not isinstance(room_id, str) or not room_id.startswith("!"):

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -284,6 +284,11 @@ class EventPersister:
         return sent
 
 
+def _reference_hashes(event: Event | None) -> dict[str, Any]:
+    sha256 = event.hashes.get("sha256") if event is not None else None
+    return {"sha256": sha256} if isinstance(sha256, str) else {}
+
+
 class EventCreationHandler:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
@@ -311,13 +316,22 @@ class EventCreationHandler:
             raise not_found("Unknown room")
         return version
 
-    def build_and_sign(self, room_version: RoomVersion, fields: dict[str, Any]) -> Event:
+    def build_and_sign(self, room_version: RoomVersion, fields: dict[str, Any],
+                       references: Mapping[str, Event] | None = None) -> Event:
+        """Sign a new event. In room versions 1 and 2 (event format 1) the
+        event id is chosen by its server and prev/auth events are
+        ``[event_id, {"sha256": content hash}]`` pairs, so ``references``
+        must hold the events ``fields`` names."""
         pdu = dict(fields)
         if not room_version.implicit_room_creator:
             pdu.setdefault("origin", self.hs.server_name)
         if room_version.event_format == EventFormat.V1:
             # v1/v2 event ids are chosen by the origin, not hashed.
             pdu.setdefault("event_id", f"${secrets.token_urlsafe(18)}:{self.hs.server_name}")
+            known = references or {}
+            for key in ("prev_events", "auth_events"):
+                pdu[key] = [[eid, _reference_hashes(known.get(eid))]
+                            for eid in pdu.get(key, [])]
         try:
             signed = sign_event(pdu, self.hs.server_name, self._signing_key, room_version)
             size = len(encode_canonical_json(signed))
@@ -384,7 +398,11 @@ class EventCreationHandler:
                     fields["content"] = {**content, "redacts": redacts}
                 else:
                     fields["redacts"] = redacts
-            event = self.build_and_sign(room_version, fields)
+            references: dict[str, Event] = {}
+            if room_version.event_format == EventFormat.V1:
+                loaded = await self.store.get_events([*prev_events, *auth_ids])
+                references = {eid: stored.event for eid, stored in loaded.items()}
+            event = self.build_and_sign(room_version, fields, references)
             await self.check_auth(event, state_before)
             return await self.hs.persister.persist(event, state_before, prev_group, txn_key)
 

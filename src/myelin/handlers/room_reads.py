@@ -136,7 +136,10 @@ class RoomReadHandler:
             "chunk": await serializer.serialize(chunk[:limit], user_id=requester.user_id,
                                                 device_id=requester.device_id),
         }
-        if not exhausted or (not backwards and chunk):
+        # `end` goes with every non-empty chunk (and with an empty one that
+        # visibility thinned, so the client keeps going): a client learns it
+        # reached the end from a page with no events and no `end`.
+        if chunk or not exhausted:
             response["end"] = stream_token(end)
         if f.get("lazy_load_members"):
             senders = {s.event.sender for s in chunk}

@@ -55,6 +55,26 @@ def default_power_levels(creator: str, creators_implicit: bool) -> dict[str, Any
     }
 
 
+def check_third_party_invites(invites: Any) -> None:
+    """Refuse ``invite_3pid`` before anything is created.
+
+    Inviting by email needs a lookup on (and a signed invite from) the
+    identity server the client names; this server trusts no identity server
+    yet, so a well-formed request gets the spec's M_SERVER_NOT_TRUSTED
+    rather than a room whose invites silently went nowhere."""
+    if invites is None or invites == []:
+        return
+    if not isinstance(invites, list):
+        raise bad_json("invite_3pid must be a list")
+    for invite in invites:
+        if not isinstance(invite, dict) or not all(
+                isinstance(invite.get(key), str) for key in ("id_server", "medium", "address")):
+            raise bad_json("invite_3pid entries need string id_server, medium and address")
+    raise MatrixError(400, "M_SERVER_NOT_TRUSTED",
+                      f"Identity server {invites[0]['id_server']!r} is not trusted by this "
+                      "server: third-party invites are not available")
+
+
 def random_room_localpart() -> str:
     return "".join(secrets.choice(string.ascii_letters) for _ in range(18))
 
@@ -110,6 +130,7 @@ class RoomCreationHandler:
         for invitee in invitees:
             if not isinstance(invitee, str) or not invitee.startswith("@") or ":" not in invitee:
                 raise bad_json(f"Invalid user ID to invite: {invitee!r}")
+        check_third_party_invites(body.get("invite_3pid"))
         for state in initial_state:
             if not isinstance(state, dict) or not isinstance(state.get("type"), str) \
                     or not isinstance(state.get("content", {}), dict) \
@@ -279,7 +300,7 @@ class _RoomDraft:
             "auth_events": [self.state[k] for k in keys if k in self.state],
             "depth": last.depth + 1, "origin_server_ts": int(time.time() * 1000),
         }
-        event = self.hs.event_creation.build_and_sign(self.room_version, fields)
+        event = self.hs.event_creation.build_and_sign(self.room_version, fields, self.by_id)
         self._authorise_and_keep(event)
         return event
 

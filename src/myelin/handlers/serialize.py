@@ -94,6 +94,26 @@ class EventSerializer:
         return (await self.serialize([stored], **kwargs))[0]
 
 
+# What the legacy (r0 "v1") client format repeats top-level from `unsigned`.
+_LEGACY_TOP_LEVEL = ("age", "redacted_because", "replaces_state", "prev_content",
+                     "invite_room_state", "knock_room_state")
+
+
+def legacy_client_format(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as the legacy endpoints (``/initialSync``, ``/events``) serve
+    it: ``user_id`` beside ``sender``, and the ``unsigned`` extras also
+    top-level, where clients of those endpoints look for them."""
+    out = dict(event)
+    if "sender" in out:
+        out["user_id"] = out["sender"]
+    unsigned = out.get("unsigned")
+    if isinstance(unsigned, dict):
+        for key in _LEGACY_TOP_LEVEL:
+            if key in unsigned:
+                out[key] = unsigned[key]
+    return out
+
+
 def _both_redacts(pdu: dict[str, Any]) -> None:
     """Serve a redaction's target both top-level (v1-v10) and in content (v11+),
     as room version 11 asks, so old and new clients both find it."""

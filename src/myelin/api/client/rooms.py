@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from myelin.domain import MatrixError, Requester, bad_json, check_not_suspended
+from myelin.handlers.rooms import check_third_party_invites
 from myelin.http.request import Request
 from myelin.http.routing import LEGACY, RouteTable, client_path, client_v1_path
 
@@ -79,6 +80,8 @@ async def put_state(request: Request) -> dict[str, Any]:
             extra_content={k: v for k, v in body.items() if k not in ("membership",)})
         return {"event_id": sent.event.event_id}
     await hs.membership.require_joined(requester.user_id, room_id)
+    if etype == "m.room.canonical_alias" and state_key == "":
+        await hs.directory.check_canonical_alias(room_id, body)
     event_id = await hs.event_creation.set_state(requester.user_id, room_id, etype, state_key,
                                                  body)
     if etype == "m.room.guest_access" and body.get("guest_access") != "can_join":
@@ -132,9 +135,17 @@ async def _own_membership(request: Request, room_id_or_alias: str,
     requester = await request.requester(allow_guest=membership == "join")
     check_not_suspended(requester)
     body = await request.json(allow_empty=True)
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise bad_json("reason must be a string")
     room_id = await request.hs.membership.resolve_room(room_id_or_alias)
+    # Keys the client adds beyond the spec's go into the member event (as
+    # Synapse does); `third_party_signed` is a request, not content.
+    extra = {k: v for k, v in body.items()
+             if k not in ("reason", "membership", "third_party_signed")}
     await request.hs.membership.update_membership(requester, room_id, requester.user_id,
-                                                  membership, reason=body.get("reason"))
+                                                  membership, reason=reason,
+                                                  extra_content=extra)
     return {"room_id": room_id}
 
 
@@ -164,6 +175,8 @@ def _membership_servlet(action: str, membership: str, needs_target: bool) -> Non
             await request.hs.membership.forget(requester, room_id)
             return {}
         target: Any = requester.user_id
+        if action == "invite" and "user_id" not in body and "id_server" in body:
+            check_third_party_invites([body])
         if needs_target:
             target = body.get("user_id")
             if not isinstance(target, str):

@@ -66,7 +66,8 @@ async def events(request: Request) -> dict[str, Any]:
 async def initial_sync(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     limit = request.query_int("limit", 10, minimum=0, maximum=100) or 0
-    return await request.hs.initial_sync.initial_sync(requester, limit)
+    archived = request.query_bool("archived", False)
+    return await request.hs.initial_sync.initial_sync(requester, limit, archived)
 
 
 @routes.get(client_path("/rooms/{roomId}/initialSync", LEGACY), affinity="user")

@@ -177,6 +177,10 @@ class RoomsSection(SyncSection):
                     "account_data": {"events": account_data},
                     "unread_notifications": {}}
         start_pos = events[0].stream_ordering - 1 if events else now_pos
+        # A timeline that is not limited hands out the sync point itself as
+        # prev_batch (as Synapse does): /messages from it gives that timeline
+        # and what came before it.
+        prev_batch = start_pos if limited else now_pos
         needs_state = initial or req.full_state or limited or req.filter.lazy_load_members
         state_at_start = (await self._state_before(room_id, events, start_pos)
                           if needs_state else {})
@@ -196,7 +200,7 @@ class RoomsSection(SyncSection):
             "timeline": {
                 "events": await serializer.serialize(events, **kwargs),
                 "limited": limited,
-                "prev_batch": stream_token(start_pos),
+                "prev_batch": stream_token(prev_batch),
             },
             "state": {"events": await serializer.serialize(state_events, **kwargs)},
             "ephemeral": {"events": await self._ephemeral(req, room_id, initial=initial)},
