@@ -21,6 +21,16 @@ def _str_list(value: Any, name: str) -> list[str] | None:
     return list(value)
 
 
+def _bool(raw: dict[str, Any], key: str, name: str) -> bool:
+    """A boolean filter field: JSON true or false, not "true" or 1."""
+    value = raw.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad_json(f"{name}.{key} must be a boolean")
+    return value
+
+
 def _matches(value: str, patterns: list[str]) -> bool:
     for pattern in patterns:
         if pattern == value:
@@ -64,8 +74,8 @@ class EventFilter:
             not_senders=_str_list(raw.get("not_senders"), f"{name}.not_senders") or [],
             rooms=_str_list(raw.get("rooms"), f"{name}.rooms"),
             not_rooms=_str_list(raw.get("not_rooms"), f"{name}.not_rooms") or [],
-            lazy_load_members=bool(raw.get("lazy_load_members", False)),
-            include_redundant_members=bool(raw.get("include_redundant_members", False)),
+            lazy_load_members=_bool(raw, "lazy_load_members", name),
+            include_redundant_members=_bool(raw, "include_redundant_members", name),
             unread_thread_notifications=raw.get("unread_thread_notifications") is True,
         )
 
@@ -141,7 +151,7 @@ class SyncFilter:
             account_data=EventFilter.parse(raw.get("account_data"), "account_data"),
             rooms=_str_list(room.get("rooms"), "room.rooms"),
             not_rooms=_str_list(room.get("not_rooms"), "room.not_rooms") or [],
-            include_leave=bool(room.get("include_leave", False)),
+            include_leave=_bool(room, "include_leave", "room"),
             event_fields=event_fields,
             event_format=event_format,
         )

@@ -4,6 +4,7 @@ unread counts and summary."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from myelin.handlers.room_reads import stream_token
@@ -11,14 +12,42 @@ from myelin.handlers.sync_sections import SyncSection
 from myelin.storage.stores.events import Membership, StateMap, StoredEvent
 
 if TYPE_CHECKING:
+    from myelin.app.homeserver import HomeServer
     from myelin.handlers.sync import SyncRequest, SyncResult
 
 STRIPPED_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
                         "m.room.canonical_alias", "m.room.encryption", "m.room.topic")
 
 
+# Members remembered per device as already sent, for lazy loading.
+LAZY_MEMBERS_PER_DEVICE = 1000
+LAZY_MEMBER_DEVICES = 10_000
+
+
 class RoomsSection(SyncSection):
+    def __init__(self, hs: HomeServer) -> None:
+        super().__init__(hs)
+        # (user, device) -> (room, member) -> the member event last sent to
+        # that device, so a lazy-loading client is not sent a member again
+        # (unless it asks for redundant members). Per process and bounded, as
+        # the spec allows: a member forgotten here is just sent again.
+        self._lazy_sent: OrderedDict[tuple[str, str], OrderedDict[tuple[str, str], str]] = \
+            OrderedDict()
+
+    def _lazy_cache(self, req: SyncRequest) -> OrderedDict[tuple[str, str], str]:
+        key = (req.user_id, req.requester.device_id or "")
+        cache = self._lazy_sent.pop(key, None)
+        if cache is None:
+            cache = OrderedDict()
+        self._lazy_sent[key] = cache
+        while len(self._lazy_sent) > LAZY_MEMBER_DEVICES:
+            self._lazy_sent.popitem(last=False)
+        return cache
+
     async def fill(self, req: SyncRequest, result: SyncResult) -> None:
+        if req.since is None:
+            # A new sync sequence: the client has been sent no members yet.
+            self._lazy_sent.pop((req.user_id, req.requester.device_id or ""), None)
         rooms_section, joined_ids, newly_joined, left_ids = await self._rooms(req)
         result.body["rooms"] = rooms_section
         result.has_updates = result.has_updates or any(rooms_section[k] for k in rooms_section)
@@ -185,13 +214,18 @@ class RoomsSection(SyncSection):
         state_at_start = (await self._state_before(room_id, events, start_pos)
                           if needs_state else {})
         if initial or req.full_state:
-            state_ids = state_at_start
+            state_ids = self._filter_state(req, state_at_start, events)
+        elif req.filter.lazy_load_members:
+            state_ids = await self._lazy_incremental_state(
+                req, room_id, events, limited, state_at_start, since_pos or 0, now_pos)
         elif limited:
             before = await self._state_at(room_id, since_pos or 0)
             state_ids = {k: v for k, v in state_at_start.items() if before.get(k) != v}
+            state_ids = self._filter_state(req, state_ids, events)
         else:
             state_ids = {}
-        state_ids = self._filter_state(req, state_ids, state_at_start, events, initial)
+        if req.filter.lazy_load_members:
+            state_ids = self._dedupe_lazy_members(req, room_id, state_ids, events)
         loaded = await self.store.get_events(state_ids.values())
         state_events = sorted(loaded.values(), key=lambda e: e.stream_ordering)
         serializer = self.hs.serializer
@@ -213,25 +247,65 @@ class RoomsSection(SyncSection):
             entry["summary"] = await self._summary(req.user_id, room_id)
         return entry
 
-    def _filter_state(self, req: SyncRequest, state_ids: StateMap, state_at_start: StateMap,
-                      timeline: list[StoredEvent], initial: bool) -> StateMap:
+    async def _lazy_incremental_state(self, req: SyncRequest, room_id: str,
+                                      events: list[StoredEvent], limited: bool,
+                                      state_at_start: StateMap, since_pos: int,
+                                      now_pos: int) -> StateMap:
+        """The state block of an incremental sync that lazy-loads members.
+
+        Without a gap: the members of the timeline's senders (as of its
+        start), which the client may never have been sent. With a gap: every
+        state change across it (at the timeline's start and its end) that the
+        client did not have at ``since``, counting the senders' members as
+        not had; a member the client already was sent is dropped afterwards."""
+        senders = {e.event.sender for e in events}
+        in_timeline = {e.event.event_id for e in events}
+        f = req.filter.state
+        if not limited:
+            keys = [("m.room.member", s) for s in senders]
+            return {k: state_at_start[k] for k in keys
+                    if k in state_at_start and state_at_start[k] not in in_timeline}
+        start = {k: v for k, v in state_at_start.items()
+                 if k[0] != "m.room.member" or k[1] in senders}
+        had = set((await self._state_at(room_id, since_pos)).values())
+        had -= {v for k, v in start.items() if k[0] == "m.room.member"}
+        end = await self._state_at(room_id, now_pos)
+        out: StateMap = {}
+        for source in (end, start):
+            for k, v in source.items():
+                if v not in had and v not in in_timeline and f.allows_type(k[0]):
+                    out[k] = v
+        return out
+
+    def _dedupe_lazy_members(self, req: SyncRequest, room_id: str, state_ids: StateMap,
+                             events: list[StoredEvent]) -> StateMap:
+        """Drop members this device was already sent (unless the filter wants
+        redundant members), and remember the ones it is sent now."""
+        cache = self._lazy_cache(req)
+        if req.since is not None and not req.filter.state.include_redundant_members:
+            state_ids = {k: v for k, v in state_ids.items()
+                         if k[0] != "m.room.member" or cache.get((room_id, k[1])) != v}
+        sent = [(k, v) for k, v in state_ids.items() if k[0] == "m.room.member"]
+        sent += [((e.event.type, e.event.state_key), e.event.event_id) for e in events
+                 if e.event.type == "m.room.member" and e.event.state_key is not None]
+        for (_, member), event_id in sent:
+            cache.pop((room_id, member), None)
+            cache[(room_id, member)] = event_id
+        while len(cache) > LAZY_MEMBERS_PER_DEVICE:
+            cache.popitem(last=False)
+        return state_ids
+
+    def _filter_state(self, req: SyncRequest, state_ids: StateMap,
+                      timeline: list[StoredEvent]) -> StateMap:
         f = req.filter.state
         timeline_ids = {e.event.event_id for e in timeline}
         out = {k: v for k, v in state_ids.items()
                if v not in timeline_ids and f.allows_type(k[0])}
         if f.lazy_load_members:
+            # The members of the timeline's senders, and the user's own (so a
+            # client knows it is in the room).
             wanted = {e.event.sender for e in timeline} | {req.user_id}
-            wanted |= {e.event.state_key for e in timeline
-                       if e.event.type == "m.room.member" and e.event.state_key}
             out = {k: v for k, v in out.items() if k[0] != "m.room.member" or k[1] in wanted}
-            # Members a client needs for the timeline even when the state
-            # section would otherwise be empty (incremental sync).
-            for sender in wanted:
-                key = ("m.room.member", sender)
-                if key in state_at_start and key not in out and \
-                        state_at_start[key] not in timeline_ids and \
-                        (initial or f.include_redundant_members or not state_ids):
-                    out[key] = state_at_start[key]
         return out
 
     async def _ephemeral(self, req: SyncRequest, room_id: str, initial: bool,
@@ -293,12 +367,24 @@ class RoomsSection(SyncSection):
                     "highlight_count": sum(c.highlight_count for c in every)}
 
     async def _summary(self, user_id: str, room_id: str) -> dict[str, Any]:
-        members = await self.hs.stores.memberships.get_members(room_id, ("join", "invite"))
-        joined = [m for m in members if m.membership == "join"]
-        invited = [m for m in members if m.membership == "invite"]
-        heroes = sorted(m.user_id for m in members if m.user_id != user_id)[:5]
-        return {"m.heroes": heroes, "m.joined_member_count": len(joined),
-                "m.invited_member_count": len(invited)}
+        memberships = self.hs.stores.memberships
+        members = await memberships.get_members(room_id, ("join", "invite"))
+        summary: dict[str, Any] = {
+            "m.joined_member_count": sum(m.membership == "join" for m in members),
+            "m.invited_member_count": sum(m.membership == "invite" for m in members)}
+        # Heroes are for naming a room that has no name: a room with a name
+        # or a canonical alias gets only the counts.
+        for etype, key in (("m.room.name", "name"), ("m.room.canonical_alias", "alias")):
+            event = await self.hs.stores.state.get_current_state_event(room_id, etype)
+            if event is not None and event.content.get(key):
+                return summary
+        heroes = sorted(m.user_id for m in members if m.user_id != user_id)
+        if not heroes:
+            # Nobody else is here: name the room after those who were.
+            former = await memberships.get_members(room_id, ("leave", "ban"))
+            heroes = sorted(m.user_id for m in former if m.user_id != user_id)
+        summary["m.heroes"] = heroes[:5]
+        return summary
 
     async def _stripped_state(self, room_id: str, membership: Membership,
                               ) -> list[dict[str, Any]]:
@@ -333,7 +419,7 @@ class RoomsSection(SyncSection):
                 state_ids = {k: v for k, v in state_at_start.items() if before.get(k) != v}
         else:
             state_ids = {}
-        state_ids = self._filter_state(req, state_ids, state_at_start, events, since_pos is None)
+        state_ids = self._filter_state(req, state_ids, events)
         loaded = await self.store.get_events(state_ids.values())
         kwargs = self._serialize_kwargs(req)
         return {
