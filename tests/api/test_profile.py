@@ -68,7 +68,7 @@ def test_profile_errors(api: Api) -> None:
 
     # Wrong value types, missing keys, bad JSON, bad keys.
     for key, value in (("displayname", 12), ("displayname", {"a": 1}), ("displayname", ["x"]),
-                       ("avatar_url", 5), ("avatar_url", "https://example.com/a.png"),
+                       ("avatar_url", 5), ("avatar_url", "no scheme here"),
                        ("avatar_url", True), ("displayname", "x" * 300)):
         alice.err("PUT", f"{me}/{key}", {key: value}, status=400)
     alice.err("PUT", f"{me}/displayname", {"avatar_url": "mxc://x/y"}, status=400,
@@ -158,3 +158,14 @@ def test_profile_changes_reach_joined_rooms(api: Api) -> None:
     alice.ok("DELETE", f"{me}/avatar_url")
     assert bob.get_state(one, "m.room.member", alice.user_id) == {
         "membership": "join", "displayname": "Alice in Rooms"}
+
+
+def test_avatar_url_may_be_any_uri(api: Api) -> None:
+    """The spec types avatar_url as a URI: an http(s) one is kept as given."""
+    alice = api.user("alice")
+    me = f"{V3}/profile/{q(alice.user_id)}"
+    room = alice.create_room()
+    alice.ok("PUT", f"{me}/avatar_url", {"avatar_url": "https://example.com/a.png"})
+    assert alice.ok("GET", f"{me}/avatar_url") == {"avatar_url": "https://example.com/a.png"}
+    member = alice.get_state(room, "m.room.member", alice.user_id)
+    assert member["avatar_url"] == "https://example.com/a.png"

@@ -64,6 +64,13 @@ class MembershipHandler:
         if membership == "join" and requester.is_guest:
             await self.require_guest_access(room_id)
         content = await self.member_content(target, membership, reason, extra_content)
+        if membership == "join" and target == requester.user_id:
+            # Joining again with nothing changed is a no-op, not a new event.
+            current = await self.hs.stores.memberships.get_membership(room_id, target)
+            if current is not None and current.membership == "join":
+                stored = await hs.stores.events.get_event(current.event_id)
+                if stored is not None and stored.event.content == content:
+                    return SentEvent(stored.event, stored.stream_ordering, {})
         if membership == "leave" and target == requester.user_id:
             current = await self.hs.stores.memberships.get_membership(room_id, target)
             if current is None or current.membership in ("leave", "ban"):

@@ -30,7 +30,9 @@ MAX_AVATAR_URL_LENGTH = 1000
 _KEY_GRAMMAR = re.compile(r"^(avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$")
 MAX_KEY_BYTES = 255
 MAX_PROFILE_BYTES = 64 * 1024
-_MXC = re.compile(r"^mxc://[A-Za-z0-9.:\[\]-]+/[A-Za-z0-9_-]+$")
+# The spec types avatar_url as a URI (an mxc:// one in practice; clients and
+# other servers also use http(s) ones): a scheme, then no whitespace.
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
 
 
 class ProfileHandler:
@@ -86,8 +88,8 @@ class ProfileHandler:
             raise invalid_param("avatar_url must be a string")
         if len(value) > MAX_AVATAR_URL_LENGTH:
             raise invalid_param(f"avatar_url is too long (max {MAX_AVATAR_URL_LENGTH})")
-        if value and not _MXC.match(value):
-            raise invalid_param("avatar_url must be an mxc:// URI")
+        if value and not _URI.match(value):
+            raise invalid_param("avatar_url must be a URI")
         return value or None
 
     async def set_field(self, requester: Requester, user_id: str, key: str,

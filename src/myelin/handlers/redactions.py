@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from myelin.domain import Requester, not_found
+from myelin.domain import Requester, invalid_param, not_found
 from myelin.handlers.events import SentEvent
 
 if TYPE_CHECKING:
@@ -20,8 +20,11 @@ class RedactionHandler:
                      ) -> SentEvent:
         store = self.hs.stores.events
         target = await store.get_event(event_id)
-        if target is None or target.event.room_id != room_id:
+        if target is None:
             raise not_found("Event not found")
+        if target.event.room_id != room_id:
+            # A redaction only ever applies within its own room.
+            raise invalid_param("Cannot redact an event of another room")
         creation = self.hs.event_creation
 
         body = {k: v for k, v in content.items() if k != "redacts"}

@@ -85,7 +85,13 @@ class RoomReadHandler:
         stored = await self.store.get_event(event_id)
         if stored is None or stored.event.room_id != room_id:
             raise not_found("Event not found.")
-        await self.membership_for_read(requester, room_id)
+        try:
+            await self.membership_for_read(requester, room_id)
+        except MatrixError as e:
+            # The spec's answer for an event one may not read is "not found".
+            if e.errcode != "M_FORBIDDEN":
+                raise
+            raise not_found("Event not found.") from None
         if not await self.hs.visibility.can_see_event(requester.user_id, stored):
             raise not_found("Event not found.")
         return stored
@@ -164,6 +170,13 @@ class RoomReadHandler:
                                     to_token=None, backwards=False, limit=max(after_limit, 1),
                                     event_filter=event_filter)
         state = await self.hs.stores.state.get_state_after_event(event_id) or {}
+        if (event_filter or {}).get("lazy_load_members") is True:
+            # Only the members of the senders the response shows.
+            senders = {stored.event.sender} | {
+                e["sender"] for e in (*before["chunk"][:before_limit],
+                                      *after["chunk"][:after_limit]) if "sender" in e}
+            state = {k: v for k, v in state.items()
+                     if k[0] != "m.room.member" or k[1] in senders}
         state_events = await self.store.get_events(state.values())
         serializer = self.hs.serializer
         return {

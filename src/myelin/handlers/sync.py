@@ -83,6 +83,7 @@ class SyncResult:
     rooms_joined: list[str] = field(default_factory=list)
     newly_joined: set[str] = field(default_factory=set)
     rooms_left: set[str] = field(default_factory=set)
+    new_members: set[str] = field(default_factory=set)
 
 
 class SyncHandler:

@@ -11,10 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from myelin.events.event import Event
 from myelin.storage.stores.events import Membership, StoredEvent
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
+
+
+# history_visibility values from the most to the least restrictive.
+_PERMISSIVENESS = {"joined": 0, "invited": 1, "shared": 2, "world_readable": 3}
 
 
 class VisibilityHandler:
@@ -67,6 +72,10 @@ class VisibilityHandler:
                     membership_then = loaded[member_id].event.membership
                 state_cache[group] = (visibility, membership_then)
             visibility, membership_then = state_cache[group]
+            if event.type == "m.room.history_visibility" and event.state_key == "":
+                # Whoever could see the room under the old setting or the new
+                # one sees the change itself: use the more permissive.
+                visibility = await self._before_or_after(event, visibility)
             if visibility == "world_readable" or membership_then == "join":
                 out.append(stored)
             elif visibility == "invited" and membership_then == "invite":
@@ -80,6 +89,16 @@ class VisibilityHandler:
                     if ever_joined:
                         out.append(stored)
         return out
+
+    async def _before_or_after(self, event: Event, after: str) -> str:
+        before = "shared"
+        replaced = event.unsigned.get("replaces_state")
+        if isinstance(replaced, str):
+            previous = await self.store.get_event(replaced)
+            value = previous.event.content.get("history_visibility") if previous else None
+            if isinstance(value, str):
+                before = value
+        return max(before, after, key=lambda v: _PERMISSIVENESS.get(v, 0))
 
     async def can_see_event(self, user_id: str, stored: StoredEvent) -> bool:
         return bool(await self.filter_events(user_id, [stored]))

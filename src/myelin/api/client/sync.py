@@ -7,6 +7,7 @@ from typing import Any
 from myelin.domain import MatrixError
 from myelin.handlers.filters import SyncFilter
 from myelin.handlers.room_reads import stream_token
+from myelin.handlers.serialize import legacy_client_format
 from myelin.handlers.sync import parse_since
 from myelin.http.request import Request
 from myelin.http.routing import LEGACY, RouteTable, client_path
@@ -45,8 +46,12 @@ async def events(request: Request) -> dict[str, Any]:
     since_text = request.query_str("from")
     since = parse_since(since_text) if since_text else hs.streams.current_token()
     timeout = request.query_int("timeout", 30_000, minimum=0) or 0
+    limit = request.query_int("limit", 100)
+    if limit is None or limit < 0:
+        raise MatrixError(400, "M_INVALID_PARAM", "limit must not be negative")
     body = await hs.sync.sync(requester, since, timeout, False, "online",
-                              SyncFilter.parse({"room": {"timeline": {"limit": 100}}}))
+                              SyncFilter.parse({"room": {"timeline": {
+                                  "limit": min(limit, 100) or 100}}}))
     chunk: list[dict[str, Any]] = []
     for section in ("join", "leave"):
         for rid, room in body["rooms"][section].items():
@@ -54,11 +59,15 @@ async def events(request: Request) -> dict[str, Any]:
                 continue
             for event in room.get("timeline", {}).get("events", []):
                 event.setdefault("room_id", rid)
-                chunk.append(event)
-            for event in room.get("ephemeral", {}).get("events", []):
-                chunk.append({**event, "room_id": rid})
+                chunk.append(legacy_client_format(event))
+            for key in ("ephemeral", "account_data"):
+                for event in room.get(key, {}).get("events", []):
+                    chunk.append({**event, "room_id": rid})
     if room_id is None:
-        chunk.extend(body.get("presence", {}).get("events", []))
+        chunk.extend(body.get("account_data", {}).get("events", []))
+        # The legacy presence event names its user in the content too.
+        chunk.extend({**event, "content": {**event["content"], "user_id": event["sender"]}}
+                     for event in body.get("presence", {}).get("events", []))
     return {"chunk": chunk, "start": str(since), "end": body["next_batch"]}
 
 

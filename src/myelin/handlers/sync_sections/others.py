@@ -16,21 +16,36 @@ TO_DEVICE_LIMIT = 100
 
 class PresenceSection(SyncSection):
     async def fill(self, req: SyncRequest, result: SyncResult) -> None:
-        events = await self._presence(req, result.rooms_joined)
+        events = await self._presence(req, result.rooms_joined, result.newly_joined,
+                                      result.new_members)
         result.body["presence"] = {"events": events}
         result.has_updates = result.has_updates or bool(events)
 
-    async def _presence(self, req: SyncRequest, joined_ids: list[str]) -> list[dict[str, Any]]:
+    async def _presence(self, req: SyncRequest, joined_ids: list[str], newly_joined: set[str],
+                        new_members: set[str]) -> list[dict[str, Any]]:
         f = req.filter.presence
         if f.blocks_everything or not f.allows_type("m.presence"):
             return []
         store = self.hs.stores.presence
-        if not req.moved("presence"):
+        # Users the client newly shares a room with: their presence as it is,
+        # changed or not (the client has never been told it).
+        newly_visible = set(new_members)
+        if req.since is not None:
+            for room_id in newly_joined:
+                newly_visible.update(
+                    m.user_id for m in await self.hs.stores.memberships.get_members(room_id))
+        newly_visible.discard(req.user_id)
+        if not req.moved("presence") and not newly_visible:
             return []
         if req.since is None:
             changed = await store.all_active()
-        else:
+        elif req.moved("presence"):
             changed = await store.changed_between(req.since["presence"], req.now["presence"])
+        else:
+            changed = []
+        seen = {s.user_id for s in changed}
+        extra = await store.get(sorted(newly_visible - seen)) if newly_visible - seen else {}
+        changed = [*changed, *extra.values()]
         if not changed:
             return []
         visible = await users_sharing_rooms(self.hs.stores.memberships, req.user_id,

@@ -54,6 +54,13 @@ class RoomsSection(SyncSection):
         result.rooms_joined = joined_ids
         result.newly_joined = newly_joined
         result.rooms_left = left_ids
+        # Users who joined one of the user's rooms in this sync: presence
+        # shows them even when their presence itself did not change.
+        for room in rooms_section["join"].values():
+            for event in room["timeline"]["events"]:
+                if event.get("type") == "m.room.member" and \
+                        event.get("content", {}).get("membership") == "join":
+                    result.new_members.add(str(event.get("state_key")))
 
     async def _rooms(self, req: SyncRequest,
                      ) -> tuple[dict[str, Any], list[str], set[str], set[str]]:
@@ -186,8 +193,17 @@ class RoomsSection(SyncSection):
         ids = list(reversed(ids[:limit]))
         loaded = await self.store.get_events([i for i, _ in ids])
         events = [loaded[i] for i, _ in ids if i in loaded]
-        events = await self.hs.visibility.filter_events(req.user_id, events, membership)
-        return events, limited
+        visible = await self.hs.visibility.filter_events(req.user_id, events, membership)
+        if membership is not None and membership.membership == "join" and \
+                len(visible) < len(events):
+            # The room's current state is shown even where history visibility
+            # hid it (e.g. joins while the user was away): the client needs
+            # it to know who is in the room now.
+            current = set((await self.hs.stores.state.get_current_state_ids(room_id)).values())
+            shown = {e.event.event_id for e in visible}
+            visible = [e for e in events if e.event.event_id in shown
+                       or e.event.event_id in current]
+        return visible, limited
 
     async def _joined_room(self, req: SyncRequest, membership: Membership, *, initial: bool,
                            counts_changed: bool = False) -> dict[str, Any] | None:
@@ -412,9 +428,13 @@ class RoomsSection(SyncSection):
         events, limited = await self._timeline(req, room_id, upper, since_pos, membership)
         start_pos = events[0].stream_ordering - 1 if events else upper
         state_at_start = await self._state_before(room_id, events, start_pos)
-        if since_pos is None or limited:
+        # A room the client never saw joined (joined and left since the last
+        # sync) comes with its full state, like any room new to the client.
+        unseen = since_pos is not None and not await self._was_joined_at(
+            room_id, req.user_id, since_pos)
+        if since_pos is None or limited or unseen:
             state_ids = state_at_start
-            if since_pos is not None:
+            if since_pos is not None and not unseen:
                 before = await self._state_at(room_id, since_pos)
                 state_ids = {k: v for k, v in state_at_start.items() if before.get(k) != v}
         else:
