@@ -239,3 +239,95 @@ def test_initial_sync_of_a_departed_room_stops_at_the_leave(api: Api) -> None:
     one_state = {(e["type"], e["state_key"]): e for e in one["state"]}
     assert one_state[("test.state", "")]["content"] == {"body": "before"}
     assert json.dumps(one).count("after alice left") == 0
+
+
+# -- smaller edges ------------------------------------------------------------------------
+
+def test_redacting_an_event_of_another_room_is_refused(api: Api) -> None:
+    alice = new_user(api, "alice")
+    room, other = alice.create_room(), alice.create_room()
+    target = alice.send(room, "stays")
+    alice.err("PUT", f"/rooms/{q(other)}/redact/{q(target)}/t1", {}, status=400,
+              errcode="M_INVALID_PARAM")
+    assert alice.ok("GET", f"/rooms/{q(room)}/event/{q(target)}")["content"]["body"] == "stays"
+
+
+def test_joining_twice_makes_no_second_event(api: Api) -> None:
+    alice, bob = new_user(api, "alice"), new_user(api, "bob")
+    room = alice.create_room(preset="public_chat")
+    bob.join(room)
+    first = alice.state_ids(room)[("m.room.member", bob.user_id)]
+    bob.join(room)
+    assert alice.state_ids(room)[("m.room.member", bob.user_id)] == first
+    bob.ok("POST", f"/join/{q(room)}", {"reason": "changed"})
+    assert alice.state_ids(room)[("m.room.member", bob.user_id)] != first
+
+
+def test_history_visibility_changes_are_seen_on_boundaries(api: Api) -> None:
+    alice, bob = new_user(api, "alice"), new_user(api, "bob")
+    room = alice.create_room(preset="public_chat")
+    for visibility, body in (("joined", "1"), ("invited", "2"), ("shared", "3")):
+        alice.put_state(room, "m.room.history_visibility", {"history_visibility": visibility})
+        alice.send(room, body)
+    bob.join(room)
+    seen = [(e["type"], e["content"].get("history_visibility", e["content"].get("body")))
+            for e in reversed(bob.all_messages(room))][-4:]
+    # The change to "joined" was visible under the old setting, the one to
+    # "shared" under the new; "invited" and messages 1 and 2 stay hidden.
+    assert seen == [("m.room.history_visibility", "joined"),
+                    ("m.room.history_visibility", "shared"), ("m.room.message", "3"),
+                    ("m.room.member", None)]
+
+
+def test_context_with_lazy_loaded_members(api: Api) -> None:
+    alice, bob, carol = (new_user(api, n) for n in ("alice", "bob", "carol"))
+    room = alice.create_room(preset="public_chat")
+    bob.join(room)
+    carol.join(room)
+    alice.send(room, "1")
+    middle = alice.send(room, "2")
+    alice.send(room, "3")
+    lazy = alice.ok("GET", f"/rooms/{q(room)}/context/{q(middle)}?limit=2&filter="
+                    + q(json.dumps({"lazy_load_members": True})))
+    assert {e["state_key"] for e in lazy["state"] if e["type"] == "m.room.member"} == \
+        {alice.user_id}
+    full = alice.ok("GET", f"/rooms/{q(room)}/context/{q(middle)}?limit=2")
+    assert {e["state_key"] for e in full["state"] if e["type"] == "m.room.member"} == \
+        {alice.user_id, bob.user_id, carol.user_id}
+
+
+def test_legacy_events_stream_by_room_and_with_account_data(api: Api) -> None:
+    alice, eve = new_user(api, "alice"), new_user(api, "eve")
+    room, other = alice.create_room(), alice.create_room()
+    start = alice.ok("GET", "/events?timeout=0")["end"]
+    alice.send(other, "elsewhere")
+    sent = alice.send(room, "here")
+    alice.ok("PUT", f"/user/{q(alice.user_id)}/rooms/{q(room)}/tags/work", {})
+    alice.ok("PUT", f"/user/{q(alice.user_id)}/account_data/my.data", {"x": 1})
+    body = alice.ok("GET", f"/events?timeout=0&from={start}")
+    by_type = {(e["type"], e.get("room_id")) for e in body["chunk"]}
+    assert {("m.room.message", room), ("m.room.message", other), ("m.tag", room),
+            ("my.data", None)} <= by_type
+    message = next(e for e in body["chunk"] if e.get("event_id") == sent)
+    assert message["user_id"] == alice.user_id
+    only = alice.ok("GET", f"/events?timeout=0&from={start}&room_id={q(room)}")
+    assert {e.get("room_id") for e in only["chunk"] if "event_id" in e} == {room}
+    # Not in the room: refused, and nothing of it shown.
+    eve.err("GET", f"/events?timeout=0&room_id={q(room)}", status=403, errcode="M_FORBIDDEN")
+    for bad in ("abc", "-1"):
+        alice.err("GET", f"/events?timeout=0&limit={bad}", status=400,
+                  errcode="M_INVALID_PARAM")
+
+
+def test_ignored_users_vanish_from_messages(api: Api) -> None:
+    alice, bob = new_user(api, "alice"), new_user(api, "bob")
+    room = alice.create_room(preset="public_chat")
+    bob.join(room)
+    bob.send(room, "from bob")
+    alice.send(room, "from alice")
+    alice.ok("PUT", f"/user/{q(alice.user_id)}/account_data/m.ignored_user_list",
+             {"ignored_users": {bob.user_id: {}}})
+    senders = {e["sender"] for e in alice.all_messages(room)}
+    assert bob.user_id not in senders and alice.user_id in senders
+    # Bob still sees everything.
+    assert {alice.user_id, bob.user_id} <= {e["sender"] for e in bob.all_messages(room)}

@@ -136,3 +136,79 @@ def test_lazy_loading_flags_must_be_booleans(api: Api, field: str, value: Any) -
     bad = {"room": {"state": {field: value}}}
     alice.err("POST", f"/user/{alice.user_id}/filter", bad, status=400, errcode="M_BAD_JSON")
     alice.ok("POST", f"/user/{alice.user_id}/filter", {"room": {"state": {field: True}}})
+
+
+@pytest.mark.parametrize("bad", [{"room": {"timeline": {"rooms": ["not_a_room_id"]}}},
+                                 {"room": {"timeline": {"senders": ["not_a_sender_id"]}}},
+                                 {"room": {"rooms": ["#alias:x"]}},
+                                 {"room": {"timeline": {"not_senders": ["@nocolon"]}}}])
+def test_filters_naming_things_that_are_not_ids_are_refused(api: Api,
+                                                            bad: dict[str, Any]) -> None:
+    alice = new_user(api, "alice")
+    alice.err("POST", f"/user/{alice.user_id}/filter", bad, status=400, errcode="M_BAD_JSON")
+
+
+# -- other sync edges ------------------------------------------------------------------------
+
+def test_ignored_users_events_and_invites_are_left_out(api: Api) -> None:
+    alice, bob = new_user(api, "alice"), new_user(api, "bob")
+    room = public_room(bob, alice)
+    alice.ok("PUT", f"/user/{alice.user_id}/account_data/m.ignored_user_list",
+             {"ignored_users": {bob.user_id: {}}})
+    sync = Syncer(alice)
+    sync.sync()
+    bob.send(room, "ignored")
+    alice.send(room, "mine")
+    invite_room = bob.create_room()
+    bob.invite(invite_room, alice.user_id)
+    body = sync.sync()
+    assert [e["sender"] for e in joined(body, room)["timeline"]["events"]] == [alice.user_id]
+    assert invite_room not in body["rooms"]["invite"]
+    assert invite_room not in Syncer(alice).sync()["rooms"]["invite"]
+
+
+def test_presence_of_users_newly_sharing_a_room(api: Api) -> None:
+    alice, bob = new_user(api, "alice"), new_user(api, "bob")
+    room = alice.create_room(preset="public_chat")
+    for user in (alice, bob):
+        user.ok("PUT", f"/presence/{user.user_id}/status", {"presence": "online"})
+    alice_sync, bob_sync = Syncer(alice), Syncer(bob)
+    alice_sync.sync()
+    bob_sync.sync()
+    bob.join(room)
+    senders = [e["sender"] for e in alice_sync.sync()["presence"]["events"]]
+    assert bob.user_id in senders
+    senders = [e["sender"] for e in bob_sync.sync()["presence"]["events"]]
+    assert alice.user_id in senders
+
+
+def test_room_joined_and_left_between_syncs_comes_with_its_state(api: Api) -> None:
+    alice, bob = new_user(api, "alice"), new_user(api, "bob")
+    room = alice.create_room()
+    alice.put_state(room, "a.test.state", {"my_key": 1})
+    alice.invite(room, bob.user_id)
+    only = {"room": {"timeline": {"types": []}, "state": {"types": ["a.test.state"]},
+                     "include_leave": True}}
+    sync = Syncer(bob, only)
+    sync.sync()
+    bob.join(room)
+    bob.leave(room)
+    left = sync.sync()["rooms"]["leave"][room]
+    assert [(e["type"], e["content"]) for e in left["state"]["events"]] == \
+        [("a.test.state", {"my_key": 1})]
+
+
+def test_current_state_shows_in_the_timeline_despite_history_visibility(api: Api) -> None:
+    creator, syncer, invitee = (new_user(api, n) for n in ("creator", "syncer", "invitee"))
+    room = creator.create_room(preset="public_chat")
+    syncer.join(room)
+    creator.put_state(room, "m.room.history_visibility", {"history_visibility": "joined"})
+    creator.invite(room, invitee.user_id)
+    sync = Syncer(syncer)
+    sync.sync()
+    syncer.leave(room)
+    invitee.join(room)
+    syncer.join(room)
+    events = joined(sync.sync(), room)["timeline"]["events"]
+    assert any(e["type"] == "m.room.member" and e["state_key"] == invitee.user_id
+               and e["content"]["membership"] == "join" for e in events)

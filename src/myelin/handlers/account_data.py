@@ -43,6 +43,14 @@ class AccountDataHandler:
     async def get(self, user_id: str, room_id: str, data_type: str) -> dict[str, Any] | None:
         return await self.store.get(user_id, room_id, data_type)
 
+    async def ignored_users(self, user_id: str) -> frozenset[str]:
+        """The users ``user_id`` ignores, from their ``m.ignored_user_list``."""
+        content = await self.store.get(user_id, "", "m.ignored_user_list") or {}
+        ignored = content.get("ignored_users")
+        if not isinstance(ignored, dict):
+            return frozenset()
+        return frozenset(u for u in ignored if isinstance(u, str) and u != user_id)
+
     async def get_tags(self, user_id: str, room_id: str) -> dict[str, Any]:
         content = await self.store.get(user_id, room_id, "m.tag") or {}
         tags = content.get("tags")

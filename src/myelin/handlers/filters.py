@@ -21,6 +21,17 @@ def _str_list(value: Any, name: str) -> list[str] | None:
     return list(value)
 
 
+def _id_list(value: Any, name: str, sigil: str) -> list[str] | None:
+    """A list of room ids (``!...``; from room version 12 without a server
+    part) or user ids (``@local:server``)."""
+    ids = _str_list(value, name)
+    for item in ids or ():
+        if not item.startswith(sigil) or len(item) < 2 or (sigil == "@" and ":" not in item):
+            raise bad_json(f"{name} must contain only {'room' if sigil == '!' else 'user'}"
+                           f" IDs, not {item!r}")
+    return ids
+
+
 def _bool(raw: dict[str, Any], key: str, name: str) -> bool:
     """A boolean filter field: JSON true or false, not "true" or 1."""
     value = raw.get(key)
@@ -70,10 +81,10 @@ class EventFilter:
             limit=limit,
             types=_str_list(raw.get("types"), f"{name}.types"),
             not_types=_str_list(raw.get("not_types"), f"{name}.not_types") or [],
-            senders=_str_list(raw.get("senders"), f"{name}.senders"),
-            not_senders=_str_list(raw.get("not_senders"), f"{name}.not_senders") or [],
-            rooms=_str_list(raw.get("rooms"), f"{name}.rooms"),
-            not_rooms=_str_list(raw.get("not_rooms"), f"{name}.not_rooms") or [],
+            senders=_id_list(raw.get("senders"), f"{name}.senders", "@"),
+            not_senders=_id_list(raw.get("not_senders"), f"{name}.not_senders", "@") or [],
+            rooms=_id_list(raw.get("rooms"), f"{name}.rooms", "!"),
+            not_rooms=_id_list(raw.get("not_rooms"), f"{name}.not_rooms", "!") or [],
             lazy_load_members=_bool(raw, "lazy_load_members", name),
             include_redundant_members=_bool(raw, "include_redundant_members", name),
             unread_thread_notifications=raw.get("unread_thread_notifications") is True,
@@ -149,8 +160,8 @@ class SyncFilter:
             room_account_data=EventFilter.parse(room.get("account_data"), "room.account_data"),
             presence=EventFilter.parse(raw.get("presence"), "presence"),
             account_data=EventFilter.parse(raw.get("account_data"), "account_data"),
-            rooms=_str_list(room.get("rooms"), "room.rooms"),
-            not_rooms=_str_list(room.get("not_rooms"), "room.not_rooms") or [],
+            rooms=_id_list(room.get("rooms"), "room.rooms", "!"),
+            not_rooms=_id_list(room.get("not_rooms"), "room.not_rooms", "!") or [],
             include_leave=_bool(room, "include_leave", "room"),
             event_fields=event_fields,
             event_format=event_format,

@@ -117,6 +117,7 @@ class RoomReadHandler:
                     to_pos = membership.stream_ordering if to_pos is None else min(
                         to_pos, membership.stream_ordering)
         f = event_filter or {}
+        ignored = await self.hs.account_data.ignored_users(requester.user_id)
         chunk: list[StoredEvent] = []
         end = position
         exhausted = False
@@ -127,7 +128,8 @@ class RoomReadHandler:
                 not_senders=f.get("not_senders"))
             if ids:
                 loaded = await self.store.get_events([i for i, _ in ids])
-                page = [loaded[i] for i, _ in ids if i in loaded]
+                page = [loaded[i] for i, _ in ids if i in loaded
+                        and loaded[i].event.sender not in ignored]
                 chunk.extend(await self.hs.visibility.filter_events(
                     requester.user_id, page, membership))
                 end = ids[-1][1] - 1 if backwards else ids[-1][1]

@@ -51,6 +51,9 @@ class SyncRequest:
     full_state: bool
     # room -> index of the events writer that persists it (0 with one writer)
     room_writer: Callable[[str], int] = lambda _: 0
+    # Users this user ignores (m.ignored_user_list): their events and invites
+    # are left out.
+    ignored: frozenset[str] = frozenset()
 
     @property
     def user_id(self) -> str:
@@ -110,7 +113,8 @@ class SyncHandler:
                 with hs.notifier.listen(user_id, rooms) as listener:
                     now = self._clamp(hs.streams.current_token(), since)
                     request = SyncRequest(requester, since, now, sync_filter, full_state,
-                                          self._room_writer)
+                                          self._room_writer,
+                                          await hs.account_data.ignored_users(user_id))
                     result = await self._compute(request)
                     remaining = deadline - time.monotonic()
                     if since is None or full_state or result.has_updates or remaining <= 0 \

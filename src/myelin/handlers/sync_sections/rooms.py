@@ -120,6 +120,8 @@ class RoomsSection(SyncSection):
                 if entry is not None:
                     joined[room_id] = entry
             elif membership.membership == "invite" and changed:
+                if req.ignored and await self._invited_by_ignored(req, membership):
+                    continue
                 invited[room_id] = {"invite_state": {"events": await self._stripped_state(
                     room_id, membership)}}
             elif membership.membership == "knock" and changed:
@@ -138,6 +140,10 @@ class RoomsSection(SyncSection):
         await self._fill_unread(req, joined)
         return ({"join": joined, "invite": invited, "leave": left, "knock": knocked},
                 joined_ids, newly_joined, left_ids)
+
+    async def _invited_by_ignored(self, req: SyncRequest, membership: Membership) -> bool:
+        stored = await self.store.get_event(membership.event_id)
+        return stored is not None and stored.event.sender in req.ignored
 
     async def _was_joined_at(self, room_id: str, user_id: str, position: int) -> bool:
         row = await self.store.db.fetchone(
@@ -192,7 +198,8 @@ class RoomsSection(SyncSection):
         limited = len(ids) > limit
         ids = list(reversed(ids[:limit]))
         loaded = await self.store.get_events([i for i, _ in ids])
-        events = [loaded[i] for i, _ in ids if i in loaded]
+        events = [loaded[i] for i, _ in ids if i in loaded and
+                  loaded[i].event.sender not in req.ignored]
         visible = await self.hs.visibility.filter_events(req.user_id, events, membership)
         if membership is not None and membership.membership == "join" and \
                 len(visible) < len(events):
