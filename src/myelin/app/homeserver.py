@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from myelin.handlers.room_reads import RoomReadHandler
     from myelin.handlers.room_upgrades import RoomUpgradeHandler
     from myelin.handlers.rooms import RoomCreationHandler
+    from myelin.handlers.search import SearchHandler
     from myelin.handlers.serialize import EventSerializer
     from myelin.handlers.spaces import SpaceHandler
     from myelin.handlers.sync import SyncHandler
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from myelin.handlers.to_device import ToDeviceHandler
     from myelin.handlers.typing import TypingHandler
     from myelin.handlers.uia import UserInteractiveAuth
+    from myelin.handlers.user_directory import UserDirectoryHandler
     from myelin.handlers.visibility import VisibilityHandler
     from myelin.handlers.voip import TurnHandler
     from myelin.http.metrics import HttpMetrics
@@ -98,6 +100,7 @@ class Stores:
         from myelin.storage.stores.reports import ReportStore
         from myelin.storage.stores.room_keys import RoomKeyStore
         from myelin.storage.stores.threepids import ThreepidStore
+        from myelin.storage.stores.search import SearchStore
         from myelin.storage.stores.to_device import ToDeviceStore
 
         gens = streams.generators
@@ -122,6 +125,8 @@ class Stores:
         self.reports = ReportStore(db)
         self.openid_tokens = OpenIdTokenStore(db)
         self.relations = RelationStore(db)
+        self.search = SearchStore(db)
+        self.user_directory = self.accounts.directory
         self.cache_invalidations = CacheInvalidationStore(db, gens["caches"], instance_name)
         self.media = MediaStore(db)
 
@@ -448,6 +453,16 @@ class HomeServer:
         from myelin.handlers.thirdparty import NoAppServices
 
         return NoAppServices()
+    def search(self) -> SearchHandler:
+        from myelin.handlers.search import SearchHandler
+
+        return SearchHandler(self)
+
+    @cached_property
+    def user_directory(self) -> UserDirectoryHandler:
+        from myelin.handlers.user_directory import UserDirectoryHandler
+
+        return UserDirectoryHandler(self)
 
     # -- helpers -------------------------------------------------------------
     def qualify_user_id(self, user: str) -> str:
@@ -534,10 +549,15 @@ class HomeServer:
         for name, generator in self.streams.written().items():
             self.announcer.attach(name, generator)
         self._follow_streams()
+        updates_directory = self.roles.runs("user_dir")
+        if updates_directory:
+            self.user_directory.follow()
         start_bus = getattr(self.bus, "start", None)
         if start_bus is not None:
             await start_bus()
         await self.follower.start()
+        if updates_directory:
+            self.user_directory.start_updater()
         self.announcer.start()
         self.fleet_status.start()
         await self.presence.start()
@@ -552,6 +572,8 @@ class HomeServer:
         await self.background_tasks.stop()
         if "media" in self.__dict__:
             await self.media.stop()
+        if "user_directory" in self.__dict__:
+            await self.user_directory.stop_updater()
         await self.presence.stop()
         self.typing.stop()
         await self.fleet_status.stop()

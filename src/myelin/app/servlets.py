@@ -74,6 +74,7 @@ OPTIONAL_MODULES: list[str] = [
     "myelin.api.client.relations",
     "myelin.api.client.spaces",
     "myelin.api.client.room_upgrades",
+    "myelin.api.client.search",
 ]
 
 

@@ -22,7 +22,7 @@ TOLERATED_KEYS = frozenset({
     "report_stats", "pid_file", "macaroon_secret_key", "form_secret", "trusted_key_servers",
     "suppress_key_server_warning", "enable_metrics", "presence",
     "serve_server_wellknown", "federation_domain_whitelist", "app_service_config_files",
-    "user_directory", "retention", "email", "push", "caches", "experimental_features",
+    "retention", "email", "push", "caches", "experimental_features",
     "worker_daemonize", "worker_main_http_uri", "worker_replication_port",
     "outbound_federation_restricted_to",
 })

@@ -142,6 +142,17 @@ class LoginRateLimits:
     failed_attempts: RateLimit = RateLimit(0.17, 3)
 
 
+@dataclass(frozen=True)
+class UserDirectoryConfig:
+    """`user_directory`: who may be found by `/user_directory/search`."""
+
+    enabled: bool = True
+    # Every local user, not only those sharing a room or in public rooms.
+    search_all_users: bool = False
+    # Rank users of this server above others.
+    prefer_local_users: bool = False
+
+
 @dataclass
 class HomeserverConfig:
     server_name: str
@@ -175,6 +186,7 @@ class HomeserverConfig:
     # long (5 minutes by default); other tokens do not expire unless set.
     refreshable_access_token_lifetime_ms: int | None = 5 * 60 * 1000
     nonrefreshable_access_token_lifetime_ms: int | None = None
+    user_directory: UserDirectoryConfig = field(default_factory=UserDirectoryConfig)
     # workers
     worker_app: str = MAIN_PROCESS_APP
     worker_name: str = MAIN_INSTANCE
@@ -248,6 +260,7 @@ class HomeserverConfig:
         password_config = r.section("password_config")
         policy = password_config.section("policy")
         session_lifetime = r.raw("session_lifetime")
+        directory = r.section("user_directory")
         workers = _workers(r)
         is_main = workers["worker_app"] == MAIN_PROCESS_APP
         cfg = cls(
@@ -290,6 +303,11 @@ class HomeserverConfig:
             nonrefreshable_access_token_lifetime_ms=_duration_ms(
                 r, "nonrefreshable_access_token_lifetime",
                 r.raw("nonrefreshable_access_token_lifetime")),
+            user_directory=UserDirectoryConfig(
+                enabled=directory.bool_("enabled", True),
+                search_all_users=directory.bool_("search_all_users", False),
+                prefer_local_users=directory.bool_("prefer_local_users", False),
+            ),
             **workers,
         )
         return cfg

@@ -38,6 +38,7 @@ class EventIndexer(Protocol):
 INDEXERS: list[str] = [
     "myelin.handlers.push_actions:indexer",
     "myelin.handlers.relations:indexer",
+    "myelin.handlers.search:search_indexer",
 ]
 
 

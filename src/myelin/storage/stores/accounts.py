@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from myelin.storage.engines import Database, Transaction
+from myelin.storage.stores.search import UserDirectoryStore
 
 
 def now_ms() -> int:
@@ -57,6 +58,8 @@ class DeviceRecord:
 class AccountStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Each profile write updates the user's directory entry in its transaction.
+        self.directory = UserDirectoryStore(db)
 
     # -- users -------------------------------------------------------------
     async def create_user(self, txn: Transaction, user_id: str, password_hash: str | None, *,
@@ -76,6 +79,7 @@ class AccountStore:
             " ON CONFLICT (user_id) DO NOTHING",
             user_id, user_id[1:].split(":", 1)[0],
         )
+        await self.directory.write_profile(txn, user_id, user_id[1:].split(":", 1)[0], None)
         return True
 
     async def get_user(self, user_id: str) -> UserRecord | None:
@@ -249,10 +253,17 @@ class AccountStore:
 
     async def set_profile_field(self, user_id: str, field: str, value: str | None) -> None:
         assert field in ("displayname", "avatar_url")
-        await self.db.execute(
-            f"INSERT INTO profiles (user_id, {field}) VALUES (?, ?)"
-            f" ON CONFLICT (user_id) DO UPDATE SET {field} = excluded.{field}",
-            user_id, value)
+        async with self.db.transaction() as txn:
+            # The profile row stays locked until commit, so concurrent changes
+            # of one profile write the directory in the order they wrote it.
+            await txn.execute(
+                f"INSERT INTO profiles (user_id, {field}) VALUES (?, ?)"
+                f" ON CONFLICT (user_id) DO UPDATE SET {field} = excluded.{field}",
+                user_id, value)
+            row = await txn.fetchone(
+                "SELECT displayname, avatar_url FROM profiles WHERE user_id = ?", user_id)
+            assert row is not None
+            await self.directory.write_profile(txn, user_id, row[0], row[1])
 
     async def get_custom_profile_fields(self, user_id: str) -> dict[str, Any]:
         rows = await self.db.fetchall(
