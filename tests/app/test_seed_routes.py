@@ -103,6 +103,9 @@ SEED_SAMPLES = [
      f"/rooms/{ROOM}/relations/{EVENT}/m.thread"),
     (r"^/_matrix/client/(v1|unstable)/rooms/.*/relations/", "GET",
      f"/rooms/{ROOM}/relations/{EVENT}/m.annotation/m.reaction"),
+    (r"^/_matrix/client/(api/v1|r0|v3|unstable)/search$", "POST", "/search"),
+    (r"^/_matrix/client/(r0|v3|unstable)/user_directory/search$", "POST",
+     "/user_directory/search"),
 ]
 
 # Seed patterns with one fixed path (no version group): (pattern, method, path).

@@ -157,8 +157,8 @@ class UserDirectoryStore:
     async def write_profile(self, txn: Transaction, user_id: str, display_name: str | None,
                             avatar_url: str | None) -> None:
         """The directory entry of a local user, as their profile now is."""
-        localpart = user_id[1:].split(":", 1)[0]
-        words = index_text(f"{localpart} {display_name or ''}")
+        # The whole user id, so that a pasted "@bob:example.org" finds bob.
+        words = index_text(f"{user_id} {display_name or ''}")
         if self.db.engine == "postgres":
             await txn.execute(
                 "INSERT INTO user_directory (user_id, display_name, avatar_url, vector)"
