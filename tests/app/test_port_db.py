@@ -62,8 +62,10 @@ def _send(server: ServerProcess, token: str, room_id: str, text: str) -> str:
 def _sqlite_counts(path: str) -> dict[str, int]:
     conn = sqlite3.connect(path)
     try:
-        names = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        # Tables and full-text (virtual) tables; not FTS5's shadow tables.
+        names = [r[1] for r in conn.execute("PRAGMA table_list")
+                 if r[0] == "main" and r[2] in ("table", "virtual")
+                 and not r[1].startswith("sqlite_")]
         return {n: int(conn.execute(f'SELECT COUNT(*) FROM "{n}"').fetchone()[0])
                 for n in names}
     finally:
@@ -244,6 +246,12 @@ def test_ported_server_keeps_users_tokens_keys_and_syncs(
                   if e["type"] == "m.room.message"]
         assert bodies[:5] == ["on postgres", "after 2", "after 1", "after 0", "reported"]
         assert len(bodies) == 65
+        # The search indexes came along: PostgreSQL derived its vectors from them.
+        found = _ok(server, "POST", "/search", {"search_categories": {"room_events": {
+            "search_term": "before 59"}}}, b)["search_categories"]["room_events"]
+        assert [r["result"]["content"]["body"] for r in found["results"]] == ["before 59"]
+        users = _ok(server, "POST", "/user_directory/search", {"search_term": "bob"}, a)
+        assert source.bob["user_id"] in {r["user_id"] for r in users["results"]}
     finally:
         server.stop()
 

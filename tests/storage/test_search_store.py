@@ -48,6 +48,10 @@ async def _index(db: Database, store: SearchStore, rows: list[tuple[int, str, st
                 "INSERT INTO room_memberships (room_id, user_id, membership, event_id,"
                 " stream_ordering, forgotten) VALUES (?, '@u:x', 'join', ?, 1, 0)"
                 " ON CONFLICT DO NOTHING", room_id, f"$m{room_id}")
+            await txn.execute(
+                "INSERT INTO events (stream_ordering, event_id, room_id, type, sender, depth,"
+                " origin_server_ts, instance_name, json) VALUES (?, ?, ?, 'm.room.message',"
+                " '@s:x', 1, 0, 'master', '{}')", position, f"$e{position}", room_id)
             store.index_event(txn, position, f"$e{position}", room_id, "@s:x", "content.body",
                               text)
 

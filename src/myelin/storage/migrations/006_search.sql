@@ -1,18 +1,17 @@
 -- Server-side search and the user directory.
+--
+-- The full-text tables have the same name and columns on both engines: on
+-- SQLite they are FTS5 tables, on PostgreSQL plain tables whose tsvector is a
+-- generated column under a GIN index (so `myelin port-db` copies them and
+-- PostgreSQL derives its vectors). Their text is already reduced to words
+-- (storage/fts.py), the same on both.
 
--- The searchable text of each message, name and topic event (one row per
--- event, written with the event, deleted when it is redacted). The words
--- themselves are in the engine's full-text index: event_search_fts (SQLite
--- FTS5, rowid = stream_ordering) or event_search.vector (PostgreSQL).
-CREATE TABLE event_search (
-    stream_ordering BIGINT PRIMARY KEY,
-    event_id TEXT NOT NULL UNIQUE,
-    room_id TEXT NOT NULL,
-    sender TEXT NOT NULL,
-    key TEXT NOT NULL
+-- Every local user (from registration on) with the profile the directory shows.
+CREATE TABLE user_directory (
+    user_id TEXT PRIMARY KEY,
+    display_name TEXT,
+    avatar_url TEXT
 );
-
-CREATE INDEX event_search_by_room ON event_search (room_id, stream_ordering);
 
 -- Users joined to rooms whose join rule is public: anyone may find them in
 -- the user directory. Kept by the user directory's instance from the events

@@ -1,14 +1,16 @@
 """The search stores: the full-text index of room events, and the user directory.
 
-Both engines keep the same plain tables (``event_search``,
-``user_directory``); the words live in SQLite FTS5 tables (rowid = the
-plain table's key) or in PostgreSQL ``tsvector`` columns under GIN indexes.
-Only the full-text statements differ per engine; queries reaching them are
-built by ``storage/fts.py`` from the user's words, never from raw input.
+The full-text tables (``event_search``, ``user_directory_search``) have the
+same columns on both engines: SQLite FTS5 tables (their rowid is our key:
+the stream position, a hash of the user id), or PostgreSQL tables whose
+``tsvector`` is a generated column under a GIN index. Only the full-text
+statements differ per engine; queries reaching them are built by
+``storage/fts.py`` from the user's words, never from raw input.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,8 +18,9 @@ from typing import Any
 from myelin.storage.engines import Database, Transaction
 from myelin.storage.fts import Query, index_text
 
-# PostgreSQL text search configurations: messages are stemmed (English, as
-# Synapse does); names in the directory are not.
+# PostgreSQL text search configurations (the generated columns of migration
+# 006 use the same): messages are stemmed (English, as Synapse does); names
+# in the directory are not.
 _PG_EVENTS_CONFIG = "english"
 _PG_USERS_CONFIG = "simple"
 
@@ -49,6 +52,13 @@ class DirectoryEntry:
     avatar_url: str | None
 
 
+def _user_rowid(user_id: str) -> int:
+    """A user's rowid in SQLite's FTS table: 63 bits of a hash of the id, so
+    an entry is found again without scanning (FTS5 indexes no other column)."""
+    digest = hashlib.sha256(user_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
 def _in_list(column: str, values: Sequence[str], negate: bool = False) -> tuple[str, list[Any]]:
     marks = ",".join("?" * len(values))
     return f"{column} {'NOT ' if negate else ''}IN ({marks})", list(values)
@@ -62,25 +72,23 @@ class SearchStore:
 
     def index_event(self, txn: Transaction, position: int, event_id: str, room_id: str,
                     sender: str, key: str, text: str) -> None:
-        words = index_text(text)
-        if self.db.engine == "postgres":
-            txn.defer(
-                "INSERT INTO event_search (stream_ordering, event_id, room_id, sender, key,"
-                f" vector) VALUES (?, ?, ?, ?, ?, to_tsvector('{_PG_EVENTS_CONFIG}', ?))"
-                " ON CONFLICT DO NOTHING", position, event_id, room_id, sender, key, words)
-            return
+        # rowid = stream_ordering on SQLite (PostgreSQL ignores it: no such column).
+        rowid = "rowid, " if self.db.engine == "sqlite" else ""
+        mark = "?, " if rowid else ""
+        args: list[Any] = [position] if rowid else []
         txn.defer(
-            "INSERT INTO event_search (stream_ordering, event_id, room_id, sender, key)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            position, event_id, room_id, sender, key)
-        txn.defer("INSERT INTO event_search_fts (rowid, value) VALUES (?, ?)", position, words)
+            f"INSERT INTO event_search ({rowid}value, stream_ordering, event_id, room_id,"
+            f" sender, key) VALUES ({mark}?, ?, ?, ?, ?, ?)",
+            *args, index_text(text), position, event_id, room_id, sender, key)
 
     def unindex_event(self, txn: Transaction, event_id: str) -> None:
         """Forget an event's text (it was redacted)."""
         if self.db.engine == "sqlite":
-            txn.defer("DELETE FROM event_search_fts WHERE rowid IN"
-                      " (SELECT stream_ordering FROM event_search WHERE event_id = ?)", event_id)
-        txn.defer("DELETE FROM event_search WHERE event_id = ?", event_id)
+            # By rowid: FTS5 cannot look up an UNINDEXED column without a scan.
+            txn.defer("DELETE FROM event_search WHERE rowid IN"
+                      " (SELECT stream_ordering FROM events WHERE event_id = ?)", event_id)
+        else:
+            txn.defer("DELETE FROM event_search WHERE event_id = ?", event_id)
 
     def _matching(self, query: Query, scope: SearchScope) -> tuple[str, list[Any]]:
         """SELECT (stream_ordering, event_id, room_id, rank) of every match in scope."""
@@ -95,11 +103,10 @@ class SearchStore:
             args: list[Any] = [text, scope.user_id, text]
         else:
             # bm25() is lower for better matches: negate it so higher is better on both.
-            sql = ("SELECT s.stream_ordering, s.event_id, s.room_id,"
-                   " -bm25(event_search_fts) AS rank"
-                   " FROM event_search_fts f JOIN event_search s ON s.stream_ordering = f.rowid"
+            sql = ("SELECT s.rowid AS stream_ordering, s.event_id, s.room_id,"
+                   " -bm25(event_search) AS rank FROM event_search s"
                    " JOIN room_memberships m ON m.room_id = s.room_id AND m.user_id = ?"
-                   " WHERE event_search_fts MATCH ?")
+                   " WHERE event_search MATCH ?")
             args = [scope.user_id, query.to_fts5()]
         for column, values, negate in (("s.key", scope.keys, False),
                                        ("s.room_id", scope.rooms, False),
@@ -157,24 +164,21 @@ class UserDirectoryStore:
     async def write_profile(self, txn: Transaction, user_id: str, display_name: str | None,
                             avatar_url: str | None) -> None:
         """The directory entry of a local user, as their profile now is."""
-        # The whole user id, so that a pasted "@bob:example.org" finds bob.
-        words = index_text(f"{user_id} {display_name or ''}")
-        if self.db.engine == "postgres":
-            await txn.execute(
-                "INSERT INTO user_directory (user_id, display_name, avatar_url, vector)"
-                f" VALUES (?, ?, ?, to_tsvector('{_PG_USERS_CONFIG}', ?))"
-                " ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name,"
-                " avatar_url = excluded.avatar_url, vector = excluded.vector",
-                user_id, display_name, avatar_url, words)
-            return
         await txn.execute(
             "INSERT INTO user_directory (user_id, display_name, avatar_url) VALUES (?, ?, ?)"
             " ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name,"
             " avatar_url = excluded.avatar_url", user_id, display_name, avatar_url)
-        row_id = await txn.fetchval("SELECT id FROM user_directory WHERE user_id = ?", user_id)
-        await txn.execute("DELETE FROM user_directory_fts WHERE rowid = ?", row_id)
-        await txn.execute("INSERT INTO user_directory_fts (rowid, words) VALUES (?, ?)",
-                          row_id, words)
+        # The whole user id, so that a pasted "@bob:example.org" finds bob.
+        words = index_text(f"{user_id} {display_name or ''}")
+        if self.db.engine == "postgres":
+            await txn.execute(
+                "INSERT INTO user_directory_search (words, user_id) VALUES (?, ?)"
+                " ON CONFLICT (user_id) DO UPDATE SET words = excluded.words", words, user_id)
+            return
+        rowid = _user_rowid(user_id)
+        await txn.execute("DELETE FROM user_directory_search WHERE rowid = ?", rowid)
+        await txn.execute("INSERT INTO user_directory_search (rowid, words, user_id)"
+                          " VALUES (?, ?, ?)", rowid, words, user_id)
 
     async def users_without_entry(self, limit: int) -> list[tuple[str, str | None, str | None]]:
         """Local users the directory has no entry for (users older than it)."""
@@ -230,15 +234,16 @@ class UserDirectoryStore:
         if self.db.engine == "postgres":
             tsquery = f"to_tsquery('{_PG_USERS_CONFIG}', ?)"
             sql = (f"SELECT d.user_id, d.display_name, d.avatar_url,"
-                   f" ts_rank(d.vector, {tsquery}) AS rank FROM user_directory d"
-                   f" WHERE d.vector @@ {tsquery}")
+                   f" ts_rank(f.vector, {tsquery}) AS rank FROM user_directory_search f"
+                   f" JOIN user_directory d ON d.user_id = f.user_id"
+                   f" WHERE f.vector @@ {tsquery}")
             text = query.to_tsquery()
             args: list[Any] = [text, text]
         else:
             sql = ("SELECT d.user_id, d.display_name, d.avatar_url,"
-                   " -bm25(user_directory_fts) AS rank"
-                   " FROM user_directory_fts f JOIN user_directory d ON d.id = f.rowid"
-                   " WHERE user_directory_fts MATCH ?")
+                   " -bm25(user_directory_search) AS rank FROM user_directory_search f"
+                   " JOIN user_directory d ON d.user_id = f.user_id"
+                   " WHERE user_directory_search MATCH ?")
             args = [query.to_fts5()]
         sql += (" AND EXISTS (SELECT 1 FROM users u WHERE u.user_id = d.user_id"
                 " AND u.deactivated = 0)")
