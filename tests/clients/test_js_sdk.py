@@ -134,3 +134,28 @@ def test_threads_and_edits_in_a_thread_aware_client(server: ServerProcess) -> No
     # The edit came bundled on the root: the SDK shows the new content.
     assert r["rootReplacedBy"] == r["edit"]
     assert r["rootBody"] == "thread root, edited"
+
+
+def test_search_room_events_pages_and_user_directory(server: ServerProcess) -> None:
+    login = server.register("searcher")
+    token = login["access_token"]
+    status, room = server.request("POST", "/_matrix/client/v3/createRoom",
+                                  {"preset": "private_chat"}, token)
+    assert status == 200, room
+    room_id = room["room_id"]
+    for i, body in enumerate(["filler", "pineapple one", "between", "pineapple two",
+                              "pineapple three"]):
+        status, _ = server.request(
+            "PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/t{i}",
+            {"msgtype": "m.text", "body": body}, token)
+        assert status == 200
+    r = run_js("search", baseUrl=server.base_url, term="pineapple", userTerm="searcher",
+               **_creds(login))
+    # Newest first, two per page, the rest through next_batch: nothing repeated.
+    bodies = [[hit["body"] for hit in page] for page in r["pages"]]
+    assert bodies == [["pineapple three", "pineapple two"], ["pineapple one"]]
+    assert r["count"] == 3
+    assert "pineapple" in r["highlights"]
+    # Each result came with its context (one event before it).
+    assert r["pages"][0][1]["before"] == ["between"]
+    assert r["users"] == [login["user_id"]]
