@@ -453,6 +453,8 @@ class HomeServer:
         from myelin.handlers.thirdparty import NoAppServices
 
         return NoAppServices()
+
+    @cached_property
     def search(self) -> SearchHandler:
         from myelin.handlers.search import SearchHandler
 
