@@ -99,8 +99,8 @@ class Stores:
         from myelin.storage.stores.relations import RelationStore
         from myelin.storage.stores.reports import ReportStore
         from myelin.storage.stores.room_keys import RoomKeyStore
-        from myelin.storage.stores.threepids import ThreepidStore
         from myelin.storage.stores.search import SearchStore
+        from myelin.storage.stores.threepids import ThreepidStore
         from myelin.storage.stores.to_device import ToDeviceStore
 
         gens = streams.generators
