@@ -120,6 +120,12 @@ async def test_directory_matches_localparts_and_display_names(db: Database) -> N
     assert await found("rob") == ["@bob:x"]
     assert await found("bobby") == []
     assert await found("car") == ["@carol:x"]
+    # Locked accounts are listed only when asked for.
+    await db.execute("UPDATE users SET locked = 1 WHERE user_id = '@carol:x'")
+    assert await found("car") == []
+    entries = await store.search("@nobody:x", parse_query("car"), 10, search_all_users=True,
+                                 show_locked_users=True)
+    assert [e.user_id for e in entries] == ["@carol:x"]
     # Without search_all_users, only room mates and public-room members.
     assert await store.search("@nobody:x", parse_query("car"), 10,
                               search_all_users=False) == []

@@ -151,6 +151,8 @@ class UserDirectoryConfig:
     search_all_users: bool = False
     # Rank users of this server above others.
     prefer_local_users: bool = False
+    # List locked accounts too.
+    show_locked_users: bool = False
 
 
 @dataclass
@@ -307,6 +309,7 @@ class HomeserverConfig:
                 enabled=directory.bool_("enabled", True),
                 search_all_users=directory.bool_("search_all_users", False),
                 prefer_local_users=directory.bool_("prefer_local_users", False),
+                show_locked_users=directory.bool_("show_locked_users", False),
             ),
             **workers,
         )

@@ -4,8 +4,9 @@ Who may find whom: a searcher finds users who share a joined room with them
 (read live from ``room_memberships``, so a leave hides at once), users joined
 to public rooms (``users_in_public_rooms``), or, with
 ``user_directory.search_all_users``, every local user; never deactivated
-users. Names come from ``user_directory``, written with every profile change
-in the profile's own transaction (``AccountStore``).
+users, nor locked ones unless ``show_locked_users``. Names come from
+``user_directory``, written with every profile change in the profile's own
+transaction (``AccountStore``).
 
 ``users_in_public_rooms`` is kept by one instance, the one named by
 ``update_user_directory_from_worker`` (the ``user_dir`` job): it follows the
@@ -63,7 +64,8 @@ class UserDirectoryHandler:
         if not self.config.enabled:
             return {"limited": False, "results": []}
         entries = await self.store.search(requester.user_id, parse_query(term), limit + 1,
-                                          search_all_users=self.config.search_all_users)
+                                          search_all_users=self.config.search_all_users,
+                                          show_locked_users=self.config.show_locked_users)
         if self.config.prefer_local_users:
             # Stable: keeps the rank order within local and within remote users.
             entries.sort(key=lambda e: not self.hs.is_mine(e.user_id))

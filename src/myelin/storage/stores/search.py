@@ -225,10 +225,12 @@ class UserDirectoryStore:
 
     # -- search --------------------------------------------------------------
     async def search(self, searcher: str, query: Query, limit: int, *,
-                     search_all_users: bool) -> list[DirectoryEntry]:
+                     search_all_users: bool, show_locked_users: bool = False,
+                     ) -> list[DirectoryEntry]:
         """Up to ``limit`` users matching ``query`` whom ``searcher`` may find:
         users sharing a room with them, users in public rooms, or (with
-        ``search_all_users``) every local user; never deactivated ones."""
+        ``search_all_users``) every local user; never deactivated ones, and
+        locked ones only with ``show_locked_users``."""
         if query.empty or limit <= 0:
             return []
         if self.db.engine == "postgres":
@@ -246,7 +248,8 @@ class UserDirectoryStore:
                    " WHERE user_directory_search MATCH ?")
             args = [query.to_fts5()]
         sql += (" AND EXISTS (SELECT 1 FROM users u WHERE u.user_id = d.user_id"
-                " AND u.deactivated = 0)")
+                " AND u.deactivated = 0" + ("" if show_locked_users else " AND u.locked = 0")
+                + ")")
         if not search_all_users:
             sql += (" AND (EXISTS (SELECT 1 FROM users_in_public_rooms p"
                     " WHERE p.user_id = d.user_id)"
