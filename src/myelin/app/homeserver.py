@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from myelin.handlers.account import AccountLifecycleHandler
     from myelin.handlers.account_admin import AccountAdminHandler
     from myelin.handlers.account_data import AccountDataHandler
+    from myelin.handlers.admin.notices import ServerNoticesHandler
+    from myelin.handlers.admin.rooms import AdminRoomsHandler
+    from myelin.handlers.admin.users import AdminUsersHandler
     from myelin.handlers.auth import AuthHandler
     from myelin.handlers.background import BackgroundTasks
     from myelin.handlers.devices import DeviceHandler
@@ -81,6 +84,7 @@ class Stores:
                  caches: CacheRegistry, invalidate: Any) -> None:
         from myelin.storage.stores.account_data import AccountDataStore
         from myelin.storage.stores.accounts import AccountStore
+        from myelin.storage.stores.admin import AdminStore
         from myelin.storage.stores.device_lists import DeviceListStore
         from myelin.storage.stores.e2e_keys import E2EKeyStore
         from myelin.storage.stores.events import (
@@ -107,6 +111,7 @@ class Stores:
         self.accounts = AccountStore(db)
         self.threepids = ThreepidStore(db)
         self.registration_tokens = RegistrationTokenStore(db)
+        self.admin = AdminStore(db)
         self.rooms = RoomStore(db, caches)
         self.state = StateStore(db, caches, instance_name)
         self.memberships = MembershipStore(db, caches)
@@ -243,6 +248,24 @@ class HomeServer:
         from myelin.handlers.threepids import ThreepidHandler
 
         return ThreepidHandler(self)
+
+    @cached_property
+    def admin_users(self) -> AdminUsersHandler:
+        from myelin.handlers.admin.users import AdminUsersHandler
+
+        return AdminUsersHandler(self)
+
+    @cached_property
+    def admin_rooms(self) -> AdminRoomsHandler:
+        from myelin.handlers.admin.rooms import AdminRoomsHandler
+
+        return AdminRoomsHandler(self)
+
+    @cached_property
+    def server_notices(self) -> ServerNoticesHandler:
+        from myelin.handlers.admin.notices import ServerNoticesHandler
+
+        return ServerNoticesHandler(self)
 
     @cached_property
     def account_admin(self) -> AccountAdminHandler:

@@ -75,6 +75,13 @@ OPTIONAL_MODULES: list[str] = [
     "myelin.api.client.spaces",
     "myelin.api.client.room_upgrades",
     "myelin.api.client.search",
+    "myelin.api.admin.server",
+    "myelin.api.admin.users",
+    "myelin.api.admin.rooms",
+    "myelin.api.admin.tokens",
+    "myelin.api.admin.notices",
+    "myelin.api.admin.reports",
+    "myelin.api.admin.stats",
 ]
 
 

@@ -155,6 +155,36 @@ class UserDirectoryConfig:
     show_locked_users: bool = False
 
 
+@dataclass(frozen=True)
+class ServerNoticesConfig:
+    """``server_notices``: who sends the admin's notices and how their room looks."""
+
+    system_mxid_localpart: str
+    system_mxid_display_name: str | None = None
+    system_mxid_avatar_url: str | None = None
+    room_name: str = "Server Notices"
+    room_avatar_url: str | None = None
+    room_topic: str | None = None
+    auto_join: bool = False
+
+
+def _server_notices(r: ConfigReader) -> ServerNoticesConfig | None:
+    if r.raw("server_notices") is None:
+        return None
+    s = r.section("server_notices")
+    localpart = s.str_("system_mxid_localpart", None)
+    if localpart is None:
+        return None
+    return ServerNoticesConfig(
+        system_mxid_localpart=localpart,
+        system_mxid_display_name=s.str_("system_mxid_display_name", None),
+        system_mxid_avatar_url=s.str_("system_mxid_avatar_url", None),
+        room_name=s.str_("room_name", "Server Notices"),
+        room_avatar_url=s.str_("room_avatar_url", None),
+        room_topic=s.str_("room_topic", None),
+        auto_join=s.bool_("auto_join", False))
+
+
 @dataclass
 class HomeserverConfig:
     server_name: str
@@ -172,6 +202,7 @@ class HomeserverConfig:
     rc_joins_local: RateLimit = RateLimit(0.1, 10)
     rc_invites_per_room: RateLimit = RateLimit(0.3, 10)
     rc_admin_redaction: RateLimit | None = None
+    server_notices: ServerNoticesConfig | None = None
     log_config: str | None = None
     max_upload_size: int = 50 * 1024 * 1024
     max_request_body_size: int = 1024 * 1024
@@ -287,6 +318,7 @@ class HomeserverConfig:
             rc_joins_local=_rate(joins, "local", RateLimit(0.1, 10)),
             rc_invites_per_room=_rate(invites, "per_room", RateLimit(0.3, 10)),
             rc_admin_redaction=_rate(r, "rc_admin_redaction", None),
+            server_notices=_server_notices(r),
             log_config=r.str_("log_config", None),
             max_upload_size=r.size("max_upload_size", 50 * 1024 * 1024),
             max_request_body_size=r.size("max_request_body_size", 1024 * 1024),

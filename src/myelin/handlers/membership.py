@@ -57,6 +57,8 @@ class MembershipHandler:
             raise not_found("No known room with that ID")
         if not target.startswith("@") or ":" not in target:
             raise MatrixError(400, "M_INVALID_PARAM", f"Invalid user ID {target!r}")
+        if membership == "join":
+            await hs.admin_rooms.check_not_blocked(room_id)
         if ratelimit and membership == "join":
             hs.ratelimiters.joins.check(requester.user_id)
         if ratelimit and membership == "invite":

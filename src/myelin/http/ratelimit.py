@@ -22,9 +22,12 @@ class Ratelimiter:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._max_keys = max_keys
 
-    def check(self, key: str, cost: float = 1.0, *, update: bool = True) -> None:
-        """Raise ``M_LIMIT_EXCEEDED`` if ``key`` has no room for ``cost`` more."""
-        rate, burst = self.limit.per_second, self.limit.burst_count
+    def check(self, key: str, cost: float = 1.0, *, update: bool = True,
+              limit: RateLimit | None = None) -> None:
+        """Raise ``M_LIMIT_EXCEEDED`` if ``key`` has no room for ``cost`` more
+        (``limit``: an admin's override for this key instead of the default)."""
+        limit = limit or self.limit
+        rate, burst = limit.per_second, limit.burst_count
         if rate <= 0 and burst <= 0:
             return
         now = time.monotonic()

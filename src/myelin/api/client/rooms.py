@@ -43,9 +43,11 @@ async def send_event(request: Request) -> dict[str, Any]:
     txn_key, existing = await _transaction(request, requester)
     if existing is not None:
         return {"event_id": existing}
-    hs.ratelimiters.message.check(requester.user_id)
+    await hs.admin_users.check_message_rate(requester.user_id)
     await hs.membership.require_joined(requester.user_id, room_id)
     await hs.relations.check_new_relation(room_id, body)
+    if await hs.admin_users.is_shadow_banned(requester.user_id):
+        return {"event_id": hs.admin_users.fake_event_id()}
     sent = await hs.event_creation.send(requester.user_id, room_id, etype, body,
                                         txn_key=txn_key)
     return {"event_id": sent.event.event_id}

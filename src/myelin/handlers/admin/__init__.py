@@ -1,0 +1,1 @@
+"""Handlers of the Synapse-compatible admin API (``/_synapse/admin``)."""
