@@ -74,9 +74,8 @@ class ServerNoticesHandler:
                 return room_id
         body: dict[str, Any] = {
             "preset": "private_chat", "name": config.room_name,
-            # Only the notice user speaks: members cannot send or change anything.
-            "power_level_content_override": {"users_default": -10,
-                                             "users": {sender: 100}},
+            # Only the notice user (the creator) speaks: members cannot send anything.
+            "power_level_content_override": {"users_default": -10},
         }
         if config.room_topic:
             body["topic"] = config.room_topic

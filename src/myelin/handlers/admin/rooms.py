@@ -192,9 +192,16 @@ class AdminRoomsHandler:
             raise MatrixError(400, "M_UNKNOWN", "No power levels in room")
         content = dict(pl_event.content)
         users = dict(content.get("users", {}))
-        local_admins: list[tuple[int, str]] = []
-        for uid, level in users.items():
-            if not hs.is_mine(uid) or not isinstance(level, int):
+        levels: dict[str, float] = {uid: level for uid, level in users.items()
+                                    if isinstance(level, int)}
+        create = await hs.stores.state.get_current_state_event(room_id, "m.room.create")
+        if create is not None and "creator" not in create.content:
+            # Rooms whose creators are privileged (v12): they outrank any level.
+            for creator in [create.sender, *create.content.get("additional_creators", [])]:
+                levels[creator] = float("inf")
+        local_admins: list[tuple[float, str]] = []
+        for uid, level in levels.items():
+            if not hs.is_mine(uid):
                 continue
             member = await hs.stores.memberships.get_membership(room_id, uid)
             if member is not None and member.membership == "join":
@@ -202,7 +209,8 @@ class AdminRoomsHandler:
         local_admins.sort(reverse=True)
         if not local_admins:
             raise MatrixError(400, "M_UNKNOWN", "No local admin user in room")
-        level, admin_id = local_admins[0]
+        _best, admin_id = local_admins[0]
+        level = max([v for v in users.values() if isinstance(v, int)] + [100])
         membership = await hs.stores.memberships.get_membership(room_id, user_id)
         if membership is None or membership.membership != "join":
             join_rule = (await self.require(room_id))["join_rules"]
