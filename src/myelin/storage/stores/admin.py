@@ -62,7 +62,7 @@ def _user(r: Any) -> AdminUser:
 ROOM_TABLES = ("current_state_events", "room_memberships", "room_forward_extremities",
                "room_aliases", "event_txn_ids", "receipts", "event_push_actions",
                "account_data", "e2e_room_keys", "event_relations", "threads",
-               "state_groups", "events", "rooms")
+               "event_search", "users_in_public_rooms", "state_groups", "events", "rooms")
 EVENT_TABLES = ("event_edges", "event_auth", "event_to_state_groups", "redactions")
 
 
@@ -166,7 +166,8 @@ class AdminStore:
                 chunk = ids[start:start + 500]
                 marks = ", ".join("?" for _ in chunk)
                 for table in ("event_auth", "event_to_state_groups", "redactions",
-                              "event_push_actions", "event_txn_ids", "event_relations"):
+                              "event_push_actions", "event_txn_ids", "event_relations",
+                              "event_search"):
                     await txn.execute(f"DELETE FROM {table} WHERE event_id IN ({marks})",
                                       *chunk)
                 await txn.execute(f"DELETE FROM events WHERE event_id IN ({marks})", *chunk)
