@@ -351,7 +351,8 @@ def test_delete_room_in_the_background(hs: ServerProcess) -> None:
     by_room = boss.aok("GET", f"{V2}/rooms/{q(room)}/delete_status")["results"]
     assert [r["delete_id"] for r in by_room] == [delete_id]
     boss.aerr("GET", f"{V1}/rooms/{q(room)}", status=404, errcode="M_NOT_FOUND")
-    alice.err("GET", f"/directory/room/{q(alias)}", status=404, errcode="M_NOT_FOUND")
+    # The old room's address now leads to the new room.
+    assert alice.ok("GET", f"/directory/room/{q(alias)}")["room_id"] == new_room
     assert boss.aok("GET", f"{V1}/rooms/{q(room)}/block")["block"] is True
     assert room not in [r["room_id"] for r in boss.aok("GET", f"{V1}/rooms")["rooms"]]
 

@@ -304,6 +304,9 @@ class AdminRoomsHandler:
         aliases = await hs.stores.rooms.get_aliases_for_room(room_id)
         for alias in aliases:
             await hs.stores.rooms.delete_alias(alias)
+            if new_room_id is not None and new_owner:
+                # The room's addresses lead its former members to the new room.
+                await hs.stores.rooms.create_alias(alias, new_room_id, new_owner)
         result["local_aliases"] = aliases
         await hs.stores.rooms.set_room_public(room_id, False)
         if body.get("purge", True):
@@ -349,7 +352,6 @@ class AdminRoomsHandler:
     # -- purging history -----------------------------------------------------------------
     async def start_purge(self, room_id: str, event_id: str | None,
                           body: dict[str, Any]) -> str:
-        hs = self.hs
         if await self.store.room_row(room_id) is None:
             raise not_found("Room not found")
         event_id = event_id or body.get("purge_up_to_event_id")
@@ -370,10 +372,12 @@ class AdminRoomsHandler:
         delete_local = body.get("delete_local_events", False)
         if not isinstance(delete_local, bool):
             raise MatrixError(400, "M_BAD_JSON", "delete_local_events must be a boolean")
+        # Synapse keeps local events as outliers unless delete_local_events,
+        # out of every timeline all the same; with no outliers to keep them
+        # as, we remove them either way (what clients see is the same).
         purge_id = secrets.token_urlsafe(12)
         await self.store.add_job(purge_id, "purge", room_id)
-        local = None if delete_local else hs.config.server_name
-        self._spawn(self._run_purge(purge_id, room_id, before, local))
+        self._spawn(self._run_purge(purge_id, room_id, before, None))
         return purge_id
 
     async def _run_purge(self, purge_id: str, room_id: str, before: int,
