@@ -222,6 +222,8 @@ def test_login_as_user_whois_devices_and_joined_rooms(hs: ServerProcess) -> None
     assert devices["total"] == 1  # the puppet token has no device
     device_id = devices["devices"][0]["device_id"]
     assert boss.aok("GET", f"{V1}/whois/{q(user.user_id)}")["user_id"] == user.user_id
+    assert boss.aok("GET", f"{V1}/users/{q(user.user_id)}/pushers") == {
+        "pushers": [], "total": 0}
     path = f"{V2}/users/{q(user.user_id)}/devices/{q(device_id)}"
     boss.aok("PUT", path, {"display_name": "renamed by admin"})
     assert boss.aok("GET", path)["display_name"] == "renamed by admin"
@@ -284,6 +286,9 @@ def test_list_and_inspect_rooms(hs: ServerProcess) -> None:
     alice.send(small, "admin reads this")
     chunk = boss.aok("GET", f"{V1}/rooms/{q(small)}/messages?limit=5")["chunk"]
     assert chunk[0]["content"]["body"] == "admin reads this"
+    extremities = boss.aok("GET", f"{V1}/rooms/{q(small)}/forward_extremities")
+    assert extremities["count"] == 1
+    assert extremities["results"][0]["event_id"] == chunk[0]["event_id"]
     boss.aerr("GET", f"{V1}/rooms/{q('!nope:test.localhost')}", status=404,
               errcode="M_NOT_FOUND")
     boss.aerr("GET", f"{V1}/rooms?order_by=nonsense", status=400, errcode="M_INVALID_PARAM")

@@ -165,3 +165,17 @@ async def purge_history(request: Request) -> dict[str, Any]:
 async def purge_status(request: Request) -> dict[str, Any]:
     await admin(request)
     return await request.hs.admin_rooms.purge_status(request.param("purgeId"))
+
+
+@routes.get(plain_path(V1, "/rooms/{roomId}/forward_extremities"), main_only=True)
+async def forward_extremities(request: Request) -> dict[str, Any]:
+    await admin(request)
+    hs = request.hs
+    room_id = await hs.membership.resolve_room(request.param("roomId"))
+    await hs.admin_rooms.require(room_id)
+    ids = await hs.stores.events.get_forward_extremities(room_id)
+    events = await hs.stores.events.get_events(ids)
+    results = [{"event_id": e.event.event_id, "state_group": e.state_group,
+                "depth": e.event.depth, "received_ts": e.event.origin_server_ts}
+               for e in events.values()]
+    return {"count": len(results), "results": results}

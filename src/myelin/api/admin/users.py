@@ -215,3 +215,13 @@ async def username_available(request: Request) -> dict[str, Any]:
         raise missing_param("Missing string query parameter 'username'")
     await request.hs.registration.check_available(username)
     return {"available": True}
+
+
+@routes.get(plain_path(V1, "/users/{userId}/pushers"), main_only=True)
+async def pushers(request: Request) -> dict[str, Any]:
+    await admin(request)
+    user_id = request.param("userId")
+    await request.hs.admin_users.existing(user_id)
+    found = await request.hs.stores.pushers.get_pushers(user_id)
+    entries = [{**p.to_json(), "user_name": user_id} for p in found]
+    return {"pushers": entries, "total": len(entries)}
