@@ -148,6 +148,12 @@ def test_list_users_pages_filters_and_orders(hs: ServerProcess) -> None:
     admins = boss.aok("GET", f"{V2}/users?admins=true")["users"]
     assert boss.user_id in [u["name"] for u in admins]
     assert not any(u["name"] == mine[0].user_id for u in admins)
+    # Locked users are left out unless asked for (locked=true), as in Synapse.
+    boss.aok("PUT", f"{V2}/users/{q(mine[0].user_id)}", {"locked": True})
+    unlocked = boss.aok("GET", f"{V2}/users?user_id=zlist")["users"]
+    assert mine[0].user_id not in [u["name"] for u in unlocked]
+    everyone = boss.aok("GET", f"{V2}/users?user_id=zlist&locked=true")["users"]
+    assert [u["locked"] for u in everyone if u["name"] == mine[0].user_id] == [True]
     boss.aerr("GET", f"{V2}/users?order_by=password", status=400, errcode="M_INVALID_PARAM")
     boss.aerr("GET", f"{V2}/users?from=-1", status=400, errcode="M_INVALID_PARAM")
 

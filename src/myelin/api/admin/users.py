@@ -42,7 +42,9 @@ async def list_users(request: Request) -> dict[str, Any]:
         start=start, limit=limit, guests=request.query_bool("guests", True),
         deactivated=request.query_bool("deactivated", False),
         name=request.query_str("name"), user_id=request.query_str("user_id"),
-        admins=_user_bool(request, "admins"), order_by=order_by, forwards=direction == "f")
+        admins=_user_bool(request, "admins"), order_by=order_by, forwards=direction == "f",
+        locked=request.query_bool("locked", False),
+        not_user_types=request.raw.query.getall("not_user_types", []))
 
 
 @routes.get(plain_path(V2, "/users/{userId}"), main_only=True)

@@ -81,8 +81,14 @@ class AdminUsersHandler:
     # -- listing ----------------------------------------------------------------
     async def list_users(self, *, start: int, limit: int, guests: bool, deactivated: bool,
                          name: str | None, user_id: str | None, admins: bool | None,
-                         order_by: str, forwards: bool) -> dict[str, Any]:
+                         order_by: str, forwards: bool, locked: bool = True,
+                         not_user_types: list[str] | None = None) -> dict[str, Any]:
         users = await self.store.all_users()
+        if not locked:
+            users = [u for u in users if not u.locked]
+        if not_user_types:
+            # "" stands for normal users (no user type), as in Synapse.
+            users = [u for u in users if (u.user_type or "") not in not_user_types]
         if not guests:
             users = [u for u in users if not u.is_guest]
         if not deactivated:
