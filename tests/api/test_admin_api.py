@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
-from myelin.api.admin import notices, reports, rooms, server, stats, tokens, users
+from myelin.api.admin import media, notices, reports, rooms, server, stats, tokens, users
 from tests.support.client import TokenClient
 from tests.support.server import ServerProcess, launch_server
 
@@ -93,7 +93,7 @@ def login(hs: ServerProcess, user_id: str, password: str) -> tuple[int, Any]:
 
 
 # -- authorisation -------------------------------------------------------------------
-ADMIN_MODULES = (users, rooms, tokens, notices, reports, stats, server)
+ADMIN_MODULES = (users, rooms, tokens, notices, reports, stats, server, media)
 PUBLIC = {("GET", "/_synapse/admin/v1/server_version")}  # unauthenticated in Synapse too
 
 
@@ -105,6 +105,7 @@ def _admin_routes() -> list[tuple[str, str]]:
             path = re.sub(r"\{(\w+)\??\}", lambda m: q({
                 "userId": "@someone:test.localhost", "roomId": "!room:test.localhost",
                 "roomIdOrAlias": "!room:test.localhost", "eventId": "$event",
+                "serverName": "test.localhost",
             }.get(m.group(1), "x1")), pattern.prefix + pattern.path)
             if (route.method, path) not in PUBLIC:
                 out.append((route.method, path))
