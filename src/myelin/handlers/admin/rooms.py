@@ -38,6 +38,7 @@ class AdminRoomsHandler:
         self.hs = hs
         self.store = hs.stores.admin
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running: set[str] = set()
 
     # -- reading ----------------------------------------------------------------
     async def details(self, room_id: str) -> dict[str, Any] | None:
@@ -228,8 +229,15 @@ class AdminRoomsHandler:
         self._check_delete_body(body)
         if not room_id.startswith("!"):
             raise invalid_param(f"{room_id} is not a legal room ID")
+        # Only this process runs deletions (main): a job it is not running
+        # was cut short by a restart and blocks nothing.
+        running = [j for j in await self.store.get_jobs(room_id=room_id, kind="delete")
+                   if j["status"] in ("scheduled", "active") and j["job_id"] in self._running]
+        if running:
+            raise MatrixError(400, "M_UNKNOWN", f"Room {room_id} is already being deleted")
         delete_id = secrets.token_urlsafe(12)
         await self.store.add_job(delete_id, "delete", room_id)
+        self._running.add(delete_id)
         self._spawn(self._run_delete(delete_id, requester, room_id, body))
         return delete_id
 
@@ -249,16 +257,20 @@ class AdminRoomsHandler:
 
     async def _run_delete(self, delete_id: str, requester: Requester, room_id: str,
                           body: dict[str, Any]) -> None:
-        await self.store.update_job(delete_id, "active")
+        self._running.add(delete_id)
         try:
-            result = await self.delete_room(requester, room_id, body)
-        except MatrixError as e:
-            await self.store.update_job(delete_id, "failed", error=e.message)
-        except Exception as e:
-            logger.exception("deleting room %s failed", room_id)
-            await self.store.update_job(delete_id, "failed", error=str(e))
-        else:
-            await self.store.update_job(delete_id, "complete", result=result)
+            await self.store.update_job(delete_id, "active")
+            try:
+                result = await self.delete_room(requester, room_id, body)
+            except MatrixError as e:
+                await self.store.update_job(delete_id, "failed", error=e.message)
+            except Exception as e:
+                logger.exception("deleting room %s failed", room_id)
+                await self.store.update_job(delete_id, "failed", error=str(e))
+            else:
+                await self.store.update_job(delete_id, "complete", result=result)
+        finally:
+            self._running.discard(delete_id)
 
     async def delete_room(self, requester: Requester, room_id: str,
                           body: dict[str, Any]) -> dict[str, Any]:
