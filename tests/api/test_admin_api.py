@@ -385,6 +385,12 @@ def test_purge_history(hs: ServerProcess) -> None:
     wait_for(lambda: boss.aok("GET", f"{V1}/purge_history_status/{q(purge_id)}")["status"]
              == "complete", "the purge")
     assert alice.texts(room) == ["new", "the point"]
+    joined = alice.ok("GET", "/sync")["rooms"]["join"][room]
+    timeline = [e["content"].get("body") for e in joined["timeline"]["events"]
+                if e["type"] == "m.room.message"]
+    assert timeline == ["the point", "new"]
+    kept = {e["type"] for e in joined["timeline"]["events"] + joined["state"]["events"]}
+    assert kept >= {"m.room.create", "m.room.member", "m.room.power_levels", "m.room.name"}
     # The room still works: its state is kept, and it takes new messages.
     assert boss.aok("GET", f"{V1}/rooms/{q(room)}")["name"] == "kept name"
     alice.send(room, "after the purge")
