@@ -231,6 +231,11 @@ def test_login_as_user_whois_devices_and_joined_rooms(hs: ServerProcess) -> None
     assert boss.aok("GET", f"{V1}/whois/{q(user.user_id)}")["user_id"] == user.user_id
     assert boss.aok("GET", f"{V1}/users/{q(user.user_id)}/pushers") == {
         "pushers": [], "total": 0}
+    user.ok("PUT", f"/user/{q(user.user_id)}/account_data/org.example.pref", {"x": 1})
+    user.ok("PUT", f"/user/{q(user.user_id)}/rooms/{q(room)}/tags/u.work", {})
+    data = boss.aok("GET", f"{V1}/users/{q(user.user_id)}/accountdata")["account_data"]
+    assert data["global"]["org.example.pref"] == {"x": 1}
+    assert "u.work" in data["rooms"][room]["m.tag"]["tags"]
     path = f"{V2}/users/{q(user.user_id)}/devices/{q(device_id)}"
     boss.aok("PUT", path, {"display_name": "renamed by admin"})
     assert boss.aok("GET", path)["display_name"] == "renamed by admin"

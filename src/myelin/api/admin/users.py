@@ -227,3 +227,13 @@ async def pushers(request: Request) -> dict[str, Any]:
     found = await request.hs.stores.pushers.get_pushers(user_id)
     entries = [{**p.to_json(), "user_name": user_id} for p in found]
     return {"pushers": entries, "total": len(entries)}
+
+
+@routes.get(plain_path(V1, "/users/{userId}/accountdata"), main_only=True)
+async def account_data(request: Request) -> dict[str, Any]:
+    await admin(request)
+    user_id = request.param("userId")
+    await request.hs.admin_users.existing(user_id)
+    everything = await request.hs.stores.account_data.changed_since(user_id, None, 2**62)
+    rooms = {room_id: data for room_id, data in everything.items() if room_id}
+    return {"account_data": {"global": everything.get("", {}), "rooms": rooms}}
