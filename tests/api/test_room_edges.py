@@ -52,9 +52,12 @@ def test_create_room_with_an_explicit_version(api: Api, version: str) -> None:
 def test_create_room_refuses_unknown_versions_and_creates_nothing(api: Api) -> None:
     alice = new_user(api, "alice")
     before = api.count_rooms()
-    for version in ("999", "", 2, None):
+    for version in ("999", ""):
         alice.err("POST", "/createRoom", {"room_version": version}, status=400,
                   errcode="M_UNSUPPORTED_ROOM_VERSION")
+    for version in (2, None, ["11"]):
+        alice.err("POST", "/createRoom", {"room_version": version}, status=400,
+                  errcode="M_BAD_JSON")
     assert api.count_rooms() == before
 
 
@@ -136,6 +139,16 @@ def test_prev_batch_of_a_short_timeline_pages_back_over_it(api: Api) -> None:
     assert [e["event_id"] for e in page["chunk"]] == \
         [e["event_id"] for e in reversed(timeline["events"])][:len(page["chunk"])]
     assert page["chunk"] and "end" in page
+    # An incremental timeline's prev_batch points before its first event.
+    sync = Syncer(alice)
+    sync.sync()
+    older = alice.send(room, "older")
+    newer = alice.send(room, "newer")
+    incremental = joined(sync.sync(), room)["timeline"]
+    assert [e["event_id"] for e in incremental["events"]] == [older, newer]
+    back = alice.messages(room, dir="b", limit=1, **{"from": incremental["prev_batch"]})
+    assert [e["event_id"] for e in back["chunk"]] != [newer]
+    assert back["chunk"][0]["content"].get("body") == "the only message"
 
 
 # -- m.room.canonical_alias ----------------------------------------------------------------

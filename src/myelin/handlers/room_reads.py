@@ -160,6 +160,7 @@ class RoomReadHandler:
 
     async def context(self, requester: Requester, room_id: str, event_id: str, limit: int,
                       event_filter: dict[str, Any] | None) -> dict[str, Any]:
+        await self.membership_for_read(requester, room_id)  # M_FORBIDDEN for outsiders
         stored = await self.get_event(requester, room_id, event_id)
         before_limit = limit // 2
         after_limit = limit - before_limit

@@ -104,7 +104,9 @@ class RoomCreationHandler:
         hs = self.hs
         user_id = requester.user_id
         version_id = body.get("room_version", hs.config.default_room_version)
-        if not isinstance(version_id, str) or version_id not in KNOWN_ROOM_VERSIONS:
+        if not isinstance(version_id, str):
+            raise bad_json("room_version must be a string")
+        if version_id not in KNOWN_ROOM_VERSIONS:
             raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION",
                               f"Room version {version_id!r} is not supported")
         room_version = get_room_version(version_id)

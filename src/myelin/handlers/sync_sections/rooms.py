@@ -229,10 +229,11 @@ class RoomsSection(SyncSection):
                     "account_data": {"events": account_data},
                     "unread_notifications": {}}
         start_pos = events[0].stream_ordering - 1 if events else now_pos
-        # A timeline that is not limited hands out the sync point itself as
-        # prev_batch (as Synapse does): /messages from it gives that timeline
-        # and what came before it.
-        prev_batch = start_pos if limited else now_pos
+        # A room's first timeline that is not limited hands out the sync
+        # point itself as prev_batch (as Synapse does): /messages from it
+        # gives that timeline and what came before it. Incremental timelines
+        # point before their first event, so paging back shows nothing twice.
+        prev_batch = now_pos if initial and not limited else start_pos
         needs_state = initial or req.full_state or limited or req.filter.lazy_load_members
         state_at_start = (await self._state_before(room_id, events, start_pos)
                           if needs_state else {})
