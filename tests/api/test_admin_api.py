@@ -146,6 +146,8 @@ def test_list_users_pages_filters_and_orders(hs: ServerProcess) -> None:
     for key in ("name", "is_guest", "admin", "deactivated", "shadow_banned", "displayname",
                 "avatar_url", "creation_ts", "user_type", "locked"):
         assert key in entry
+    # creation_ts in seconds, as Synapse answers it.
+    assert abs(entry["creation_ts"] - time.time()) < 3600
     admins = boss.aok("GET", f"{V2}/users?admins=true")["users"]
     assert boss.user_id in [u["name"] for u in admins]
     assert not any(u["name"] == mine[0].user_id for u in admins)

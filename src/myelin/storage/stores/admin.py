@@ -39,7 +39,9 @@ class AdminUser:
                 "suspended": self.suspended, "approved": True,
                 "erased": self.deactivated and self.displayname is None,
                 "displayname": self.displayname, "avatar_url": self.avatar_url,
-                "creation_ts": self.creation_ts, "last_seen_ts": self.last_seen_ts,
+                # Seconds, as Synapse stores and answers it (synapse-admin
+                # multiplies by 1000); last_seen_ts is in milliseconds.
+                "creation_ts": self.creation_ts // 1000, "last_seen_ts": self.last_seen_ts,
                 "appservice_id": self.appservice_id}
 
 
