@@ -90,6 +90,26 @@ def test_public_room_members_are_found_by_anyone(api: Api) -> None:
     eventually(lambda: found(stranger, word) == {carol.user_id})
 
 
+def test_world_readable_rooms_count_as_public_and_nobody_shares_with_themselves(
+        api: Api) -> None:
+    word = fresh("Reader")
+    hana = named(api, "hana", f"{word} Hana")
+    host = api.user(fresh("host"))
+    stranger = api.user(fresh("stranger"))
+    room = host.create_room(preset="private_chat")
+    host.invite(room, hana.user_id)
+    hana.join(room)
+    # In a private room only: not even she finds herself.
+    assert found(hana, word) == set()
+    assert found(stranger, word) == set()
+    host.put_state(room, "m.room.history_visibility", {"history_visibility": "world_readable"})
+    eventually(lambda: found(stranger, word) == {hana.user_id})
+    # Public rooms list everyone, herself included.
+    assert found(hana, word) == {hana.user_id}
+    host.put_state(room, "m.room.history_visibility", {"history_visibility": "shared"})
+    eventually(lambda: found(stranger, word) == set())
+
+
 def test_found_under_a_new_name_after_a_profile_change(api: Api) -> None:
     old, new = fresh("Oldname"), fresh("Newname")
     erin = named(api, "erin", f"{old} Erin")

@@ -2,17 +2,17 @@
 
 Who may find whom: a searcher finds users who share a joined room with them
 (read live from ``room_memberships``, so a leave hides at once), users joined
-to public rooms (``users_in_public_rooms``), or, with
-``user_directory.search_all_users``, every local user; never deactivated
-users, nor locked ones unless ``show_locked_users``. Names come from
+to public rooms (``users_in_public_rooms``: a public join rule or
+world-readable history), or, with ``user_directory.search_all_users``, every
+local user; never deactivated users, nor locked ones unless ``show_locked_users``. Names come from
 ``user_directory``, written with every profile change in the profile's own
 transaction (``AccountStore``).
 
 ``users_in_public_rooms`` is kept by one instance, the one named by
 ``update_user_directory_from_worker`` (the ``user_dir`` job): it follows the
-events stream, and for each membership or join-rules event re-derives the
-affected rows from the room's current state, in order, up to the stream's
-readable position (below it every event is committed), storing how far it got
+events stream, and for each membership, join-rules or history-visibility
+event re-derives the affected rows from the room's current state, in order,
+up to the stream's readable position (below it every event is committed), storing how far it got
 in the same transaction. After a restart it goes on from that position, so no
 change is missed; re-deriving from current state makes applying an event
 twice harmless.
@@ -38,7 +38,10 @@ DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
 # Events read per transaction while catching up.
 CATCH_UP_BATCH = 500
-WATCHED_TYPES = ("m.room.member", "m.room.join_rules")
+WATCHED_TYPES = ("m.room.member", "m.room.join_rules", "m.room.history_visibility")
+# What makes a room's members findable by anyone (as Synapse has it): a
+# public join rule, or history anyone may read.
+PUBLICITY_TYPES = ("m.room.join_rules", "m.room.history_visibility")
 
 
 class UserDirectoryHandler:
@@ -119,8 +122,12 @@ class UserDirectoryHandler:
             self._wakeup.clear()
 
     async def _is_public(self, room_id: str) -> bool:
-        event = await self.hs.stores.state.get_current_state_event(room_id, "m.room.join_rules")
-        return bool(event and event.content.get("join_rule") == "public")
+        state = self.hs.stores.state
+        rules = await state.get_current_state_event(room_id, "m.room.join_rules")
+        if rules is not None and rules.content.get("join_rule") == "public":
+            return True
+        history = await state.get_current_state_event(room_id, "m.room.history_visibility")
+        return bool(history and history.content.get("history_visibility") == "world_readable")
 
     async def _rebuild(self) -> None:
         """First start: entries for users older than the directory, and the
@@ -134,7 +141,8 @@ class UserDirectoryHandler:
                 for user_id, display_name, avatar_url in users:
                     await self.store.write_profile(txn, user_id, display_name, avatar_url)
         rows = await self.hs.db.fetchall(
-            "SELECT room_id FROM current_state_events WHERE type = 'm.room.join_rules'"
+            "SELECT DISTINCT room_id FROM current_state_events"
+            " WHERE type IN ('m.room.join_rules', 'm.room.history_visibility')"
             " AND state_key = ''")
         async with self.hs.db.transaction() as txn:
             for (room_id,) in rows:
@@ -154,7 +162,8 @@ class UserDirectoryHandler:
             rows = await self.hs.db.fetchall(
                 "SELECT stream_ordering, room_id, type, state_key FROM events"
                 " WHERE stream_ordering > ? AND stream_ordering <= ?"
-                " AND type IN ('m.room.member', 'm.room.join_rules')"
+                " AND type IN ('m.room.member', 'm.room.join_rules',"
+                " 'm.room.history_visibility')"
                 " ORDER BY stream_ordering LIMIT ?", self.position, upto, CATCH_UP_BATCH)
             reached = int(rows[-1][0]) if len(rows) == CATCH_UP_BATCH else upto
             await self._apply([(r[1], r[2], r[3]) for r in rows], reached)
@@ -162,7 +171,7 @@ class UserDirectoryHandler:
 
     async def _apply(self, changes: list[tuple[str, str, str | None]], reached: int) -> None:
         rules_changed = {room for room, etype, key in changes
-                         if etype == "m.room.join_rules" and key == ""}
+                         if etype in PUBLICITY_TYPES and key == ""}
         members = {(room, key) for room, etype, key in changes
                    if etype == "m.room.member" and key and room not in rules_changed}
         public = {room: await self._is_public(room)

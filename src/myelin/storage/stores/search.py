@@ -256,7 +256,9 @@ class UserDirectoryStore:
                     " OR EXISTS (SELECT 1 FROM room_memberships mine"
                     " JOIN room_memberships theirs ON theirs.room_id = mine.room_id"
                     " WHERE mine.user_id = ? AND mine.membership = 'join'"
-                    " AND theirs.user_id = d.user_id AND theirs.membership = 'join'))")
+                    " AND theirs.user_id = d.user_id AND theirs.membership = 'join'"
+                    # Nobody shares a room with themselves.
+                    " AND theirs.user_id <> mine.user_id))")
             args.append(searcher)
         rows = await self.db.fetchall(
             f"SELECT hits.user_id, hits.display_name, hits.avatar_url FROM ({sql}) AS hits"
