@@ -259,6 +259,12 @@ def test_username_available_shadow_ban_and_ratelimit_override(hs: ServerProcess)
     assert boss.aok("GET", f"{V2}/users/{q(user.user_id)}")["shadow_banned"] is True
     user.send(room, "nobody hears this")  # succeeds for the sender...
     assert "nobody hears this" not in friend.texts(room)  # ...and reaches nobody
+    user.ok("PUT", f"/rooms/{q(room)}/state/org.example.state/", {"v": 1})
+    friend.err("GET", f"/rooms/{q(room)}/state/org.example.state/", status=404,
+               errcode="M_NOT_FOUND")
+    stranger = Client.new(hs)
+    user.ok("POST", f"/rooms/{q(room)}/invite", {"user_id": stranger.user_id})
+    assert room not in stranger.ok("GET", "/sync").get("rooms", {}).get("invite", {})
     boss.aok("DELETE", f"{V1}/users/{q(user.user_id)}/shadow_ban")
     user.send(room, "heard again")
     assert "heard again" in friend.texts(room)

@@ -26,6 +26,8 @@ async def typing(request: Request) -> dict[str, Any]:
     if is_typing and timeout is not None and (isinstance(timeout, bool)
                                               or not isinstance(timeout, int)):
         raise bad_json("timeout must be an integer")
+    if await request.hs.admin_users.is_shadow_banned(requester.user_id):
+        return {}  # seen by nobody
     await request.hs.typing.set_typing(requester.user_id, request.param("roomId"), is_typing,
                                        timeout)
     return {}

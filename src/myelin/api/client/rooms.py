@@ -84,6 +84,8 @@ async def put_state(request: Request) -> dict[str, Any]:
     await hs.membership.require_joined(requester.user_id, room_id)
     if etype == "m.room.canonical_alias" and state_key == "":
         await hs.directory.check_canonical_alias(room_id, body)
+    if await hs.admin_users.is_shadow_banned(requester.user_id):
+        return {"event_id": hs.admin_users.fake_event_id()}
     event_id = await hs.event_creation.set_state(requester.user_id, room_id, etype, state_key,
                                                  body)
     if etype == "m.room.guest_access" and body.get("guest_access") != "can_join":
@@ -186,6 +188,9 @@ def _membership_servlet(action: str, membership: str, needs_target: bool) -> Non
         reason = body.get("reason")
         if reason is not None and not isinstance(reason, str):
             raise bad_json("reason must be a string")
+        if action == "invite" and await request.hs.admin_users.is_shadow_banned(
+                requester.user_id):
+            return {}  # a shadow-banned user's invites seem to work and reach nobody
         await request.hs.membership.change_member(requester, room_id, target, action,
                                                   membership, reason=reason)
         return {}
