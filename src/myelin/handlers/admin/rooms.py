@@ -408,7 +408,9 @@ class AdminRoomsHandler:
         jobs = await self.store.get_jobs(job_id=purge_id, kind="purge")
         if not jobs:
             raise not_found(f"purge id '{purge_id}' not found")
-        out: dict[str, Any] = {"status": jobs[0]["status"]}
+        # Synapse's purge statuses are active/complete/failed: queued is active.
+        status = "active" if jobs[0]["status"] == "scheduled" else jobs[0]["status"]
+        out: dict[str, Any] = {"status": status}
         if jobs[0]["error"]:
             out["error"] = jobs[0]["error"]
         return out
