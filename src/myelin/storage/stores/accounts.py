@@ -46,13 +46,15 @@ class DeviceRecord:
     last_seen_ip: str | None
 
     def to_json(self) -> dict[str, Any]:
-        """The client API's device: unknown fields are left out, not null."""
-        out: dict[str, Any] = {"device_id": self.device_id}
-        for key in ("display_name", "last_seen_ts", "last_seen_ip"):
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = value
-        return out
+        """The client API's device. Unknown fields are null rather than absent:
+        the spec types them as optional strings, but matrix-nio (and other
+        clients written against Synapse, which sends nulls) require the keys."""
+        return {
+            "device_id": self.device_id,
+            "display_name": self.display_name,
+            "last_seen_ts": self.last_seen_ts,
+            "last_seen_ip": self.last_seen_ip,
+        }
 
 
 class AccountStore:
