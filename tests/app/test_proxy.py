@@ -148,7 +148,14 @@ def test_route_annotations() -> None:
 def test_main_only_routes_reach_only_main() -> None:
     plan, _ = example_plan()
     main_only = [d for d in plan.decisions if d.route.main_only]
-    assert {d.route.pattern.prefix for d in main_only} == {"/_synapse/admin/v1/register"}
+    # Shared-secret registration (nonces in main's memory) and the admin API.
+    prefixes = {d.route.pattern.prefix for d in main_only}
+    assert "/_synapse/admin/v1/register" in prefixes
+    assert prefixes <= {"/_synapse/admin/v1/register", "/_synapse/admin/v1",
+                        "/_synapse/admin/v2"}
+    paths = {d.route.pattern.prefix + d.route.pattern.path for d in main_only}
+    assert {"/_synapse/admin/v2/users", "/_synapse/admin/v2/rooms/{roomId}",
+            "/_synapse/admin/v1/purge_history/{roomId}"} <= paths
     for decision in main_only:
         assert decision.served_by == (MAIN,)
         assert decision.target is not None and decision.target.processes == (MAIN,)
@@ -455,6 +462,9 @@ def test_nginx_forwards_the_raw_uri(proxied: dict[str, Any]) -> None:
 def test_nginx_unknown_paths_and_main_only_go_to_main(proxied: dict[str, Any]) -> None:
     assert through_nginx(proxied, "GET", "/_matrix/client/v3/no_such_endpoint")["name"] == "main"
     assert through_nginx(proxied, "GET", "/_synapse/admin/v1/register")["name"] == "main"
+    assert through_nginx(proxied, "GET", "/_synapse/admin/v2/users")["name"] == "main"
+    assert through_nginx(proxied, "DELETE",
+                         "/_synapse/admin/v2/rooms/%21r%3Ax")["name"] == "main"
     assert through_nginx(proxied, "GET", "/health")["name"] == "main"
     assert through_nginx(proxied, "GET", "/")["name"] == "main"
 
