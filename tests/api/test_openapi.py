@@ -936,18 +936,22 @@ def world() -> Iterator[World]:
         shutil.rmtree(server.workdir, ignore_errors=True)
 
 
-# A known, deliberate deviation: a device's unknown fields are sent as null
-# (as Synapse does) because matrix-nio's response schema requires the keys;
-# the spec types them as optional strings. Everything else is checked.
-NULL_DEVICE_FIELDS = {"getDevices", "getDevice"}
+# Known, deliberate deviations: a device's unknown fields, and a joined
+# member's missing name or avatar, are sent as null (as Synapse does) because
+# clients require the keys (matrix-nio's device schema; sytest's
+# joined_members test); the spec types them as optional strings. Everything
+# else is checked.
+NULL_DEVICE_FIELDS = {"getDevices", "getDevice", "getJoinedMembersByRoom"}
+_NULLABLE = ("display_name", "last_seen_ip", "last_seen_ts", "avatar_url")
 
 
 def _drop_device_nulls(body: Any) -> Any:
-    def clean(device: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in device.items()
-                if not (v is None and k in ("display_name", "last_seen_ip", "last_seen_ts"))}
+    def clean(entry: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in entry.items() if not (v is None and k in _NULLABLE)}
     if isinstance(body, dict) and isinstance(body.get("devices"), list):
         return {**body, "devices": [clean(d) for d in body["devices"]]}
+    if isinstance(body, dict) and isinstance(body.get("joined"), dict):
+        return {**body, "joined": {u: clean(m) for u, m in body["joined"].items()}}
     return clean(body) if isinstance(body, dict) else body
 
 

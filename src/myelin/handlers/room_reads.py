@@ -220,11 +220,10 @@ class RoomReadHandler:
         for member in members:
             stored = events.get(member.event_id)
             content = stored.event.content if stored else {}
-            # Absent, not null, when unset: the spec types both as strings.
-            joined[member.user_id] = {
-                key: content[field] for key, field in (("display_name", "displayname"),
-                                                       ("avatar_url", "avatar_url"))
-                if isinstance(content.get(field), str)}
+            # Both keys always, null when unset: the spec types them as optional
+            # strings, but clients (and sytest) written against Synapse expect them.
+            joined[member.user_id] = {"display_name": _str_or_none(content.get("displayname")),
+                                      "avatar_url": _str_or_none(content.get("avatar_url"))}
         return {"joined": joined}
 
     async def event_at_timestamp(self, requester: Requester, room_id: str, ts: int,
@@ -237,3 +236,7 @@ class RoomReadHandler:
             raise MatrixError(404, "M_NOT_FOUND", "No event found")
         stored = await self.get_event(requester, room_id, event_id)
         return {"event_id": event_id, "origin_server_ts": stored.event.origin_server_ts}
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
