@@ -405,7 +405,9 @@ def test_purge_history(hs: ServerProcess) -> None:
     timeline = [e["content"].get("body") for e in joined["timeline"]["events"]
                 if e["type"] == "m.room.message"]
     assert timeline == ["the point", "new"]
-    kept = {e["type"] for e in joined["timeline"]["events"] + joined["state"]["events"]}
+    # The state before the point is kept, out of the timeline: in the sync's state.
+    assert [e["type"] for e in joined["timeline"]["events"]] == ["m.room.message"] * 2
+    kept = {e["type"] for e in joined["state"]["events"]}
     assert kept >= {"m.room.create", "m.room.member", "m.room.power_levels", "m.room.name"}
     # The room still works: its state is kept, and it takes new messages.
     assert boss.aok("GET", f"{V1}/rooms/{q(room)}")["name"] == "kept name"

@@ -153,9 +153,9 @@ class AdminStore:
     async def purge_history(self, room_id: str, before_ordering: int,
                             local_server: str | None) -> int:
         """Delete the room's non-state events older than ``before_ordering``
-        (with ``local_server``, only other servers' events, as Synapse does
-        without ``delete_local_events``). State events stay: the room's
-        state, auth and membership need them. Forward extremities stay too."""
+        (with ``local_server``, only other servers' events). State events
+        stay, as outliers out of the timeline: the room's state, auth and
+        membership need them. Forward extremities stay untouched."""
         async with self.db.transaction() as txn:
             rows = await txn.fetchall(
                 "SELECT event_id, sender FROM events WHERE room_id = ? AND stream_ordering < ?"
@@ -164,6 +164,12 @@ class AdminStore:
                 room_id, before_ordering, room_id)
             ids = [r[0] for r in rows
                    if local_server is None or not str(r[1]).endswith(":" + local_server)]
+            # The state events before the point leave the timeline but stay.
+            await txn.execute(
+                "UPDATE events SET outlier = 1 WHERE room_id = ? AND stream_ordering < ?"
+                " AND state_key IS NOT NULL AND event_id NOT IN"
+                " (SELECT event_id FROM room_forward_extremities WHERE room_id = ?)",
+                room_id, before_ordering, room_id)
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
                 marks = ", ".join("?" for _ in chunk)

@@ -438,7 +438,7 @@ class EventStore:
                                            senders, not_senders)
             if recent is not None:
                 return recent
-        clauses = ["room_id = ?"]
+        clauses = ["room_id = ?", "outlier = 0"]  # purged state events are outliers
         args: list[Any] = [room_id]
         if backwards:
             if from_pos is not None:
@@ -522,7 +522,7 @@ class EventStore:
         marks = ",".join("?" * len(types))
         value = await self.db.fetchval(
             f"SELECT COUNT(*) FROM events WHERE room_id = ? AND stream_ordering > ?"
-            f" AND stream_ordering <= ? AND sender != ? AND type IN ({marks})",
+            f" AND stream_ordering <= ? AND sender != ? AND type IN ({marks}) AND outlier = 0",
             room_id, lower, upper, not_sender, *types)
         return int(value or 0)
 
