@@ -241,6 +241,10 @@ def test_login_as_user_whois_devices_and_joined_rooms(hs: ServerProcess) -> None
     path = f"{V2}/users/{q(user.user_id)}/devices/{q(device_id)}"
     boss.aok("PUT", path, {"display_name": "renamed by admin"})
     assert boss.aok("GET", path)["display_name"] == "renamed by admin"
+    boss.aok("POST", f"{V2}/users/{q(user.user_id)}/devices", {"device_id": "PRECREATED"},
+             status=201)
+    listed = boss.aok("GET", f"{V2}/users/{q(user.user_id)}/devices")["devices"]
+    assert sorted(d["device_id"] for d in listed) == sorted([device_id, "PRECREATED"])
     boss.aok("POST", f"{V2}/users/{q(user.user_id)}/delete_devices", {"devices": [device_id]})
     boss.aerr("GET", path, status=404, errcode="M_NOT_FOUND")
     user.err("GET", "/account/whoami", status=401)
@@ -502,3 +506,4 @@ def test_statistics_and_background_updates(hs: ServerProcess) -> None:
                                    .split(":")[0], "media_count": 1, "media_length": 5}]
     assert boss.aok("GET", f"{V1}/background_updates/enabled") == {"enabled": True}
     assert boss.aok("GET", f"{V1}/background_updates/status")["current_updates"] == {}
+    assert boss.aok("GET", f"{V1}/federation/destinations") == {"destinations": [], "total": 0}

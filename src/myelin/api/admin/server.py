@@ -47,3 +47,10 @@ async def set_enabled(request: Request) -> dict[str, Any]:
 async def status(request: Request) -> dict[str, Any]:
     await admin(request)
     return {"enabled": _state["enabled"], "current_updates": {}}
+
+
+@routes.get(plain_path(V1, "/federation/destinations"), main_only=True)
+async def destinations(request: Request) -> dict[str, Any]:
+    # No federation sender yet, so no destination has ever been tried.
+    await admin(request)
+    return {"destinations": [], "total": 0}

@@ -127,6 +127,14 @@ async def list_devices(request: Request) -> dict[str, Any]:
     return await request.hs.admin_users.devices(request.param("userId"))
 
 
+@routes.post(plain_path(V2, "/users/{userId}/devices"), main_only=True)
+async def create_device(request: Request) -> tuple[int, dict[str, Any]]:
+    await admin(request)
+    body = await body_of(request)
+    await request.hs.admin_users.create_device(request.param("userId"), body.get("device_id"))
+    return 201, {}
+
+
 @routes.post(plain_path(V2, "/users/{userId}/delete_devices"), main_only=True)
 async def delete_devices(request: Request) -> dict[str, Any]:
     await admin(request)

@@ -237,6 +237,16 @@ class AdminUsersHandler:
                 "last_seen_ip": record.last_seen_ip, "last_seen_ts": record.last_seen_ts,
                 "last_seen_user_agent": agents.get(device_id), "user_id": user_id}
 
+    async def create_device(self, user_id: str, device_id: Any) -> None:
+        """A device without a token, as appservices or bridges pre-create them."""
+        await self.existing(user_id)
+        if not isinstance(device_id, str) or not device_id:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing param 'device_id'")
+        async with self.hs.db.transaction() as txn:
+            created = await self.accounts.upsert_device(txn, user_id, device_id, None)
+        if created:
+            await self.hs.devices.notify_device_change(user_id, device_id)
+
     async def device(self, user_id: str, device_id: str) -> dict[str, Any]:
         await self.existing(user_id)
         out = await self._device_json(user_id, device_id)
