@@ -507,3 +507,23 @@ def test_statistics_and_background_updates(hs: ServerProcess) -> None:
     assert boss.aok("GET", f"{V1}/background_updates/enabled") == {"enabled": True}
     assert boss.aok("GET", f"{V1}/background_updates/status")["current_updates"] == {}
     assert boss.aok("GET", f"{V1}/federation/destinations") == {"destinations": [], "total": 0}
+
+
+def test_shutdown_room_v1_without_purge(hs: ServerProcess) -> None:
+    """sytest's "Shutdown room", less its remote user: v1 answers at once."""
+    boss, user, dummy = Client.new(hs, admin=True), Client.new(hs), Client.new(hs)
+    alias = f"#shut{next(_ids)}:test.localhost"
+    room = user.room(room_alias_name=alias[1:].split(":")[0])
+    out = boss.aok("DELETE", f"{V1}/rooms/{q(room)}", {
+        "new_room_user_id": dummy.user_id, "block": True, "purge": False})
+    new_room = out["new_room_id"]
+    assert out["kicked_users"] == [user.user_id] and out["local_aliases"] == [alias]
+    user.err("PUT", f"/rooms/{q(room)}/send/m.room.message/t{next(_ids)}",
+             {"msgtype": "m.text", "body": "Hello"}, status=403, errcode="M_FORBIDDEN")
+    user.err("POST", f"/join/{q(room)}", {}, status=403, errcode="M_FORBIDDEN")
+    assert user.ok("GET", f"/directory/room/{q(alias)}")["room_id"] == new_room
+    user.ok("GET", f"/rooms/{q(new_room)}/state/m.room.name/")
+    user.err("PUT", f"/rooms/{q(new_room)}/send/m.room.message/t{next(_ids)}",
+             {"msgtype": "m.text", "body": "Hello"}, status=403, errcode="M_FORBIDDEN")
+    # Not purged: the admin still sees the room, now empty of local members.
+    assert boss.aok("GET", f"{V1}/rooms/{q(room)}")["joined_local_members"] == 0
