@@ -394,6 +394,7 @@ def test_purge_history(hs: ServerProcess) -> None:
     point = alice.send(room, "the point")
     alice.send(room, "new")
 
+    since = alice.ok("GET", "/sync")["next_batch"]
     boss.aerr("POST", f"{V1}/purge_history/{q(room)}", {}, status=400,
               errcode="M_MISSING_PARAM")
     out = boss.aok("POST", f"{V1}/purge_history/{q(room)}/{q(point)}",
@@ -405,6 +406,8 @@ def test_purge_history(hs: ServerProcess) -> None:
     wait_for(lambda: boss.aok("GET", f"{V1}/purge_history_status/{q(purge_id)}")["status"]
              == "complete", "the purge")
     assert alice.texts(room) == ["new", "the point"]
+    # A sync from before the purge goes on (nothing new in the room).
+    assert room not in alice.ok("GET", f"/sync?since={since}").get("rooms", {}).get("join", {})
     joined = alice.ok("GET", "/sync")["rooms"]["join"][room]
     timeline = [e["content"].get("body") for e in joined["timeline"]["events"]
                 if e["type"] == "m.room.message"]
