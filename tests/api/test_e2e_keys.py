@@ -211,6 +211,39 @@ def test_keys_changes(hs: ServerProcess) -> None:
     alice.err("GET", "/keys/changes", status=400)
 
 
+def test_members_joining_and_leaving_change_device_lists(hs: ServerProcess) -> None:
+    """Someone newly sharing a room is "changed" (fetch their keys); someone who
+    shares no room any more is "left" — in /sync and in /keys/changes."""
+    alice, bob, carol = Client.new(hs), Client.new(hs), Client.new(hs)
+    room_id = alice.ok("POST", "/createRoom", {"preset": "public_chat"})["room_id"]
+    bob.ok("POST", f"/join/{quote(room_id)}", {})
+    start = alice.sync()["next_batch"]
+
+    carol.ok("POST", f"/join/{quote(room_id)}", {})
+    body = alice.sync(start)
+    assert carol.user_id in body["device_lists"]["changed"]
+    assert body["device_lists"]["left"] == []
+    middle = body["next_batch"]
+
+    bob.ok("POST", f"/rooms/{quote(room_id)}/leave", {})
+    body = alice.sync(middle)
+    assert body["device_lists"]["left"] == [bob.user_id]
+    assert bob.user_id not in body["device_lists"]["changed"]
+    end = body["next_batch"]
+    # Nothing more once seen.
+    assert alice.sync(end).get("device_lists", {}).get("left", []) == []
+
+    out = alice.ok("GET", f"/keys/changes?from={quote(start)}&to={quote(end)}")
+    assert out["left"] == [bob.user_id]
+    assert carol.user_id in out["changed"]
+    # A leaver who still shares another room with us is not "left".
+    other = alice.ok("POST", "/createRoom", {"preset": "public_chat"})["room_id"]
+    carol.ok("POST", f"/join/{quote(other)}", {})
+    since = alice.sync()["next_batch"]
+    carol.ok("POST", f"/rooms/{quote(room_id)}/leave", {})
+    assert carol.user_id not in alice.sync(since)["device_lists"]["left"]
+
+
 def test_deleting_a_device_deletes_its_keys(hs: ServerProcess) -> None:
     alice = Client.new(hs)
     laptop = alice.login_again("laptop")

@@ -7,6 +7,7 @@ Only local users are served; keys of users on other servers answer as
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -230,7 +231,39 @@ class E2EKeysHandler:
         changed = await self.hs.stores.device_lists.users_changed_between(
             since["device_lists"], until["device_lists"])
         sharing = await self.store.users_sharing_rooms_with(requester.user_id)
-        return {"changed": sorted(u for u in changed if u in sharing), "left": []}
+        joined = [m.room_id for m in
+                  await self.hs.stores.memberships.get_rooms_for_user(requester.user_id)]
+        room_writer = self.hs.roles.writer_index
+        now_sharing, no_longer = await self.membership_driven_changes(
+            requester.user_id, joined, sharing,
+            lambda room: since.writer_position("events", room_writer("events", room)),
+            lambda room: until.writer_position("events", room_writer("events", room)))
+        changed_now = {u for u in changed if u in sharing} | now_sharing
+        return {"changed": sorted(changed_now), "left": sorted(no_longer)}
+
+    async def membership_driven_changes(
+            self, user_id: str, joined_room_ids: list[str], sharing: set[str],
+            lower: Callable[[str], int], upper: Callable[[str], int],
+    ) -> tuple[set[str], set[str]]:
+        """Device-list changes that come from memberships, not key uploads.
+
+        A user whose membership changed in one of our rooms between ``lower``
+        and ``upper`` (per room: its persister's positions) and who shares a
+        room with us now is "changed" (we may not have their keys yet); one
+        who shares none any more is "left" (the spec's two lists)."""
+        if not joined_room_ids:
+            return set(), set()
+        lows = {room: lower(room) for room in joined_room_ids}
+        highs = {room: upper(room) for room in joined_room_ids}
+        rows = await self.hs.stores.events.membership_changes_between(
+            joined_room_ids, min(lows.values()), max(highs.values()))
+        changed: set[str] = set()
+        left: set[str] = set()
+        for position, room_id, member in rows:
+            if member == user_id or not lows[room_id] < position <= highs[room_id]:
+                continue
+            (changed if member in sharing else left).add(member)
+        return changed, left
 
     # -- cross-signing -----------------------------------------------------
     async def upload_cross_signing(self, requester: Requester, body: dict[str, Any],

@@ -124,8 +124,8 @@ class DeviceListsSection(SyncSection):
     async def _device_lists(self, req: SyncRequest, joined_ids: list[str],
                             newly_joined: set[str], left_rooms: set[str],
                             ) -> tuple[set[str], set[str]]:
-        if req.since is None or (not req.moved("device_lists") and not newly_joined
-                                 and not left_rooms):
+        if req.since is None or (not req.moved("device_lists") and not req.moved("events")
+                                 and not newly_joined and not left_rooms):
             return set(), set()
         changed_users = await self.hs.stores.device_lists.users_changed_between(
             req.since["device_lists"], req.now["device_lists"])
@@ -139,6 +139,14 @@ class DeviceListsSection(SyncSection):
             for member in await self.hs.stores.memberships.get_members(room_id):
                 if member.user_id not in sharing:
                     left.add(member.user_id)
+        # Others joining or leaving the rooms we stay in.
+        lower = req.events_lower
+        joined_before = [r for r in joined_ids if r not in newly_joined]
+        now_sharing, no_longer = await self.hs.e2e_keys.membership_driven_changes(
+            req.user_id, joined_before, sharing, lambda room: lower(room) or 0,
+            req.events_upper)
+        changed |= now_sharing
+        left |= no_longer
         if req.user_id not in changed_users:
             changed.discard(req.user_id)
         return changed, left

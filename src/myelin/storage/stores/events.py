@@ -576,6 +576,25 @@ class EventStore:
             out.update(r[0] for r in rows)
         return out
 
+    async def membership_changes_between(
+            self, room_ids: Sequence[str], from_pos: int, to_pos: int,
+    ) -> list[tuple[int, str, str]]:
+        """(position, room id, user id) of every membership event in ``room_ids``
+        with a position in (``from_pos``, ``to_pos``]; callers narrow per room."""
+        if not room_ids or from_pos >= to_pos:
+            return []
+        out: list[tuple[int, str, str]] = []
+        for start in range(0, len(room_ids), 200):
+            chunk = list(room_ids[start:start + 200])
+            marks = ",".join("?" * len(chunk))
+            rows = await self.db.fetchall(
+                f"SELECT stream_ordering, room_id, state_key FROM events"
+                f" WHERE type = 'm.room.member' AND stream_ordering > ?"
+                f" AND stream_ordering <= ? AND room_id IN ({marks})",
+                from_pos, to_pos, *chunk)
+            out.extend((int(r[0]), r[1], r[2]) for r in rows)
+        return out
+
     async def persist_event(self, ptxn: PositionTransaction, event: Event, *,
                             instance_name: str, state_group: int,
                             replaces_state: str | None,
