@@ -243,6 +243,17 @@ def test_members_joining_and_leaving_change_device_lists(hs: ServerProcess) -> N
     carol.ok("POST", f"/rooms/{quote(room_id)}/leave", {})
     assert carol.user_id not in alice.sync(since)["device_lists"]["left"]
 
+    # When we are the one who leaves, /keys/changes lists the members left behind.
+    dave = Client.new(hs)
+    third = dave.ok("POST", "/createRoom", {"preset": "public_chat"})["room_id"]
+    alice.ok("POST", f"/join/{quote(third)}", {})
+    before = alice.sync()["next_batch"]
+    alice.ok("POST", f"/rooms/{quote(third)}/leave", {})
+    after = alice.sync(before)
+    assert dave.user_id in after["device_lists"]["left"]
+    out = alice.ok("GET", f"/keys/changes?from={quote(before)}&to={quote(after['next_batch'])}")
+    assert dave.user_id in out["left"]
+
 
 def test_deleting_a_device_deletes_its_keys(hs: ServerProcess) -> None:
     alice = Client.new(hs)

@@ -239,6 +239,20 @@ class E2EKeysHandler:
             lambda room: since.writer_position("events", room_writer("events", room)),
             lambda room: until.writer_position("events", room_writer("events", room)))
         changed_now = {u for u in changed if u in sharing} | now_sharing
+        # Rooms we left in the window: their members we share nothing else with.
+        departed = [m.room_id for m in await self.hs.stores.memberships.get_rooms_for_user(
+            requester.user_id, ("leave", "ban"))]
+        lows = {r: since.writer_position("events", room_writer("events", r)) for r in departed}
+        highs = {r: until.writer_position("events", room_writer("events", r)) for r in departed}
+        if departed:
+            rows = await self.hs.stores.events.membership_changes_between(
+                departed, min(lows.values()), max(highs.values()))
+            for position, room_id, member in rows:
+                if member != requester.user_id or not lows[room_id] < position <= highs[room_id]:
+                    continue
+                for other in await self.hs.stores.memberships.get_members(room_id):
+                    if other.user_id not in sharing:
+                        no_longer.add(other.user_id)
         return {"changed": sorted(changed_now), "left": sorted(no_longer)}
 
     async def membership_driven_changes(
