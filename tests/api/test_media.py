@@ -738,6 +738,7 @@ def test_media_admin_api_is_for_admins_only(hs: ServerProcess) -> None:
             ("DELETE", f"/media/{SERVER_NAME}/{media_id}"),
             ("POST", "/media/delete?before_ts=40000000000"),
             ("POST", f"/media/{SERVER_NAME}/delete?before_ts=40000000000"),
+            ("POST", "/media/elsewhere.example/delete?before_ts=40000000000"),
             ("POST", f"/media/quarantine/{SERVER_NAME}/{media_id}"),
             ("POST", f"/media/unquarantine/{SERVER_NAME}/{media_id}"),
             ("POST", f"/media/protect/{media_id}"),

@@ -172,6 +172,7 @@ async def delete_old_media(request: Request) -> dict[str, Any]:
 
 @routes.post(plain_path(ADMIN, "/media/{serverName}/delete"))
 async def delete_old_media_legacy(request: Request) -> dict[str, Any]:
+    await _admin(request)  # before anything is said about the arguments
     if request.param("serverName") != request.hs.server_name:
         raise MatrixError(400, "M_UNKNOWN", "Can only delete local media")
     return await _delete_old(request)
