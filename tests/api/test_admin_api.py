@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 
 from myelin.api.admin import media, notices, reports, rooms, server, stats, tokens, users
-from tests.support.client import TokenClient
+from tests.support.client import LoggedIn
 from tests.support.server import ServerProcess, launch_server
 
 V1 = "/_synapse/admin/v1"
@@ -39,15 +39,8 @@ def hs(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
         proc.stop()
 
 
-class Client(TokenClient):
-    def __init__(self, hs: ServerProcess, login: dict[str, Any]) -> None:
-        self.hs = hs
-        self.user_id: str = login["user_id"]
-        self.token: str = login["access_token"]
-
-    @classmethod
-    def new(cls, hs: ServerProcess, admin: bool = False, name: str = "user") -> Client:
-        return cls(hs, hs.register(f"{name}{next(_ids)}", admin=admin))
+class Client(LoggedIn):
+    PREFIX = "user"
 
     def admin_req(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         return self.hs.request(method, path, body, token=self.token)

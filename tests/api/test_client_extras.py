@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import itertools
 import shutil
 import time
 from collections.abc import Iterator
@@ -17,13 +16,12 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.support.client import TokenClient
+from tests.support.client import LoggedIn
 from tests.support.server import ServerProcess, launch_server
 
 V3 = "/_matrix/client/v3"
 V1 = "/_matrix/client/v1"
 SECRET = "turn-secret"
-_ids = itertools.count()
 
 CONFIG: dict[str, Any] = {
     "serve_client_wellknown": True,
@@ -49,18 +47,8 @@ def q(value: str) -> str:
     return quote(value, safe="")
 
 
-class Client(TokenClient):
-    def __init__(self, hs: ServerProcess, login: dict[str, Any]) -> None:
-        self.hs = hs
-        self.user_id: str = login["user_id"]
-        self.token: str = login["access_token"]
-
-    @classmethod
-    def new(cls, hs: ServerProcess) -> Client:
-        return cls(hs, hs.register(f"extra{next(_ids)}"))
-
-    def room(self, **body: Any) -> str:
-        return str(self.ok("POST", "/createRoom", body)["room_id"])
+class Client(LoggedIn):
+    PREFIX = "extra"
 
     def v1(self, path: str, **params: str) -> tuple[int, Any]:
         query = "&".join(f"{k}={q(v)}" for k, v in params.items())

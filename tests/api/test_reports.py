@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 from urllib.parse import quote
 
 from myelin.config import load_config
 from myelin.storage.engines import open_database
 from myelin.storage.stores.reports import EventReport, ReportStore, RoomReport, UserReport
-from tests.support.client import TokenClient
+from tests.support.client import LoggedIn
 from tests.support.server import ServerProcess
 
 V3 = "/_matrix/client/v3"
@@ -23,18 +22,8 @@ def q(value: str) -> str:
     return quote(value, safe="")
 
 
-class Client(TokenClient):
-    def __init__(self, hs: ServerProcess, login: dict[str, Any]) -> None:
-        self.hs = hs
-        self.user_id: str = login["user_id"]
-        self.token: str = login["access_token"]
-
-    @classmethod
-    def new(cls, hs: ServerProcess) -> Client:
-        return cls(hs, hs.register(f"reporter{next(_ids)}"))
-
-    def room(self, **body: Any) -> str:
-        return str(self.ok("POST", "/createRoom", body)["room_id"])
+class Client(LoggedIn):
+    PREFIX = "reporter"
 
     def send(self, room_id: str, body: str) -> str:
         return str(self.ok("PUT", f"/rooms/{q(room_id)}/send/m.room.message/t{next(_ids)}",

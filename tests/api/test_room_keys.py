@@ -4,30 +4,21 @@ one device makes that another device of the same user restores."""
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import pytest
 
-from tests.support.client import TokenClient
+from tests.support.client import LoggedIn
 from tests.support.server import ServerProcess
 
 V3 = "/_matrix/client/v3"
 PASSWORD = "correct horse"
 ALGORITHM = "m.megolm_backup.v1.curve25519-aes-sha2"
 ROOM = "!room:test.localhost"
-_ids = itertools.count()
 
 
-class Client(TokenClient):
-    def __init__(self, hs: ServerProcess, login: dict[str, Any]) -> None:
-        self.hs = hs
-        self.user_id: str = login["user_id"]
-        self.token: str = login["access_token"]
-
-    @classmethod
-    def new(cls, hs: ServerProcess) -> Client:
-        return cls(hs, hs.register(f"backup{next(_ids)}", PASSWORD))
+class Client(LoggedIn):
+    PREFIX = "backup"
 
     def other_device(self) -> Client:
         status, out = self.hs.request("POST", V3 + "/login", {

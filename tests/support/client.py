@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+from typing import Any, TypeVar
 
 from tests.support.server import ServerProcess
 
@@ -30,3 +31,29 @@ class TokenClient:
         if errcode is not None:
             assert out["errcode"] == errcode, out
         return out
+
+
+_fresh = itertools.count()
+C = TypeVar("C", bound="LoggedIn")
+
+
+class LoggedIn(TokenClient):
+    """A user registered on ``hs`` (shared-secret registration), with its token."""
+
+    PREFIX = "user"
+
+    def __init__(self, hs: ServerProcess, login: dict[str, Any]) -> None:
+        self.hs = hs
+        self.user_id: str = login["user_id"]
+        self.token: str = login["access_token"]
+        self.device_id: str = login.get("device_id", "")
+
+    @classmethod
+    def new(cls: type[C], hs: ServerProcess, *, name: str | None = None,
+            password: str = "correct horse", admin: bool = False) -> C:
+        localpart = f"{name or cls.PREFIX}{next(_fresh)}"
+        return cls(hs, hs.register(localpart, password, admin=admin))
+
+    def room(self, **body: Any) -> str:
+        """createRoom with ``body``; the new room's id."""
+        return str(self.ok("POST", "/createRoom", body)["room_id"])
