@@ -139,17 +139,22 @@ def test_threads_and_edits_in_a_thread_aware_client(server: ServerProcess) -> No
 def test_search_room_events_pages_and_user_directory(server: ServerProcess) -> None:
     login = server.register("searcher")
     token = login["access_token"]
+    mate = server.register("searchmate")
     status, room = server.request("POST", "/_matrix/client/v3/createRoom",
-                                  {"preset": "private_chat"}, token)
+                                  {"preset": "private_chat", "invite": [mate["user_id"]]},
+                                  token)
     assert status == 200, room
     room_id = room["room_id"]
+    status, _ = server.request("POST", f"/_matrix/client/v3/join/{quote(room_id)}", {},
+                               mate["access_token"])
+    assert status == 200
     for i, body in enumerate(["filler", "pineapple one", "between", "pineapple two",
                               "pineapple three"]):
         status, _ = server.request(
             "PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/t{i}",
             {"msgtype": "m.text", "body": body}, token)
         assert status == 200
-    r = run_js("search", baseUrl=server.base_url, term="pineapple", userTerm="searcher",
+    r = run_js("search", baseUrl=server.base_url, term="pineapple", userTerm="searchmate",
                **_creds(login))
     # Newest first, two per page, the rest through next_batch: nothing repeated.
     bodies = [[hit["body"] for hit in page] for page in r["pages"]]
@@ -158,4 +163,5 @@ def test_search_room_events_pages_and_user_directory(server: ServerProcess) -> N
     assert "pineapple" in r["highlights"]
     # Each result came with its context (one event before it).
     assert r["pages"][0][1]["before"] == ["between"]
-    assert r["users"] == [login["user_id"]]
+    # The user directory finds the room-mate (sharing a private room).
+    assert r["users"] == [mate["user_id"]]
