@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from myelin.http.metrics import HttpMetrics
     from myelin.http.ratelimiters import Ratelimiters
     from myelin.http.server import Listener
+    from myelin.push.pool import PusherPool
     from myelin.replication.http import ReplicationClient, ReplicationServer
 
 logger = logging.getLogger(__name__)
@@ -448,6 +449,13 @@ class HomeServer:
         return PusherHandler(self)
 
     @cached_property
+    def pusher_pool(self) -> PusherPool:
+        """The pushers this instance delivers (the ``pusher`` job)."""
+        from myelin.push.pool import PusherPool
+
+        return PusherPool(self)
+
+    @cached_property
     def e2e_keys(self) -> E2EKeysHandler:
         from myelin.handlers.e2e_keys import E2EKeysHandler
 
@@ -577,12 +585,17 @@ class HomeServer:
         updates_directory = self.roles.runs("user_dir")
         if updates_directory:
             self.user_directory.follow()
+        pushes = self.roles.runs("pusher") and self.config.push.enabled
+        if pushes:
+            self.pusher_pool.follow()
         start_bus = getattr(self.bus, "start", None)
         if start_bus is not None:
             await start_bus()
         await self.follower.start()
         if updates_directory:
             self.user_directory.start_updater()
+        if pushes:
+            await self.pusher_pool.start()
         self.announcer.start()
         self.fleet_status.start()
         await self.presence.start()
@@ -599,6 +612,8 @@ class HomeServer:
             await self.media.stop()
         if "user_directory" in self.__dict__:
             await self.user_directory.stop_updater()
+        if "pusher_pool" in self.__dict__:
+            await self.pusher_pool.stop()
         await self.presence.stop()
         self.typing.stop()
         await self.fleet_status.stop()

@@ -14,6 +14,7 @@ from typing import Any
 
 from myelin.config.discovery import DiscoveryConfig, VoipConfig, read_discovery, read_voip
 from myelin.config.media import MediaConfig, media_config
+from myelin.config.push import EmailConfig, PushConfig, read_email, read_push
 from myelin.config.reader import ConfigReader
 
 logger = logging.getLogger(__name__)
@@ -220,6 +221,9 @@ class HomeserverConfig:
     refreshable_access_token_lifetime_ms: int | None = 5 * 60 * 1000
     nonrefreshable_access_token_lifetime_ms: int | None = None
     user_directory: UserDirectoryConfig = field(default_factory=UserDirectoryConfig)
+    # push delivery and email (config/push.py)
+    push: PushConfig = field(default_factory=PushConfig)
+    email: EmailConfig | None = None
     # workers
     worker_app: str = MAIN_PROCESS_APP
     worker_name: str = MAIN_INSTANCE
@@ -343,6 +347,8 @@ class HomeserverConfig:
                 prefer_local_users=directory.bool_("prefer_local_users", False),
                 show_locked_users=directory.bool_("show_locked_users", False),
             ),
+            push=read_push(r),
+            email=read_email(r, _duration_ms),
             **workers,
         )
         return cfg

@@ -2,11 +2,11 @@
 
 A pusher remembers the device (and access token) that set it, so logging
 that device out, deleting it, or changing the password (unless
-``logout_devices`` is false) removes it. Delivery to push gateways is not
-done yet; a pusher job would read ``stores.push_actions.get_for_user(user,
-after=pusher.last_stream_ordering)`` and advance ``last_stream_ordering``.
-Every change is announced as a ``pushers`` row on the caches stream, which
-is where such a job would learn of new pushers.
+``logout_devices`` is false) removes it. Delivery is the pusher pool's
+(``push/pool.py``, the ``pusher`` job): it reads the push actions after each
+pusher's ``last_stream_ordering`` and advances it. Every change is announced
+as a ``pushers`` row on the caches stream, which is how the pool learns of
+new and removed pushers.
 """
 
 from __future__ import annotations

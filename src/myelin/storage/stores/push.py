@@ -49,6 +49,8 @@ class Pusher:
     device_id: str | None
     access_token: str | None
     last_stream_ordering: int
+    # When the pushkey was set (ms): a notification's pushkey_ts.
+    created_ts: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"app_id": self.app_id, "pushkey": self.pushkey, "kind": self.kind,
@@ -140,14 +142,23 @@ class PushActionStore:
             f" ORDER BY stream_ordering {order} LIMIT ?", *args, limit)
         return [_action(r) for r in rows]
 
+    async def users_with_actions(self, lower: int, upper: int) -> set[str]:
+        """Users with an action in (lower, upper]: whose pushers have news."""
+        rows = await self.db.fetchall(
+            "SELECT DISTINCT user_id FROM event_push_actions"
+            " WHERE stream_ordering > ? AND stream_ordering <= ?", lower, upper)
+        return {r[0] for r in rows}
+
 
 def _pusher(row: Sequence[Any]) -> Pusher:
     return Pusher(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                  orjson.loads(row[8]), row[9], row[10], int(row[11]))
+                  orjson.loads(row[8]), row[9], row[10], int(row[11]),
+                  int(row[12]) if len(row) > 12 else 0)
 
 
 _PUSHER_COLUMNS = ("user_id, app_id, pushkey, kind, app_display_name, device_display_name,"
                    " profile_tag, lang, data, device_id, access_token, last_stream_ordering")
+_PUSHER_READ = _PUSHER_COLUMNS + ", created_ts"
 
 
 class PusherStore:
@@ -156,9 +167,32 @@ class PusherStore:
 
     async def get_pushers(self, user_id: str) -> list[Pusher]:
         rows = await self.db.fetchall(
-            f"SELECT {_PUSHER_COLUMNS} FROM pushers WHERE user_id = ?"
+            f"SELECT {_PUSHER_READ} FROM pushers WHERE user_id = ?"
             " ORDER BY created_ts, app_id, pushkey", user_id)
         return [_pusher(r) for r in rows]
+
+    async def get_pusher(self, user_id: str, app_id: str, pushkey: str) -> Pusher | None:
+        row = await self.db.fetchone(
+            f"SELECT {_PUSHER_READ} FROM pushers WHERE user_id = ? AND app_id = ?"
+            " AND pushkey = ?", user_id, app_id, pushkey)
+        return _pusher(row) if row else None
+
+    async def all_pushers(self, kinds: Sequence[str]) -> list[Pusher]:
+        """Every pusher of these kinds (what a starting pusher pool runs)."""
+        rows = await self.db.fetchall(
+            f"SELECT {_PUSHER_READ} FROM pushers WHERE kind IN ({','.join('?' * len(kinds))})"
+            " ORDER BY user_id, app_id, pushkey", *kinds)
+        return [_pusher(r) for r in rows]
+
+    async def advance(self, user_id: str, app_id: str, pushkey: str, position: int) -> bool:
+        """Record what a pusher has delivered; False when the pusher is gone."""
+        changed = await self.db.execute(
+            "UPDATE pushers SET last_stream_ordering = ? WHERE user_id = ? AND app_id = ?"
+            " AND pushkey = ? AND last_stream_ordering < ?",
+            position, user_id, app_id, pushkey, position)
+        if changed:
+            return True
+        return await self.get_pusher(user_id, app_id, pushkey) is not None
 
     async def set_pusher(self, pusher: Pusher, *, append: bool, now_ms: int) -> None:
         """Create or update (same user, app_id, pushkey). Without ``append``,
