@@ -28,6 +28,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +111,29 @@ def create_c_database(pg: PostgresServer, name: str) -> None:
     _run_db(create)
 
 
+def start_nginx(nginx_dir: str, conf_text: str, port: int) -> subprocess.Popen[bytes]:
+    """Write ``conf_text`` to ``nginx_dir/nginx.conf`` and run nginx on it (in the
+    foreground, as our child) until it listens on ``port``."""
+    os.makedirs(nginx_dir, exist_ok=True)
+    conf = os.path.join(nginx_dir, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(conf_text)
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    error_log = os.path.join(nginx_dir, "error.log")
+    stderr_log = os.path.join(nginx_dir, "stderr.log")
+    with open(stderr_log, "ab") as stderr:
+        proc = subprocess.Popen(
+            [nginx, "-p", nginx_dir, "-e", error_log, "-c", conf, "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL, stderr=stderr)
+    if not _wait_port(port, 15) or proc.poll() is not None:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        raise RuntimeError(f"nginx did not start:\n{Fleet._read(error_log)}"
+                           f"{Fleet._read(stderr_log)}")
+    return proc
+
+
 class FleetEndpoint(ServerProcess):
     """One way into the fleet (nginx, or a process's client listener directly),
     usable wherever tests take a ServerProcess (TokenClient, nio helpers).
@@ -144,11 +168,16 @@ class Fleet:
                  extra_shared: dict[str, Any] | None = None,
                  layout: dict[str, tuple[bool, bool]] | None = None,
                  stream_writers: dict[str, Any] | None = None,
-                 metrics: bool = False) -> None:
+                 metrics: bool = False, server_name: str | None = None,
+                 nginx_port: int | None = None,
+                 nginx_rewrite: Callable[[str], str] | None = None) -> None:
         """``layout``: process name -> (has a client listener, has a replication
         listener), main included; the seed's example fleet by default.
         ``metrics``: every replication listener also serves the ``metrics``
-        resource (Prometheus text and the status page)."""
+        resource (Prometheus text and the status page).
+        ``server_name``/``nginx_port``: chosen by the caller (a federating fleet
+        is named after its TLS port); ``nginx_rewrite`` edits the generated
+        nginx.conf before nginx starts (e.g. to add a TLS listener)."""
         self.metrics = metrics
         self.pg = pg
         self.layout = layout or LAYOUT
@@ -164,10 +193,11 @@ class Fleet:
         self.database = f"fleet_{os.getpid()}_{int(time.time() * 1000) % 10_000_000}"
         self.redis: RedisServer | None = None
         self.nginx: subprocess.Popen[bytes] | None = None
-        self.nginx_port = free_port()
+        self.nginx_port = nginx_port or free_port()
+        self.nginx_rewrite = nginx_rewrite
         self.processes: dict[str, Process] = {}
         self._children: dict[str, subprocess.Popen[bytes]] = {}
-        self.server_name = SERVER_NAME
+        self.server_name = server_name or SERVER_NAME
         self.shared_secret = REGISTRATION_SECRET
         self.replication_secret = REPLICATION_SECRET
         # Substrings of ERROR lines a test provoked on purpose (all_errors skips them).
@@ -291,18 +321,8 @@ class Fleet:
                               timeout=60, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"myelin routes failed: {done.stderr}")
-        conf = os.path.join(self.nginx_dir, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(done.stdout)
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        error_log = os.path.join(self.nginx_dir, "error.log")
-        self.nginx = subprocess.Popen(
-            [nginx, "-p", self.nginx_dir, "-e", error_log, "-c", conf, "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.nginx_dir, "stderr.log"),
-                                                   "ab"))
-        if not _wait_port(self.nginx_port, 15) or self.nginx.poll() is not None:
-            raise RuntimeError(f"nginx did not start:\n{self._read(error_log)}"
-                               f"{self._read(os.path.join(self.nginx_dir, 'stderr.log'))}")
+        text = self.nginx_rewrite(done.stdout) if self.nginx_rewrite else done.stdout
+        self.nginx = start_nginx(self.nginx_dir, text, self.nginx_port)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
