@@ -118,6 +118,8 @@ SEED_FIXED_SAMPLES = [
      f"/_matrix/client/unstable/im.nheko.summary/rooms/{ROOM}/summary"),
     (r"^/_matrix/client/(v1|unstable)/rooms/.*/relations/", "GET",
      f"/_matrix/client/unstable/rooms/{ROOM}/relations/{EVENT}"),
+    (r"^/_matrix/key/v2/query", "POST", "/_matrix/key/v2/query"),
+    (r"^/_matrix/key/v2/query", "GET", "/_matrix/key/v2/query/example.org"),
 ]
 
 

@@ -27,6 +27,8 @@ from myelin.storage.engines import Database
 
 if TYPE_CHECKING:
     from myelin.app.fleet_status import FleetStatus
+    from myelin.federation.client import FederationClient
+    from myelin.federation.keyring import Keyring
     from myelin.handlers.account import AccountLifecycleHandler
     from myelin.handlers.account_admin import AccountAdminHandler
     from myelin.handlers.account_data import AccountDataHandler
@@ -105,6 +107,7 @@ class Stores:
         from myelin.storage.stores.reports import ReportStore
         from myelin.storage.stores.room_keys import RoomKeyStore
         from myelin.storage.stores.search import SearchStore
+        from myelin.storage.stores.server_keys import ServerKeyStore
         from myelin.storage.stores.threepids import ThreepidStore
         from myelin.storage.stores.to_device import ToDeviceStore
 
@@ -135,6 +138,7 @@ class Stores:
         self.user_directory = self.accounts.directory
         self.cache_invalidations = CacheInvalidationStore(db, gens["caches"], instance_name)
         self.media = MediaStore(db)
+        self.server_keys = ServerKeyStore(db)
 
 
 class HomeServer:
@@ -226,6 +230,18 @@ class HomeServer:
                                          self.streams.fence_position("caches"))
 
     # -- handlers ------------------------------------------------------------
+    @cached_property
+    def federation_client(self) -> FederationClient:
+        from myelin.federation.client import FederationClient
+
+        return FederationClient(self)
+
+    @cached_property
+    def keyring(self) -> Keyring:
+        from myelin.federation.keyring import Keyring
+
+        return Keyring(self)
+
     @cached_property
     def background_tasks(self) -> BackgroundTasks:
         from myelin.handlers.background import BackgroundTasks
@@ -622,6 +638,8 @@ class HomeServer:
         await self.bus.close()
         if "replication" in self.__dict__:
             await self.replication.close()
+        if "federation_client" in self.__dict__:
+            await self.federation_client.close()
 
     async def health_problems(self) -> list[str]:
         """What this process cannot reach (empty when healthy): /health and status."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 
 from myelin.app import pidfile
 from myelin.app.homeserver import HomeServer
 from myelin.app.servlets import routes_for_resources
 from myelin.config import HomeserverConfig
-from myelin.http.server import HttpDispatcher, Listener
+from myelin.http.server import HttpDispatcher, Listener, server_ssl_context
 from myelin.storage.engines import open_database
 from myelin.storage.engines.postgres import DatabaseCollationError
 from myelin.storage.migrations import SchemaTooNewError
@@ -51,7 +52,18 @@ async def start_listeners(hs: HomeServer) -> None:
                                       main=hs.config.is_main_process,
                                       media_serving=hs.roles.media_serving)
         dispatcher = HttpDispatcher(hs, routes, x_forwarded=listener_config.x_forwarded)
-        listener = Listener(listener_config, dispatcher)
+        ssl_context = None
+        if listener_config.tls:
+            federation = hs.config.federation
+            assert federation.tls_certificate_path and federation.tls_private_key_path
+            try:
+                ssl_context = server_ssl_context(federation.tls_certificate_path,
+                                                 federation.tls_private_key_path)
+            except (OSError, ssl.SSLError) as e:
+                raise StartupError(f"cannot load tls_certificate_path "
+                                   f"{federation.tls_certificate_path} / tls_private_key_path "
+                                   f"{federation.tls_private_key_path}: {e}") from e
+        listener = Listener(listener_config, dispatcher, ssl_context)
         try:
             await listener.start()
         except OSError as e:

@@ -69,6 +69,7 @@ OPTIONAL_MODULES: list[str] = [
     "myelin.api.client.thirdparty",
     "myelin.api.client.room_lookups",
     "myelin.api.federation.openid",
+    "myelin.api.federation.version",
     "myelin.api.client.threepids",
     "myelin.api.client.admin",
     "myelin.api.client.relations",

@@ -19,12 +19,11 @@ logger = logging.getLogger(__name__)
 # Synapse keys an admin's file may carry that Myelin accepts and does not act
 # on (yet); they are not worth a warning.
 TOLERATED_KEYS = frozenset({
-    "report_stats", "pid_file", "macaroon_secret_key", "form_secret", "trusted_key_servers",
+    "report_stats", "pid_file", "macaroon_secret_key", "form_secret",
     "suppress_key_server_warning", "enable_metrics", "presence",
-    "serve_server_wellknown", "federation_domain_whitelist", "app_service_config_files",
+    "serve_server_wellknown", "app_service_config_files",
     "retention", "email", "push", "caches", "experimental_features",
     "worker_daemonize", "worker_main_http_uri", "worker_replication_port",
-    "outbound_federation_restricted_to",
 })
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from myelin.config.discovery import DiscoveryConfig, VoipConfig, read_discovery, read_voip
+from myelin.config.errors import ConfigError
+from myelin.config.federation import FederationConfig, read_federation
 from myelin.config.media import MediaConfig, media_config
 from myelin.config.push import EmailConfig, PushConfig, read_email, read_push
 from myelin.config.reader import ConfigReader
@@ -216,6 +218,8 @@ class HomeserverConfig:
     # .well-known documents and TURN (config/discovery.py)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     voip: VoipConfig = field(default_factory=VoipConfig)
+    # reaching other servers, trusting their keys (config/federation.py)
+    federation: FederationConfig = field(default_factory=FederationConfig)
     # Synapse's names: a token asked for with `refresh_token: true` lives this
     # long (5 minutes by default); other tokens do not expire unless set.
     refreshable_access_token_lifetime_ms: int | None = 5 * 60 * 1000
@@ -335,6 +339,7 @@ class HomeserverConfig:
             session_lifetime_ms=_duration_ms(r, "session_lifetime", session_lifetime),
             discovery=read_discovery(r),
             voip=read_voip(r, _duration_ms),
+            federation=read_federation(r),
             refreshable_access_token_lifetime_ms=_duration_ms(
                 r, "refreshable_access_token_lifetime",
                 r.raw("refreshable_access_token_lifetime", "5m")),
@@ -351,6 +356,7 @@ class HomeserverConfig:
             email=read_email(r, _duration_ms),
             **workers,
         )
+        _check_tls_listeners(r, cfg)
         return cfg
 
 
@@ -494,6 +500,17 @@ def _replication_secret(r: ConfigReader) -> str | None:
     if not from_file:
         raise r.error("worker_replication_secret_path", f"{path} is empty; put the secret in it")
     return from_file
+
+
+def _check_tls_listeners(r: ConfigReader, cfg: HomeserverConfig) -> None:
+    """A ``tls: true`` listener needs the certificate and key it serves."""
+    if not any(listener.tls for listener in cfg.listeners):
+        return
+    for key in ("tls_certificate_path", "tls_private_key_path"):
+        if getattr(cfg.federation, key) is None:
+            # Blamed on the file with the listener: that is where tls: true is.
+            raise ConfigError(key, "is required when a listener has tls: true",
+                              r.source(key) or r.source("listeners"))
 
 
 def _listener(r: ConfigReader) -> ListenerConfig:

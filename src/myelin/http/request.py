@@ -127,6 +127,10 @@ class Request:
         self._body = body
         return body
 
+    def cache_json(self, body: dict[str, Any]) -> None:
+        """Keep ``body`` as the parsed JSON body (for a caller that read the bytes itself)."""
+        self._body = body
+
     def query_json(self, name: str) -> dict[str, Any] | None:
         """A query parameter holding a JSON object (such as ``filter``), or None."""
         raw = self.raw.query.get(name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -146,12 +147,23 @@ class ListenError(OSError):
         return str(self.strerror)
 
 
+def server_ssl_context(certificate_path: str, private_key_path: str) -> ssl.SSLContext:
+    """The TLS context of a ``tls: true`` listener (the certificate file may
+    hold the chain after the leaf)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate_path, private_key_path)
+    return context
+
+
 class Listener:
     """One bound HTTP listener (a port, or a unix socket)."""
 
-    def __init__(self, config: ListenerConfig, dispatcher: HttpDispatcher) -> None:
+    def __init__(self, config: ListenerConfig, dispatcher: HttpDispatcher,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.config = config
         self.dispatcher = dispatcher
+        # Set for a `tls: true` listener: it serves HTTPS.
+        self.ssl_context = ssl_context
         self._runner: web.ServerRunner | None = None
         self.bound: list[str] = []
 
@@ -166,7 +178,8 @@ class Listener:
             self.bound.append(self.config.path)
             return
         for address in self.config.bind_addresses:
-            site = web.TCPSite(runner, address, self.config.port, reuse_address=True)
+            site = web.TCPSite(runner, address, self.config.port, reuse_address=True,
+                               ssl_context=self.ssl_context)
             try:
                 await site.start()
             except OSError as e:

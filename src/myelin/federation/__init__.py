@@ -1,0 +1,2 @@
+"""Federation: talking to other homeservers (client, discovery, keys, auth) and
+handling what they send us."""
