@@ -74,6 +74,8 @@ class Requester:
     # (http/request.py); a suspension forbids what `check_not_suspended` guards.
     is_locked: bool = False
     is_suspended: bool = False
+    # The application service whose as_token made the request (handlers/appservices.py).
+    appservice_id: str | None = None
 
     @property
     def localpart(self) -> str:

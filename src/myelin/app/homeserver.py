@@ -27,6 +27,7 @@ from myelin.storage.engines import Database
 
 if TYPE_CHECKING:
     from myelin.app.fleet_status import FleetStatus
+    from myelin.appservice.sender import AppServiceSender
     from myelin.federation.client import FederationClient
     from myelin.federation.keyring import Keyring
     from myelin.handlers.account import AccountLifecycleHandler
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from myelin.handlers.admin.notices import ServerNoticesHandler
     from myelin.handlers.admin.rooms import AdminRoomsHandler
     from myelin.handlers.admin.users import AdminUsersHandler
+    from myelin.handlers.appservices import AppServiceHandler
     from myelin.handlers.auth import AuthHandler
     from myelin.handlers.background import BackgroundTasks
     from myelin.handlers.devices import DeviceHandler
@@ -63,7 +65,6 @@ if TYPE_CHECKING:
     from myelin.handlers.serialize import EventSerializer
     from myelin.handlers.spaces import SpaceHandler
     from myelin.handlers.sync import SyncHandler
-    from myelin.handlers.thirdparty import AppServiceSeam
     from myelin.handlers.threepids import ThreepidHandler
     from myelin.handlers.to_device import ToDeviceHandler
     from myelin.handlers.typing import TypingHandler
@@ -88,6 +89,7 @@ class Stores:
         from myelin.storage.stores.account_data import AccountDataStore
         from myelin.storage.stores.accounts import AccountStore
         from myelin.storage.stores.admin import AdminStore
+        from myelin.storage.stores.appservices import AppServiceStore
         from myelin.storage.stores.device_lists import DeviceListStore
         from myelin.storage.stores.e2e_keys import E2EKeyStore
         from myelin.storage.stores.events import (
@@ -139,6 +141,7 @@ class Stores:
         self.cache_invalidations = CacheInvalidationStore(db, gens["caches"], instance_name)
         self.media = MediaStore(db)
         self.server_keys = ServerKeyStore(db)
+        self.appservices = AppServiceStore(db)
 
 
 class HomeServer:
@@ -496,10 +499,16 @@ class HomeServer:
         return TurnHandler(self.config.voip)
 
     @cached_property
-    def appservices(self) -> AppServiceSeam:
-        from myelin.handlers.thirdparty import NoAppServices
+    def appservices(self) -> AppServiceHandler:
+        from myelin.handlers.appservices import AppServiceHandler
 
-        return NoAppServices()
+        return AppServiceHandler(self)
+
+    @cached_property
+    def appservice_sender(self) -> AppServiceSender:
+        from myelin.appservice.sender import AppServiceSender
+
+        return AppServiceSender(self)
 
     @cached_property
     def search(self) -> SearchHandler:
@@ -604,6 +613,8 @@ class HomeServer:
         pushes = self.roles.runs("pusher") and self.config.push.enabled
         if pushes:
             self.pusher_pool.follow()
+        if self.roles.runs("appservice") and self.appservices.services:
+            self.appservice_sender.follow()
         start_bus = getattr(self.bus, "start", None)
         if start_bus is not None:
             await start_bus()
@@ -612,6 +623,10 @@ class HomeServer:
             self.user_directory.start_updater()
         if pushes:
             await self.pusher_pool.start()
+        if self.roles.is_main and self.appservices.services:
+            await self.appservices.register_senders()
+        if "appservice_sender" in self.__dict__:
+            self.appservice_sender.start()
         self.announcer.start()
         self.fleet_status.start()
         await self.presence.start()
@@ -630,6 +645,10 @@ class HomeServer:
             await self.user_directory.stop_updater()
         if "pusher_pool" in self.__dict__:
             await self.pusher_pool.stop()
+        if "appservice_sender" in self.__dict__:
+            await self.appservice_sender.stop()
+        if "appservices" in self.__dict__:
+            await self.appservices.close()
         await self.presence.stop()
         self.typing.stop()
         await self.fleet_status.stop()

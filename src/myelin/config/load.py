@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 TOLERATED_KEYS = frozenset({
     "report_stats", "pid_file", "macaroon_secret_key", "form_secret",
     "suppress_key_server_warning", "enable_metrics", "presence",
-    "serve_server_wellknown", "app_service_config_files",
+    "serve_server_wellknown",
     "retention", "email", "push", "caches", "experimental_features",
     "worker_daemonize", "worker_main_http_uri", "worker_replication_port",
 })

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from myelin.config.discovery import DiscoveryConfig, VoipConfig, read_discovery, read_voip
 from myelin.config.errors import ConfigError
@@ -18,6 +18,9 @@ from myelin.config.federation import FederationConfig, read_federation
 from myelin.config.media import MediaConfig, media_config
 from myelin.config.push import EmailConfig, PushConfig, read_email, read_push
 from myelin.config.reader import ConfigReader
+
+if TYPE_CHECKING:
+    from myelin.appservice.registration import AppService
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +217,9 @@ class HomeserverConfig:
     default_room_version: str = "12"
     allow_guest_access: bool = False
     password_min_length: int = 0
+    # application services (appservice/registration.py), from app_service_config_files
+    app_services: list[AppService] = field(default_factory=list)
+    use_appservice_legacy_authorization: bool = False
     session_lifetime_ms: int | None = None
     # .well-known documents and TURN (config/discovery.py)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
@@ -357,6 +363,13 @@ class HomeserverConfig:
             **workers,
         )
         _check_tls_listeners(r, cfg)
+        from myelin.appservice.registration import load_registrations
+
+        cfg.app_services = load_registrations(
+            r.str_list("app_service_config_files", []), server_name,
+            r.source("app_service_config_files"))
+        cfg.use_appservice_legacy_authorization = r.bool_(
+            "use_appservice_legacy_authorization", False)
         return cfg
 
 

@@ -125,6 +125,13 @@ class AuthHandler:
         token = self.extract_token(raw)
         if not token:
             raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
+        service = self.hs.appservices.by_token(token)
+        if service is not None:
+            # An application service acts as its sender or, with ?user_id=,
+            # as a user of its namespace (and ?device_id=, one of its devices).
+            return await self.hs.appservices.requester_for(
+                service, raw.query.get("user_id"),
+                raw.query.get("device_id") or raw.query.get("org.matrix.msc3202.device_id"))
         requester = await self.requester_for_token(token)
         if requester.device_id is not None:
             self._note_device_seen(requester.user_id, requester.device_id, raw)

@@ -108,7 +108,8 @@ class DirectoryHandler:
             raise invalid_param("room_id must be a room ID")
         if await self.hs.stores.rooms.get_room_version(room_id) is None:
             raise not_found(f"Room {room_id} not found")
-        if not requester.is_admin:
+        self.hs.appservices.check_alias_allowed(alias, requester)  # M_EXCLUSIVE
+        if not requester.is_admin and requester.appservice_id is None:
             membership = await self.hs.stores.memberships.get_membership(room_id, requester.user_id)
             if membership is None or membership.membership != "join":
                 raise forbidden("You must be in the room to create an alias for it")
@@ -118,6 +119,10 @@ class DirectoryHandler:
     async def resolve_alias(self, alias: str) -> dict[str, Any]:
         self.check_alias_syntax(alias)
         found = await self.hs.stores.rooms.get_alias(alias)
+        if found is None and self.hs.is_mine(alias) and await self.hs.appservices.query_alias(
+                alias):
+            # A bridge created the room for this alias when asked.
+            found = await self.hs.stores.rooms.get_alias(alias)
         if found is None:
             raise not_found(f"Room alias {alias} not found.")
         return {"room_id": found[0], "servers": [self.hs.server_name]}
@@ -250,10 +255,17 @@ class DirectoryHandler:
         if limit is None or limit <= 0:
             limit = DEFAULT_PUBLIC_ROOMS_LIMIT
         limit = min(limit, MAX_PUBLIC_ROOMS_LIMIT)
-        if query.third_party_instance_id is not None and not query.include_all_networks:
-            # No application service networks here: nothing is on that network.
-            return {"chunk": [], "total_room_count_estimate": 0}
-        room_ids = await self.hs.stores.rooms.get_public_room_ids()
+        # Application services' networks (appservice room directories): one
+        # network alone, or every network as well as the server's own list.
+        networks = await self.hs.appservices.network_room_ids(
+            query.third_party_instance_id, query.include_all_networks)
+        if query.include_all_networks:
+            room_ids = sorted(set(await self.hs.stores.rooms.get_public_room_ids())
+                              | set(networks or ()))
+        elif networks is not None:
+            room_ids = networks
+        else:
+            room_ids = await self.hs.stores.rooms.get_public_room_ids()
         counts = await self.hs.stores.rooms.get_joined_member_counts(room_ids)
         entries = []
         term = query.search_term.casefold().strip() if query.search_term else ""

@@ -19,6 +19,8 @@ class MembershipHandler:
     async def resolve_room(self, room_id_or_alias: str) -> str:
         if room_id_or_alias.startswith("#"):
             found = await self.hs.stores.rooms.get_alias(room_id_or_alias)
+            if found is None and await self.hs.appservices.query_alias(room_id_or_alias):
+                found = await self.hs.stores.rooms.get_alias(room_id_or_alias)
             if found is None:
                 raise not_found(f"Room alias {room_id_or_alias} not found")
             return found[0]
@@ -37,7 +39,8 @@ class MembershipHandler:
         if reason is not None:
             content["reason"] = reason
         if membership in ("join", "invite", "knock") and hs.is_mine(target):
-            if membership == "invite" and await hs.stores.accounts.get_user(target) is None:
+            if membership == "invite" and await hs.stores.accounts.get_user(target) is None \
+                    and not await hs.appservices.query_user(target):
                 raise not_found(f"Unknown user {target}")
             profile = await hs.stores.accounts.get_profile(target)
             if profile is not None:

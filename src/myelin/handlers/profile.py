@@ -43,7 +43,10 @@ class ProfileHandler:
     async def _existing_profile(self, user_id: str) -> tuple[str | None, str | None]:
         if not user_id.startswith("@") or ":" not in user_id:
             raise invalid_param(f"Invalid user ID {user_id!r}")
-        if not self.hs.is_mine(user_id) or await self.store.get_user(user_id) is None:
+        if not self.hs.is_mine(user_id):
+            raise not_found("Profile not found")
+        if await self.store.get_user(user_id) is None and \
+                not await self.hs.appservices.query_user(user_id):
             raise not_found("Profile not found")
         profile = await self.store.get_profile(user_id)
         return profile if profile is not None else (None, None)

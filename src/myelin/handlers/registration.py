@@ -43,6 +43,7 @@ class RegistrationHandler:
 
     async def check_available(self, localpart: str) -> str:
         user_id = self.check_username(localpart)
+        self.hs.appservices.check_user_allowed(user_id)  # M_EXCLUSIVE
         if await self.store.user_id_taken(user_id):
             raise MatrixError(400, "M_USER_IN_USE", "User ID already taken.")
         return user_id
@@ -55,18 +56,54 @@ class RegistrationHandler:
 
     async def register_user(self, localpart: str, password: str | None, *, admin: bool = False,
                             display_name: str | None = None, is_guest: bool = False,
-                            password_hash: str | None = None) -> str:
-        user_id = self.check_username(localpart)
+                            password_hash: str | None = None,
+                            appservice_id: str | None = None) -> str:
+        user_id = (self._check_appservice_localpart(localpart) if appservice_id
+                   else self.check_username(localpart))
         if password:
             password_hash = await hash_password(password)
         async with self.hs.db.transaction() as txn:
             created = await self.store.create_user(txn, user_id, password_hash, admin=admin,
-                                                   is_guest=is_guest)
+                                                   is_guest=is_guest,
+                                                   appservice_id=appservice_id)
         if not created:
             raise MatrixError(400, "M_USER_IN_USE", "User ID already taken.")
         if display_name:
             await self.store.set_profile_field(user_id, "displayname", display_name)
         return user_id
+
+    def _check_appservice_localpart(self, localpart: str) -> str:
+        # A service's puppets may start with "_" (that prefix is kept for them).
+        if not localpart or not _LOCALPART.fullmatch(localpart):
+            raise MatrixError(400, "M_INVALID_USERNAME",
+                              "User ID can only contain characters a-z, 0-9, or '=_-./+'")
+        return f"@{localpart}:{self.hs.server_name}"
+
+    async def register_appservice_user(self, requester: Requester,
+                                       body: dict[str, Any]) -> dict[str, Any]:
+        """``/register`` with ``type: m.login.application_service``: no
+        user-interactive auth, any localpart of the service's user namespace."""
+        username = body.get("username")
+        if not isinstance(username, str) or not username:
+            raise MatrixError(400, "M_INVALID_USERNAME", "username is required")
+        localpart = username.lower()
+        self._check_appservice_localpart(localpart)
+        await self.hs.appservices.register_as(requester, localpart)
+        device_id = body.get("device_id")
+        display_name = body.get("initial_device_display_name")
+        if device_id is not None and not isinstance(device_id, str):
+            raise MatrixError(400, "M_INVALID_PARAM", "device_id must be a string")
+        if display_name is not None and not isinstance(display_name, str):
+            raise MatrixError(400, "M_INVALID_PARAM",
+                              "initial_device_display_name must be a string")
+        user_id = await self.register_user(localpart, None,
+                                           appservice_id=requester.appservice_id)
+        response: dict[str, Any] = {"user_id": user_id, "home_server": self.hs.server_name}
+        if not body.get("inhibit_login"):
+            response.update(await self.hs.auth.issue_tokens(
+                user_id, device_id, display_name,
+                refreshable=body.get("refresh_token") is True))
+        return response
 
     # -- the client /register flow -----------------------------------------
     def flows(self) -> list[list[str]]:

@@ -160,7 +160,8 @@ class RoomCreationHandler:
                                             {"name": body.get("name")},
                                             {"topic": body.get("topic")}])
         for invitee in invitees:
-            if hs.is_mine(invitee) and await hs.stores.accounts.get_user(invitee) is None:
+            if hs.is_mine(invitee) and await hs.stores.accounts.get_user(invitee) is None \
+                    and not await hs.appservices.query_user(invitee):
                 raise MatrixError(404, "M_NOT_FOUND", f"Unknown user {invitee}")
 
         alias = None

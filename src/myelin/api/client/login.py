@@ -9,17 +9,23 @@ from myelin.http.request import Request
 from myelin.http.routing import LEGACY, RouteTable, client_path, client_v1_path
 
 routes = RouteTable("client")
+APPSERVICE_LOGIN = "m.login.application_service"
 
 
 @routes.get(client_path("/login", LEGACY))
 async def login_flows(request: Request) -> dict[str, Any]:
-    return {"flows": [{"type": "m.login.password"}]}
+    flows = [{"type": "m.login.password"}]
+    if request.hs.appservices.services:
+        flows.append({"type": APPSERVICE_LOGIN})
+    return {"flows": flows}
 
 
 @routes.post(client_path("/login", LEGACY), stream="device_lists")
 async def login(request: Request) -> dict[str, Any]:
     hs = request.hs
     body = await request.json()
+    if body.get("type") == APPSERVICE_LOGIN:
+        return await _appservice_login(request, body)
     if body.get("type") != "m.login.password":
         raise MatrixError(400, "M_UNKNOWN", "Unknown login type")
     password = body.get("password")
@@ -58,6 +64,31 @@ async def login(request: Request) -> dict[str, Any]:
         "home_server": hs.server_name,
         "well_known": {"m.homeserver": {"base_url": hs.config.public_baseurl}},
     }
+
+
+async def _appservice_login(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    """``m.login.application_service``: a service logs in one of its users
+    with its as_token, no password."""
+    hs = request.hs
+    token = hs.auth.extract_token(request.raw)
+    if not token or hs.appservices.by_token(token) is None:
+        raise MatrixError(401, "M_MISSING_TOKEN",
+                          "m.login.application_service needs the service's as_token")
+    requester = await request.requester()
+    device_id = body.get("device_id")
+    display_name = body.get("initial_device_display_name")
+    if device_id is not None and (not isinstance(device_id, str) or not device_id):
+        raise MatrixError(400, "M_BAD_JSON", "device_id must be a string")
+    if display_name is not None and not isinstance(display_name, str):
+        raise MatrixError(400, "M_BAD_JSON", "initial_device_display_name must be a string")
+    user_id = await hs.auth.user_id_from_identifier(body)
+    if user_id is None:
+        raise MatrixError(400, "M_BAD_JSON", "Missing or invalid user identifier")
+    await hs.appservices.check_login(requester, user_id)
+    session = await hs.auth.issue_tokens(user_id, device_id, display_name,
+                                         refreshable=body.get("refresh_token") is True)
+    return {"user_id": user_id, **session, "home_server": hs.server_name,
+            "well_known": {"m.homeserver": {"base_url": hs.config.public_baseurl}}}
 
 
 @routes.post(client_path("/refresh", ("v3",)))

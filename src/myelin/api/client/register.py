@@ -9,6 +9,7 @@ from myelin.http.request import Request
 from myelin.http.routing import RouteTable, client_path, client_v1_path
 
 routes = RouteTable("client")
+APPSERVICE_LOGIN = "m.login.application_service"
 
 
 @routes.get(client_path("/register/available"))
@@ -54,6 +55,17 @@ async def register(request: Request) -> Any:
         return {"user_id": user_id, **session, "home_server": hs.server_name}
 
     body = await request.json()
+    token = hs.auth.extract_token(request.raw)
+    if body.get("type") == APPSERVICE_LOGIN or (token and hs.appservices.by_token(token)):
+        if body.get("type") != APPSERVICE_LOGIN:
+            raise MatrixError(400, "M_MISSING_PARAM",
+                              "An application service registers with "
+                              "type m.login.application_service")
+        if not token:
+            raise MatrixError(401, "M_MISSING_TOKEN",
+                              "m.login.application_service needs the service's as_token")
+        requester = await request.requester()
+        return await hs.registration.register_appservice_user(requester, body)
     if not hs.config.enable_registration and not body.get("guest_access_token"):
         raise forbidden("Registration has been disabled")
     return await hs.registration.register_with_uia(body, request.raw.path, request.client_ip)

@@ -43,7 +43,8 @@ async def send_event(request: Request) -> dict[str, Any]:
     txn_key, existing = await _transaction(request, requester)
     if existing is not None:
         return {"event_id": existing}
-    await hs.admin_users.check_message_rate(requester.user_id)
+    if not hs.appservices.exempt_from_ratelimit(requester):
+        await hs.admin_users.check_message_rate(requester.user_id)
     await hs.membership.require_joined(requester.user_id, room_id)
     await hs.relations.check_new_relation(room_id, body)
     if await hs.admin_users.is_shadow_banned(requester.user_id):

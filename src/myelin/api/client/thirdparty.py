@@ -1,9 +1,10 @@
 """Third-party networks (``/thirdparty/...``) and the endpoints only application
 services may call (``/directory/list/appservice/...``, ``/appservice/{id}/ping``).
 
-Answers come from ``hs.appservices`` (handlers/thirdparty.py): with no
-application services there are no protocols, lookups find nothing, and the
-appservice-only endpoints refuse every caller with M_FORBIDDEN.
+Answers come from ``hs.appservices`` (handlers/appservices.py, the seam in
+handlers/thirdparty.py): with no application services there are no
+protocols, lookups find nothing, and the appservice-only endpoints refuse
+every caller with M_FORBIDDEN.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ def _fields(request: Request) -> dict[str, str]:
 @routes.get(client_path("/thirdparty/protocols"))
 async def protocols(request: Request) -> dict[str, Any]:
     await request.requester()
-    return request.hs.appservices.protocols()
+    return await request.hs.appservices.protocols()
 
 
 @routes.get(client_path("/thirdparty/protocol/{protocol}"))
 async def protocol(request: Request) -> dict[str, Any]:
     await request.requester()
-    found = request.hs.appservices.protocols().get(request.param("protocol"))
+    found = await request.hs.appservices.protocol(request.param("protocol"))
     if found is None:
         raise not_found("Unknown protocol")
     return found
@@ -43,7 +44,7 @@ async def protocol(request: Request) -> dict[str, Any]:
 async def location_by_protocol(request: Request) -> list[dict[str, Any]]:
     await request.requester()
     name = request.param("protocol")
-    if name not in request.hs.appservices.protocols():
+    if not request.hs.appservices.bridges(name):
         raise not_found("Unknown protocol")
     found = await request.hs.appservices.query_locations(name, _fields(request))
     if not found:
@@ -55,7 +56,7 @@ async def location_by_protocol(request: Request) -> list[dict[str, Any]]:
 async def user_by_protocol(request: Request) -> list[dict[str, Any]]:
     await request.requester()
     name = request.param("protocol")
-    if name not in request.hs.appservices.protocols():
+    if not request.hs.appservices.bridges(name):
         raise not_found("Unknown protocol")
     found = await request.hs.appservices.query_users(name, _fields(request))
     if not found:

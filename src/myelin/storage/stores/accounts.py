@@ -65,16 +65,17 @@ class AccountStore:
 
     # -- users -------------------------------------------------------------
     async def create_user(self, txn: Transaction, user_id: str, password_hash: str | None, *,
-                          admin: bool = False, is_guest: bool = False) -> bool:
+                          admin: bool = False, is_guest: bool = False,
+                          appservice_id: str | None = None) -> bool:
         """Insert a user; False if the id is taken (case-insensitively)."""
         existing = await txn.fetchone("SELECT 1 FROM users WHERE lower(user_id) = lower(?)",
                                       user_id)
         if existing:
             return False
         await txn.execute(
-            "INSERT INTO users (user_id, password_hash, created_ts, admin, is_guest)"
-            " VALUES (?, ?, ?, ?, ?)",
-            user_id, password_hash, now_ms(), int(admin), int(is_guest),
+            "INSERT INTO users (user_id, password_hash, created_ts, admin, is_guest,"
+            " appservice_id) VALUES (?, ?, ?, ?, ?, ?)",
+            user_id, password_hash, now_ms(), int(admin), int(is_guest), appservice_id,
         )
         await txn.execute(
             "INSERT INTO profiles (user_id, displayname) VALUES (?, ?)"
