@@ -71,6 +71,10 @@ class AppServiceHandler:
                 raise MatrixError(400, "M_UNKNOWN_DEVICE", "Unknown device for that user")
         return Requester(target, device_id, service.as_token, appservice_id=service.id)
 
+    @staticmethod
+    def sender_requester(service: AppService) -> Requester:
+        return Requester(service.sender, None, service.as_token, appservice_id=service.id)
+
     def appservice_of(self, requester: Requester) -> str | None:
         return requester.appservice_id
 

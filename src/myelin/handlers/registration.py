@@ -34,16 +34,17 @@ class RegistrationHandler:
         if not _LOCALPART.fullmatch(localpart):
             raise MatrixError(400, "M_INVALID_USERNAME",
                               "User ID can only contain characters a-z, 0-9, or '=_-./+'")
+        user_id = f"@{localpart}:{self.hs.server_name}"
+        # An application service's namespace often starts with "_": say why.
+        self.hs.appservices.check_user_allowed(user_id)  # M_EXCLUSIVE
         if localpart.startswith("_"):
             raise MatrixError(400, "M_INVALID_USERNAME", "User ID may not begin with '_'")
-        user_id = f"@{localpart}:{self.hs.server_name}"
         if len(user_id) > 255:
             raise MatrixError(400, "M_INVALID_USERNAME", "User ID is too long")
         return user_id
 
     async def check_available(self, localpart: str) -> str:
         user_id = self.check_username(localpart)
-        self.hs.appservices.check_user_allowed(user_id)  # M_EXCLUSIVE
         if await self.store.user_id_taken(user_id):
             raise MatrixError(400, "M_USER_IN_USE", "User ID already taken.")
         return user_id

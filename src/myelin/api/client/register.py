@@ -61,11 +61,13 @@ async def register(request: Request) -> Any:
             raise MatrixError(400, "M_MISSING_PARAM",
                               "An application service registers with "
                               "type m.login.application_service")
-        if not token:
+        service = hs.appservices.by_token(token) if token else None
+        if service is None:
             raise MatrixError(401, "M_MISSING_TOKEN",
                               "m.login.application_service needs the service's as_token")
-        requester = await request.requester()
-        return await hs.registration.register_appservice_user(requester, body)
+        # Not request.requester(): bridges name the user to be (?user_id=).
+        return await hs.registration.register_appservice_user(
+            hs.appservices.sender_requester(service), body)
     if not hs.config.enable_registration and not body.get("guest_access_token"):
         raise forbidden("Registration has been disabled")
     return await hs.registration.register_with_uia(body, request.raw.path, request.client_ip)
