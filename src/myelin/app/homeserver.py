@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from myelin.appservice.sender import AppServiceSender
     from myelin.federation.client import FederationClient
     from myelin.federation.keyring import Keyring
+    from myelin.federation.edus import EduHandler
+    from myelin.federation.sender import FederationSender
     from myelin.handlers.account import AccountLifecycleHandler
     from myelin.handlers.account_admin import AccountAdminHandler
     from myelin.handlers.account_data import AccountDataHandler
@@ -98,6 +100,7 @@ class Stores:
             RoomStore,
             StateStore,
         )
+        from myelin.storage.stores.federation_sender import FederationSenderStore
         from myelin.storage.stores.media import MediaStore
         from myelin.storage.stores.openid import OpenIdTokenStore
         from myelin.storage.stores.presence import PresenceStore
@@ -142,6 +145,7 @@ class Stores:
         self.media = MediaStore(db)
         self.server_keys = ServerKeyStore(db)
         self.appservices = AppServiceStore(db)
+        self.federation_sender = FederationSenderStore(db)
 
 
 class HomeServer:
@@ -522,6 +526,18 @@ class HomeServer:
 
         return UserDirectoryHandler(self)
 
+    @cached_property
+    def federation_sender(self) -> FederationSender:
+        from myelin.federation.sender import FederationSender
+
+        return FederationSender(self)
+
+    @cached_property
+    def federation_edus(self) -> EduHandler:
+        from myelin.federation.edus import EduHandler
+
+        return EduHandler(self)
+
     # -- helpers -------------------------------------------------------------
     def qualify_user_id(self, user: str) -> str:
         """A bare localpart or a full user id → a full user id."""
@@ -582,6 +598,7 @@ class HomeServer:
             {r.user_id for _, r in rows}))
         follow.on_rows("caches", self._apply_cache_rows)
         self.auth.follow_caches(self.caches)
+        self.federation_sender.follow()
 
     def _apply_cache_rows(self, writer: str, rows: Any) -> None:
         for _, row in rows:
@@ -630,6 +647,7 @@ class HomeServer:
         self.announcer.start()
         self.fleet_status.start()
         await self.presence.start()
+        await self.federation_sender.start()
         if self.roles.runs("background_tasks"):
             self.background_tasks.start()
         if self.roles.runs("media"):
@@ -650,6 +668,8 @@ class HomeServer:
         if "appservices" in self.__dict__:
             await self.appservices.close()
         await self.presence.stop()
+        if "federation_sender" in self.__dict__:
+            await self.federation_sender.stop()
         self.typing.stop()
         await self.fleet_status.stop()
         await self.follower.stop()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from myelin.config.discovery import DiscoveryConfig, VoipConfig, read_discovery, read_voip
 from myelin.config.errors import ConfigError
 from myelin.config.federation import FederationConfig, read_federation
+from myelin.config.federation_sender import FederationSenderConfig, read_federation_sender
 from myelin.config.media import MediaConfig, media_config
 from myelin.config.push import EmailConfig, PushConfig, read_email, read_push
 from myelin.config.reader import ConfigReader
@@ -234,6 +235,8 @@ class HomeserverConfig:
     # push delivery and email (config/push.py)
     push: PushConfig = field(default_factory=PushConfig)
     email: EmailConfig | None = None
+    # outbound federation's retry schedule (config/federation_sender.py)
+    federation_sender: FederationSenderConfig = field(default_factory=FederationSenderConfig)
     # workers
     worker_app: str = MAIN_PROCESS_APP
     worker_name: str = MAIN_INSTANCE
@@ -346,6 +349,7 @@ class HomeserverConfig:
             discovery=read_discovery(r),
             voip=read_voip(r, _duration_ms),
             federation=read_federation(r),
+            federation_sender=read_federation_sender(r, _duration_ms),
             refreshable_access_token_lifetime_ms=_duration_ms(
                 r, "refreshable_access_token_lifetime",
                 r.raw("refreshable_access_token_lifetime", "5m")),

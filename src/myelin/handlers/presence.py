@@ -38,6 +38,9 @@ SWEEP_INTERVAL_S = 5.0
 # forgets a "syncing" claim not renewed for USER_SYNC_EXPIRY_S (a dead worker).
 USER_SYNC_REFRESH_S = 10.0
 USER_SYNC_EXPIRY_S = 60.0
+# A remote user (m.presence over federation) whose server said nothing more for
+# this long goes offline here: its server may be gone without saying so.
+REMOTE_PRESENCE_TIMEOUT_S = 30 * 60.0
 
 
 def now_ms() -> int:
@@ -52,6 +55,19 @@ class SetPresence(ReplicationEndpoint):
     async def handle(hs: HomeServer, p: dict[str, Any]) -> Any:
         await hs.presence.apply_state(p["user_id"], p["state"], p["status_msg"],
                                       keep_status=p["keep_status"], from_sync=p["from_sync"])
+        return {}
+
+
+class SetRemotePresence(ReplicationEndpoint):
+    """A remote user's presence as their server sent it (federation/edus.py)."""
+
+    NAME = "remote_presence"
+    STREAM = "presence"
+
+    @staticmethod
+    async def handle(hs: HomeServer, p: dict[str, Any]) -> Any:
+        await hs.presence.apply_remote(p["user_id"], p["state"], p["status_msg"],
+                                       int(p["last_active_ago"]), bool(p["currently_active"]))
         return {}
 
 
@@ -140,6 +156,21 @@ class PresenceHandler:
         await self._write(user_id, state, status_msg, last_active, last_sync,
                           state == "online")
 
+    async def apply_remote(self, user_id: str, state: str, status_msg: str | None,
+                           last_active_ago: int, currently_active: bool) -> None:
+        """On the presence writer: a remote user's presence. ``last_user_sync_ts``
+        records when we heard it, for the remote timeout of the sweep."""
+        now = now_ms()
+        current = await self.get_state(user_id)
+        last_active = now - last_active_ago
+        if current is not None and current.state == state and \
+                current.status_msg == status_msg and \
+                current.currently_active == currently_active:
+            # Nothing a client would notice: refresh the timeout without a row.
+            self._synced_at[user_id] = now
+            return
+        await self._write(user_id, state, status_msg, last_active, now, currently_active)
+
     # -- who is syncing --------------------------------------------------------
     def sync_started(self, user_id: str) -> None:
         self._syncing[user_id] = self._syncing.get(user_id, 0) + 1
@@ -214,6 +245,12 @@ class PresenceHandler:
     async def sweep(self) -> None:
         now = now_ms()
         for state in await self.store.all_active():
+            if not self.hs.is_mine(state.user_id):
+                heard_at = max(state.last_user_sync_ts, self._synced_at.get(state.user_id, 0))
+                if now - heard_at > REMOTE_PRESENCE_TIMEOUT_S * 1000:
+                    await self._write(state.user_id, "offline", state.status_msg,
+                                      state.last_active_ts, state.last_user_sync_ts, False)
+                continue
             if self._is_syncing(state.user_id):
                 continue
             synced_at = max(state.last_user_sync_ts, self._synced_at.get(state.user_id, 0))
@@ -254,7 +291,8 @@ class PresenceHandler:
             raise forbidden("You are not allowed to see their presence")
         state = await self.get_state(user_id)
         if state is None:
-            if await self.hs.stores.accounts.get_user(user_id) is None:
+            if self.hs.is_mine(user_id) and \
+                    await self.hs.stores.accounts.get_user(user_id) is None:
                 raise not_found("Unknown user")
             return {"presence": "offline"}
         return self.format(state)

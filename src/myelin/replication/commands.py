@@ -100,6 +100,31 @@ class RemoteServerUpCommand(Command):
 
 
 @dataclass(frozen=True)
+class FederationEduCommand(Command):
+    """An EDU for ``destination``, produced on ``instance``: the destination's
+    federation sender queues it (``key``: a later EDU with the same type and key
+    replaces it while both wait)."""
+
+    NAME: ClassVar[str] = "FEDERATION_EDU"
+    instance: str
+    destination: str
+    edu_type: str
+    content: dict[str, Any]
+    key: Any = None
+
+
+@dataclass(frozen=True)
+class FederationPokeCommand(Command):
+    """Work for the senders of ``destinations``: the outbox has EDUs for them, or
+    (with ``event_id``) that event must go to them too (an invite's target)."""
+
+    NAME: ClassVar[str] = "FEDERATION_POKE"
+    instance: str
+    destinations: list[str]
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
 class UserIpCommand(Command):
     """Sent by workers to main, which owns the devices' last-seen bookkeeping."""
 
@@ -140,7 +165,8 @@ class ProcessStatusCommand(Command):
 COMMANDS: dict[str, type[Command]] = {
     cls.NAME: cls for cls in (RdataCommand, PositionCommand, ReplicateCommand, UserSyncCommand,
                               ClearUserCacheCommand, FederationAckCommand,
-                              RemoteServerUpCommand, UserIpCommand, PingCommand,
+                              RemoteServerUpCommand, FederationEduCommand,
+                              FederationPokeCommand, UserIpCommand, PingCommand,
                               ProcessStatusCommand)
 }
 

@@ -9,6 +9,7 @@ import orjson
 
 from myelin.storage.engines import Database
 from myelin.storage.id_generators import StreamIdGenerator
+from myelin.storage.stores.federation_sender import add_to_outbox
 from myelin.storage.stream_rows import ToDeviceRow
 
 
@@ -19,8 +20,11 @@ class ToDeviceStore:
         self.instance_name = instance_name
 
     async def add_messages(self, sender: str, sender_device: str, txn_id: str | None,
-                           messages: Sequence[tuple[str, str, dict[str, Any]]]) -> int | None:
-        """Queue (user, device, message) rows; None if this txn id was already used."""
+                           messages: Sequence[tuple[str, str, dict[str, Any]]],
+                           remote: Sequence[tuple[str, dict[str, Any]]] = ()) -> int | None:
+        """Queue (user, device, message) rows, and (destination, m.direct_to_device
+        content) EDUs for remote users in the federation outbox, in one transaction;
+        None if this txn id was already used."""
         async with self.id_gen.transaction() as ptxn:
             txn = ptxn.txn
             if txn_id is not None:
@@ -32,6 +36,8 @@ class ToDeviceStore:
                 await txn.execute(
                     "INSERT INTO to_device_txns (user_id, device_id, txn_id, inserted_ts)"
                     " VALUES (?, ?, ?, 0)", sender, sender_device, txn_id)
+            if remote:
+                await add_to_outbox(txn, [(d, "m.direct_to_device", c) for d, c in remote])
             if not messages:
                 return None
             position = await ptxn.next_position()
