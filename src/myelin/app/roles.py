@@ -67,8 +67,11 @@ class ProcessRoles:
         if getattr(config, "run_background_tasks_on", MAIN) == me:
             jobs.add("background_tasks")
         senders = list(getattr(config, "federation_sender_instances", []) or [])
-        if getattr(config, "send_federation", True) and (me in senders or
-                                                          (not senders and me == MAIN)):
+        # `send_federation: false` (in the shared config, as Synapse's docs have
+        # it) stops main sending; the listed instances send all the same.
+        main_sends = getattr(config, "send_federation", True)
+        if (me in senders and (me != MAIN or main_sends)) or \
+                (not senders and me == MAIN and main_sends):
             jobs.add("federation_sender")
         pushers = list(getattr(config, "pusher_instances", []) or [])
         if getattr(config, "start_pushers", True) and (me in pushers or

@@ -101,7 +101,9 @@ class FederationSender:
         self.store = hs.stores.federation_sender
         self.retry_config = hs.config.federation_sender
         self.running = False
-        listed = list(hs.config.federation_sender_instances)
+        # The shard list: every process computes the same one from the shared config.
+        listed = [i for i in hs.config.federation_sender_instances
+                  if i != MAIN or hs.config.send_federation]
         self.instances = listed or [self.instance_name if hs.roles.runs("federation_sender")
                                     else MAIN]
         self._queues: dict[str, DestinationQueue] = {}
