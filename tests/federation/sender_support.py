@@ -57,6 +57,9 @@ class RecordingRemote:
         finally:
             self.in_flight[destination] -= 1
 
+    async def close(self) -> None:
+        """As the real client's: the HomeServer closes it when it stops."""
+
     def to(self, destination: str) -> list[Received]:
         return [r for r in self.received if r.destination == destination]
 

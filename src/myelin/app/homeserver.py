@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from myelin.app.fleet_status import FleetStatus
     from myelin.appservice.sender import AppServiceSender
     from myelin.federation.client import FederationClient
-    from myelin.federation.keyring import Keyring
     from myelin.federation.edus import EduHandler
+    from myelin.federation.keyring import Keyring
     from myelin.federation.sender import FederationSender
     from myelin.handlers.account import AccountLifecycleHandler
     from myelin.handlers.account_admin import AccountAdminHandler
