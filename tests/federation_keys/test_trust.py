@@ -266,6 +266,14 @@ async def test_forged_requests_are_refused_401(net: Net, tamper: str) -> None:
     assert answer["errcode"] == "M_UNAUTHORIZED"
 
 
+@pytest.mark.parametrize("header", ['X-Matrix origin="unterminated',
+                                    'X-Matrix origin=localhost:http,key="ed25519:1",sig=AAAA'])
+async def test_malformed_headers_are_400(net: Net, header: str) -> None:
+    status, answer = await _raw_request(net, net.b, "GET", WHOAMI, {"Authorization": header})
+    assert status == 400, answer
+    assert answer["errcode"] == "M_UNAUTHORIZED"
+
+
 async def test_an_untampered_raw_request_with_unquoted_params_is_accepted(net: Net) -> None:
     header = _header(net.a, "b.test", "GET", WHOAMI).replace('"', "")
     status, answer = await _raw_request(net, net.b, "GET", WHOAMI, {"Authorization": header})
@@ -315,7 +323,7 @@ async def test_key_server_publishes_current_and_old_keys(net: Net) -> None:
 async def test_notary_answers_for_a_countersigned_post_and_get(net: Net) -> None:
     own_b = net.b.hs.signing_key
     b_key = decode_verify_key_base64("ed25519", own_b.version,
-                                     (await net.b.hs.keyring.key_responses("b.test", 0))[0]
+                                     (await net.b.hs.keyring.key_responses("b.test", {}))[0]
                                      ["verify_keys"][f"ed25519:{own_b.version}"]["key"])
     own_a = net.a.hs.signing_key
     for method, path, body in (

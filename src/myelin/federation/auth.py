@@ -8,7 +8,8 @@ Inbound (:func:`authenticate_request`, the first line of every federation
 servlet but the unauthenticated ones): the header is parsed (quoted and bare
 values), ``destination`` must be us when present, the same object is rebuilt
 from the request as received and verified with the origin's key
-(``hs.keyring``); anything else is 401 ``M_UNAUTHORIZED``. An origin outside
+(``hs.keyring``); anything else is 401 ``M_UNAUTHORIZED`` (400 when the
+header does not parse or its origin is not a server name). An origin outside
 ``federation_domain_whitelist`` is 403 ``M_FORBIDDEN``. The origin is added to
 the request's log context.
 """
@@ -127,6 +128,12 @@ def _unauthorized(message: str) -> MatrixError:
     return MatrixError(401, "M_UNAUTHORIZED", message)
 
 
+def _malformed(message: str) -> MatrixError:
+    # A header that does not parse (or names no valid server) is a bad
+    # request, as Synapse answers it: 400, still M_UNAUTHORIZED.
+    return MatrixError(400, "M_UNAUTHORIZED", message)
+
+
 async def authenticate_request(request: Request) -> str:
     """The origin server of a signed federation request; 401 otherwise."""
     hs = request.hs
@@ -137,7 +144,7 @@ async def authenticate_request(request: Request) -> str:
             try:
                 params = parse_x_matrix(header)
             except ValueError as e:
-                raise _unauthorized(f"Malformed X-Matrix Authorization header: {e}") from None
+                raise _malformed(f"Malformed X-Matrix Authorization header: {e}") from None
             break
     if params is None:
         raise _unauthorized("Missing X-Matrix Authorization header")
@@ -147,7 +154,7 @@ async def authenticate_request(request: Request) -> str:
     try:
         parse_server_name(origin)
     except DiscoveryError:
-        raise _unauthorized(f"Invalid origin {origin!r}") from None
+        raise _malformed(f"Invalid origin {origin!r}") from None
     # Checked before any key is fetched: we do not talk to servers we refuse.
     if not hs.config.federation.allows_domain(origin):
         raise MatrixError(403, "M_FORBIDDEN", f"Federation denied with {origin}.")

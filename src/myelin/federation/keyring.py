@@ -307,35 +307,49 @@ class Keyring:
         # Only the server's own signatures are served again as a notary.
         own = {k: v for k, v in response.items() if k != "signatures"}
         own["signatures"] = {server_name: response["signatures"][server_name]}
-        await self.hs.stores.server_keys.store_key_json(
-            server_name, valid_until, fetched_ts, from_server,
+        await self.hs.stores.server_keys.store_key_response(
+            server_name, keys, valid_until, fetched_ts, from_server,
             orjson.dumps(own).decode())
 
     # -- notary support --------------------------------------------------------
-    async def key_responses(self, server_name: str, minimum_valid_until_ts: int
+    async def key_responses(self, server_name: str, criteria: dict[str, int | None]
                             ) -> list[dict[str, Any]]:
-        """``server_name``'s signed key response for our notary endpoint: from
-        the cache when it is valid long enough, fetched otherwise."""
+        """``server_name``'s signed key responses for our notary endpoint.
+
+        ``criteria``: key id → the ``minimum_valid_until_ts`` asked for (None:
+        not given); empty: every key we know. A key's latest stored response
+        answers when it is valid that long (without a minimum: when less than
+        half its lifetime has passed); otherwise the server is asked again,
+        and what we then hold is the answer, even if expired: a stale key
+        beats none, and an origin that forgot a key does not make us forget
+        it."""
         if server_name == self.hs.server_name:
             from myelin.api.keys.server import own_key_response
 
             return [own_key_response(self.hs)]
-        cached = await self.hs.stores.server_keys.key_json(server_name)
+        store = self.hs.stores.server_keys
+        cached = await store.key_responses(server_name)
         now = _now_ms()
-        if cached is not None:
-            valid_until, fetched_ts, text = cached
-            # Served from cache while at least half its lifetime is left.
-            fresh = now < fetched_ts + (valid_until - fetched_ts) // 2
-            if valid_until >= minimum_valid_until_ts and fresh:
-                return [orjson.loads(text)]
-        try:
-            await self._fetch_once(server_name, "", now)
-        except KeyFetchError as e:
-            logger.info("notary: cannot fetch keys of %s: %s", server_name, e)
-        cached = await self.hs.stores.server_keys.key_json(server_name)
-        if cached is None:
-            return []
-        return [orjson.loads(cached[2])]
+        wanted = list(criteria) or list(cached)
+        stale = not wanted
+        for key_id in wanted:
+            hit = cached.get(key_id)
+            minimum = criteria.get(key_id)
+            if hit is None:
+                stale = True
+            elif minimum is not None:
+                stale = stale or hit.valid_until_ts < minimum
+            elif now > hit.fetched_ts + (hit.valid_until_ts - hit.fetched_ts) // 2:
+                stale = True
+        if stale and self.hs.config.federation.allows_domain(server_name):
+            try:
+                await self._fetch_once(server_name, "", now)
+            except KeyFetchError as e:
+                logger.info("notary: cannot fetch keys of %s: %s", server_name, e)
+            cached = await store.key_responses(server_name)
+        texts = dict.fromkeys(cached[k].key_json for k in (list(criteria) or list(cached))
+                              if k in cached)
+        return [orjson.loads(text) for text in texts]
 
 
 def _b64(key: VerifyKey) -> str:

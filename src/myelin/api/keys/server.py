@@ -50,18 +50,20 @@ async def server_keys(request: Request) -> dict[str, Any]:
     return own_key_response(request.hs)
 
 
+def _minimum(criteria: Any) -> int | None:
+    if not isinstance(criteria, dict):
+        return None
+    value = criteria.get("minimum_valid_until_ts")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 async def _notary_answer(request: Request,
-                         criteria: dict[str, dict[str, Any]]) -> dict[str, Any]:
+                         query: dict[str, dict[str, Any]]) -> dict[str, Any]:
     hs = request.hs
     out: list[dict[str, Any]] = []
-    for server_name, keys in criteria.items():
-        minimum = 0
-        for key_criteria in keys.values():
-            if isinstance(key_criteria, dict):
-                value = key_criteria.get("minimum_valid_until_ts")
-                if isinstance(value, int) and not isinstance(value, bool):
-                    minimum = max(minimum, value)
-        for response in await hs.keyring.key_responses(server_name, minimum):
+    for server_name, keys in query.items():
+        criteria = {key_id: _minimum(c) for key_id, c in keys.items()}
+        for response in await hs.keyring.key_responses(server_name, criteria):
             if server_name != hs.server_name:
                 response = sign_json(response, hs.server_name, hs.signing_key)
             out.append(response)
@@ -86,6 +88,9 @@ async def query_keys(request: Request) -> dict[str, Any]:
             plain_path("/_matrix/key/v2/query", "/{serverName}/{keyId}"))
 async def query_server_keys(request: Request) -> dict[str, Any]:
     server_name = request.param("serverName")
-    minimum = request.query_int("minimum_valid_until_ts", 0) or 0
+    key_id = request.params.get("keyId")
+    if not key_id:
+        return await _notary_answer(request, {server_name: {}})
+    minimum = request.query_int("minimum_valid_until_ts")
     return await _notary_answer(request, {server_name: {
-        request.params.get("keyId", "*"): {"minimum_valid_until_ts": minimum}}})
+        key_id: {} if minimum is None else {"minimum_valid_until_ts": minimum}}})

@@ -1,5 +1,5 @@
 """Other servers' signing keys (``server_signing_keys``) and the signed key
-responses we serve again as a notary (``server_keys_json``)."""
+responses we serve again as a notary (``server_key_responses``)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,13 @@ class StoredServerKey:
     old: bool
     fetched_ts: int
     from_server: str
+
+
+@dataclass(frozen=True)
+class StoredKeyResponse:
+    valid_until_ts: int
+    fetched_ts: int
+    key_json: str
 
 
 class ServerKeyStore:
@@ -50,19 +57,24 @@ class ServerKeyStore:
                     key.server_name, key.key_id, key.verify_key, key.valid_until_ts,
                     1 if key.old else 0, key.fetched_ts, key.from_server)
 
-    async def store_key_json(self, server_name: str, valid_until_ts: int, fetched_ts: int,
-                             from_server: str, key_json: str) -> None:
-        await self.db.execute(
-            "INSERT INTO server_keys_json (server_name, valid_until_ts, fetched_ts,"
-            " from_server, key_json) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (server_name) DO UPDATE SET valid_until_ts = excluded.valid_until_ts,"
-            " fetched_ts = excluded.fetched_ts, from_server = excluded.from_server,"
-            " key_json = excluded.key_json",
-            server_name, valid_until_ts, fetched_ts, from_server, key_json)
+    async def store_key_response(self, server_name: str, key_ids: Iterable[str],
+                                 valid_until_ts: int, fetched_ts: int, from_server: str,
+                                 key_json: str) -> None:
+        """Keep ``key_json`` as the latest response listing each of ``key_ids``."""
+        async with self.db.transaction() as txn:
+            for key_id in key_ids:
+                await txn.execute(
+                    "INSERT INTO server_key_responses (server_name, key_id, valid_until_ts,"
+                    " fetched_ts, from_server, key_json) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (server_name, key_id) DO UPDATE SET"
+                    " valid_until_ts = excluded.valid_until_ts,"
+                    " fetched_ts = excluded.fetched_ts, from_server = excluded.from_server,"
+                    " key_json = excluded.key_json",
+                    server_name, key_id, valid_until_ts, fetched_ts, from_server, key_json)
 
-    async def key_json(self, server_name: str) -> tuple[int, int, str] | None:
-        """``(valid_until_ts, fetched_ts, key_json)`` of the latest response, if any."""
-        row = await self.db.fetchone(
-            "SELECT valid_until_ts, fetched_ts, key_json FROM server_keys_json"
+    async def key_responses(self, server_name: str) -> dict[str, StoredKeyResponse]:
+        """key id → the latest signed response of ``server_name`` listing it."""
+        rows = await self.db.fetchall(
+            "SELECT key_id, valid_until_ts, fetched_ts, key_json FROM server_key_responses"
             " WHERE server_name = ?", server_name)
-        return None if row is None else (int(row[0]), int(row[1]), str(row[2]))
+        return {str(r[0]): StoredKeyResponse(int(r[1]), int(r[2]), str(r[3])) for r in rows}
