@@ -301,3 +301,18 @@ def test_bad_values_name_the_file_and_key(data: dict[str, Any], key: str) -> Non
     with pytest.raises(ConfigError) as e:
         load_config_from_dict({**BASE, **data}, {k: "homeserver.yaml" for k in data})
     assert key in str(e.value) and "homeserver.yaml" in str(e.value)
+
+
+def test_outbound_federation_restricted_to_must_be_reachable() -> None:
+    worker = {**BASE, "worker_app": "synapse.app.generic_worker", "worker_name": "w1",
+              "outbound_federation_restricted_to": ["proxy1"],
+              "database": {"name": "psycopg2", "args": {"database": "hs", "host": "db"}},
+              "redis": {"enabled": True},
+              "instance_map": {"main": {"host": "127.0.0.1", "port": 9000}}}
+    with pytest.raises(ConfigError) as e:
+        load_config_from_dict(worker, {"outbound_federation_restricted_to": "w.yaml"},
+                              check_fleet=True)
+    assert "outbound_federation_restricted_to" in str(e.value) and "w.yaml" in str(e.value)
+    assert "instance_map.proxy1" in str(e.value)
+    parsed = load_config_from_dict({**BASE, "outbound_federation_restricted_to": ["main"]})
+    assert parsed.federation.outbound_federation_restricted_to == ("master",)

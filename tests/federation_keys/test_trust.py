@@ -104,6 +104,7 @@ class Net:
     b: Node
     c: Node
     d: Node
+    worker: Node
     workdir: str
     nodes: list[Node] = field(default_factory=list)
 
@@ -112,7 +113,7 @@ class Net:
 
 
 async def _node(workdir: str, name: str, ca: LocalCA, *, port: int | None,
-                extra: dict[str, Any]) -> Node:
+                extra: dict[str, Any], replication_port: int | None = None) -> Node:
     data: dict[str, Any] = {
         "server_name": name,
         "database": {"name": "sqlite3",
@@ -136,6 +137,14 @@ async def _node(workdir: str, name: str, ca: LocalCA, *, port: int | None,
                             server_ssl_context(ca.cert, ca.key))
         await listener.start()
         hs.listeners.append(listener)
+    if replication_port is not None:
+        from myelin.config import ListenerConfig
+
+        plain = Listener(ListenerConfig(replication_port, ["127.0.0.1"],
+                                        resources=frozenset({"replication"})),
+                         RecordingDispatcher(hs, routes_for_resources({"replication"})))
+        await plain.start()
+        hs.listeners.append(plain)
     return node
 
 
@@ -146,10 +155,21 @@ async def net() -> AsyncIterator[Net]:
     port_a, port_b = free_port(), free_port()
     nodes: list[Node] = []
     try:
+        replication_a = free_port()
         a = await _node(workdir, f"127.0.0.1:{port_a}", ca, port=port_a, extra={
             "old_signing_keys": {"ed25519:old1": {
-                "key": "l/O9hxMVKB6Lg+3Hqz0FQQZhH7/U7Q2lzQSQuzvbm/c", "expired_ts": 1000}}})
+                "key": "l/O9hxMVKB6Lg+3Hqz0FQQZhH7/U7Q2lzQSQuzvbm/c", "expired_ts": 1000}},
+            "worker_replication_secret": "s3cret"}, replication_port=replication_a)
         nodes.append(a)
+        # A worker of A's that may not make outbound federation requests itself.
+        worker = await _node(workdir, a.name, ca, port=None, extra={
+            "worker_app": "synapse.app.generic_worker", "worker_name": "w1",
+            "worker_replication_secret": "s3cret",
+            "database": {"name": "sqlite3",
+                         "args": {"database": os.path.join(workdir, "w1.db")}},
+            "instance_map": {"main": {"host": "127.0.0.1", "port": replication_a}},
+            "outbound_federation_restricted_to": ["main"]})
+        nodes.append(worker)
         b = await _node(workdir, "b.test", ca, port=port_b, extra={})
         nodes.append(b)
         c = await _node(workdir, "c.test", ca, port=None, extra={
@@ -175,13 +195,16 @@ async def net() -> AsyncIterator[Net]:
         # b.test is a name only the fake .well-known knows (there is no DNS for it).
         for node in nodes:
             node.hs.federation_client.discovery = ServerDiscovery(fetch, FakeSrv())
-        yield Net(ca, a, b, c, d, workdir, nodes)
+        yield Net(ca, a, b, c, d, worker, workdir, nodes)
     finally:
         for node in nodes:
             if node.port is not None:
                 await node.hs.stop()
-            elif "federation_client" in node.hs.__dict__:
-                await node.hs.federation_client.close()
+            else:
+                if "federation_client" in node.hs.__dict__:
+                    await node.hs.federation_client.close()
+                if "replication" in node.hs.__dict__:
+                    await node.hs.replication.close()
             for listener in node.hs.listeners:
                 await listener.stop()
             await node.hs.db.close()
@@ -284,6 +307,19 @@ async def test_remote_errors_are_federation_errors(net: Net) -> None:
     with pytest.raises(FederationError) as e:
         await net.a.hs.federation_client.get_json("b.test", "/_matrix/federation/v1/nothing")
     assert e.value.code == 404 and e.value.errcode == "M_UNRECOGNIZED"
+
+
+async def test_a_worker_outside_outbound_federation_restricted_to_forwards(net: Net) -> None:
+    client = net.worker.hs.federation_client
+    answer = await client.put_json("b.test", WHOAMI, {"via": "main"})
+    # Sent by main (A), over replication: the worker opened no connection.
+    assert answer["origin"] == net.a.name and answer["body"] == {"via": "main"}
+    assert client.forwarded == 1 and client.requests_sent == 0
+    with pytest.raises(FederationError) as e:
+        await client.get_json("b.test", "/_matrix/federation/v1/nothing")
+    assert e.value.code == 404
+    with pytest.raises(FederationUnreachable):
+        await client.get_json("127.0.0.1:1", "/_matrix/federation/v1/version", timeout=5)
 
 
 # -- the IP blocklist ------------------------------------------------------------

@@ -38,6 +38,7 @@ def validate_fleet(config: HomeserverConfig, missing_source: str | None = None) 
     check.database_is_shared()
     check.redis_enabled()
     check.stream_writers_reachable()
+    check.outbound_federation_reachable()
     check.instance_addresses_distinct()
     check.listeners_do_not_take_other_instances_ports()
     check.serves_replication_where_instance_map_says()
@@ -150,6 +151,19 @@ class _FleetCheck:
                 f"has no entry for the main process, which stream writers "
                 f"({', '.join(dict.fromkeys(off_main))}) must reach; add instance_map.main with "
                 "the host and port of the main process's replication listener")
+
+    def outbound_federation_reachable(self) -> None:
+        """A process outside ``outbound_federation_restricted_to`` hands its
+        requests to those inside: it must know where they listen."""
+        allowed = self.config.federation.outbound_federation_restricted_to
+        if not allowed or self.me in allowed:
+            return
+        for name in allowed:
+            if name not in self.config.instance_map:
+                raise self.error(
+                    "outbound_federation_restricted_to",
+                    f'"{name}" is not in instance_map; add {_map_key(name)} with the host '
+                    "and port of its replication listener")
 
     def instance_addresses_distinct(self) -> None:
         seen: list[tuple[str, InstanceLocation]] = []

@@ -20,6 +20,7 @@ request to one that is, over HTTP replication.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import logging
 import socket
@@ -34,6 +35,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 import myelin
+from myelin.app.roles import shard_index
 from myelin.config.federation import ALWAYS_BLOCKED, FederationConfig, IpNetwork
 from myelin.federation.auth import sign_request_header
 from myelin.federation.discovery import (
@@ -42,6 +44,7 @@ from myelin.federation.discovery import (
     ServerDiscovery,
     is_ip_literal,
 )
+from myelin.replication.http import ReplicationEndpoint
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
@@ -77,6 +80,7 @@ class ResponseTooLarge(FederationError):
     """The answer was bigger than the caller accepts (``code`` 502, ``M_TOO_LARGE``)."""
 
     def __init__(self, destination: str, limit: int) -> None:
+        self.limit = limit
         super().__init__(destination, 502, {"errcode": "M_TOO_LARGE",
                                             "error": f"response over {limit} bytes"})
 
@@ -158,6 +162,36 @@ def encode_query(args: Mapping[str, str | list[str]] | None) -> str:
     return urlencode(args, doseq=True, quote_via=quote)
 
 
+class ForwardFederationRequest(ReplicationEndpoint):
+    """An outbound request handed by a process outside
+    ``outbound_federation_restricted_to`` to one inside it."""
+
+    NAME = "federation_outbound_request"
+    ANY_INSTANCE = True
+
+    @staticmethod
+    async def handle(hs: HomeServer, payload: dict[str, Any]) -> Any:
+        client = hs.federation_client
+        raw = bool(payload.get("raw"))
+        try:
+            result = await client.request_here(
+                payload["method"], payload["destination"], payload["path"],
+                args=payload.get("args"), body=payload.get("body"),
+                timeout_s=float(payload.get("timeout", 60.0)),
+                sign=bool(payload.get("sign", True)), raw=raw,
+                max_size=int(payload.get("max_size", MAX_JSON_RESPONSE)))
+        except ResponseTooLarge as e:
+            return {"too_large": e.limit}
+        except FederationError as e:
+            return {"error": {"code": e.code, "body": e.body}}
+        except FederationUnreachable as e:
+            return {"unreachable": e.reason, "denied": isinstance(e, FederationDenied)}
+        if raw:
+            content, headers = result
+            return {"content": base64.b64encode(content).decode(), "headers": headers}
+        return {"result": result}
+
+
 class FederationClient:
     """Signed JSON (and file) requests to other homeservers."""
 
@@ -168,6 +202,7 @@ class FederationClient:
         self._session: aiohttp.ClientSession | None = None
         self.discovery = ServerDiscovery(self._fetch_well_known)
         self.requests_sent = 0
+        self.forwarded = 0
 
     # -- the interface -------------------------------------------------------
     async def get_json(self, destination: str, path: str,
@@ -190,7 +225,7 @@ class FederationClient:
             *, max_size: int, timeout: float = 60.0,  # noqa: ASYNC109
     ) -> tuple[bytes, dict[str, str]]:
         """The raw body and headers (lower-case names) of a GET."""
-        result: tuple[bytes, dict[str, str]] = await self._request(
+        result: tuple[bytes, dict[str, str]] = await self.request(
             "GET", destination, path, args=args, body=None, timeout_s=timeout,
             max_size=max_size, raw=True)
         return result
@@ -198,15 +233,57 @@ class FederationClient:
     # -- internals -------------------------------------------------------------
     async def _json(self, method: str, destination: str, path: str,
                     args: dict[str, str | list[str]] | None, body: Any, timeout_s: float) -> Any:
+        return await self.request(method, destination, path, args=args, body=body,
+                                  timeout_s=timeout_s)
+
+    async def request(self, method: str, destination: str, path: str, *,
+                      args: Mapping[str, str | list[str]] | None, body: Any,
+                      timeout_s: float, sign: bool = True, raw: bool = False,
+                      max_size: int = MAX_JSON_RESPONSE) -> Any:
+        """The decoded JSON answer (``raw``: the bytes and headers); from a
+        process allowed outbound federation, else forwarded to one."""
+        restricted = self.config.outbound_federation_restricted_to
+        if restricted and self.hs.config.instance_name not in restricted:
+            return await self._forward(restricted, {
+                "method": method, "destination": destination, "path": path,
+                "args": dict(args) if args else None, "body": body, "timeout": timeout_s,
+                "sign": sign, "raw": raw, "max_size": max_size})
         return await self.request_here(method, destination, path, args=args, body=body,
-                                       timeout_s=timeout_s)
+                                       timeout_s=timeout_s, sign=sign, raw=raw,
+                                       max_size=max_size)
 
     async def request_here(self, method: str, destination: str, path: str, *,
                            args: Mapping[str, str | list[str]] | None, body: Any,
-                           timeout_s: float, sign: bool = True) -> Any:
-        """The request from this process (no forwarding); the decoded JSON answer."""
+                           timeout_s: float, sign: bool = True, raw: bool = False,
+                           max_size: int = MAX_JSON_RESPONSE) -> Any:
+        """The request from this process, never forwarded."""
         return await self._request(method, destination, path, args=args, body=body,
-                                   timeout_s=timeout_s, max_size=MAX_JSON_RESPONSE, sign=sign)
+                                   timeout_s=timeout_s, max_size=max_size, sign=sign, raw=raw)
+
+    async def _forward(self, instances: tuple[str, ...], payload: dict[str, Any]) -> Any:
+        from myelin.replication.http import WriterUnavailable
+
+        destination = payload["destination"]
+        # Spread over the allowed instances; stable per destination so its
+        # connections stay pooled in one place.
+        instance = instances[shard_index(destination, len(instances))]
+        self.forwarded += 1
+        try:
+            answer = await self.hs.replication.call_on(instance, ForwardFederationRequest,
+                                                       payload)
+        except WriterUnavailable as e:
+            raise FederationUnreachable(destination, f"via {instance}: {e}") from None
+        if "too_large" in answer:
+            raise ResponseTooLarge(destination, int(answer["too_large"]))
+        if "error" in answer:
+            raise FederationError(destination, int(answer["error"]["code"]),
+                                  answer["error"]["body"])
+        if "unreachable" in answer:
+            error = FederationDenied if answer.get("denied") else FederationUnreachable
+            raise error(destination, str(answer["unreachable"]))
+        if payload["raw"]:
+            return base64.b64decode(answer["content"]), dict(answer["headers"])
+        return answer.get("result")
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

@@ -245,7 +245,7 @@ class Keyring:
         self.fetches += 1
         fetched_ts = _now_ms()
         try:
-            response = await self.hs.federation_client.request_here(
+            response = await self.hs.federation_client.request(
                 "GET", server_name, "/_matrix/key/v2/server", args=None, body=None,
                 timeout_s=KEY_FETCH_TIMEOUT_S, sign=False)
         except (FederationError, FederationUnreachable) as e:
@@ -260,7 +260,7 @@ class Keyring:
         fetched_ts = _now_ms()
         criteria = {server_name: {key_id: {"minimum_valid_until_ts": valid_at_ts}}}
         try:
-            answer = await self.hs.federation_client.request_here(
+            answer = await self.hs.federation_client.request(
                 "POST", notary, "/_matrix/key/v2/query", args=None,
                 body={"server_keys": criteria}, timeout_s=KEY_FETCH_TIMEOUT_S)
         except (FederationError, FederationUnreachable) as e:

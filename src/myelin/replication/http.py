@@ -53,6 +53,9 @@ class ReplicationEndpoint:
     # The payload field (a room or user id) that picks the writer of a sharded
     # stream; None: the stream's only writer.
     SHARD_BY: ClassVar[str | None] = None
+    # True: not a stream write; any instance the caller picks serves it
+    # (called with ReplicationClient.call_on).
+    ANY_INSTANCE: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -117,6 +120,16 @@ class ReplicationClient:
         if fence and position:
             await self.hs.streams.view.wait_for(stream, writer, position, FENCE_TIMEOUT_S)
         return result
+
+    async def call_on(self, instance: str, endpoint: type[ReplicationEndpoint],
+                      payload: dict[str, Any]) -> Any:
+        """Run an ``ANY_INSTANCE`` endpoint on ``instance`` (here when it is us)."""
+        self.calls += 1
+        if instance == self.instance_name:
+            return await endpoint.handle(self.hs, payload)
+        self.remote_calls += 1
+        answer = await self._post(instance, endpoint.NAME, payload)
+        return answer.get("result")
 
     async def _post(self, instance: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
         session, base = self._session(instance)
@@ -187,14 +200,16 @@ class ReplicationServer:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
-            writer = self.hs.roles.writer_for(endpoint.STREAM, endpoint.shard_key(payload))
+            writer = (self.hs.config.instance_name if endpoint.ANY_INSTANCE else
+                      self.hs.roles.writer_for(endpoint.STREAM, endpoint.shard_key(payload)))
             if writer != self.hs.config.instance_name:
                 raise MatrixError(409, "M_UNKNOWN",
                                   f"{self.hs.config.instance_name} does not write"
                                   f" {endpoint.STREAM} for this call; {writer} does")
             result = await endpoint.handle(self.hs, payload)
             answer = {"result": result,
-                      "position": self.hs.streams.fence_position(endpoint.STREAM)}
+                      "position": 0 if endpoint.ANY_INSTANCE else
+                      self.hs.streams.fence_position(endpoint.STREAM)}
             self._answers.put(key, answer)
             future.set_result(answer)
             return answer

@@ -13,6 +13,7 @@ from typing import Any
 # The modules that declare ReplicationEndpoints: a process that only serves this
 # listener (an event persister) never imports them otherwise, and
 # REGISTRY would lack their endpoints ("Unknown replication endpoint").
+import myelin.federation.client
 import myelin.handlers.account_data
 import myelin.handlers.devices
 import myelin.handlers.events
