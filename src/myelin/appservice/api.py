@@ -28,13 +28,15 @@ PUSH_TIMEOUT_S = 60.0
 
 
 class AppServiceApi:
-    def __init__(self, legacy_authorization: bool = False) -> None:
+    def __init__(self, legacy_authorization: bool = False, *, verify_tls: bool = True) -> None:
         self.legacy_authorization = legacy_authorization
+        self.verify_tls = verify_tls
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
+            connector = None if self.verify_tls else aiohttp.TCPConnector(ssl=False)
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     async def close(self) -> None:

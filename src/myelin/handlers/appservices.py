@@ -11,6 +11,7 @@ Delivery of transactions is the ``appservice`` job (appservice/sender.py).
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from myelin.appservice.api import AppServiceApi
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
 
 logger = logging.getLogger(__name__)
+
+PROTOCOL_CACHE_S = 3600.0
 
 
 def exclusive_error(what: str) -> MatrixError:
@@ -35,7 +38,11 @@ class AppServiceHandler:
         self.services: list[AppService] = list(hs.config.app_services)
         self._by_token = {s.as_token: s for s in self.services}
         self._by_id = {s.id: s for s in self.services}
-        self.api = AppServiceApi(hs.config.use_appservice_legacy_authorization)
+        # Synapse's use_insecure_ssl_client_just_for_testing_do_not_use covers
+        # every outbound client but federation's: previews and services alike.
+        self._protocol_cache: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+        self.api = AppServiceApi(hs.config.use_appservice_legacy_authorization,
+                                 verify_tls=not hs.config.media.insecure_tls_for_testing)
 
     def get(self, appservice_id: str | None) -> AppService | None:
         return self._by_id.get(appservice_id) if appservice_id else None
@@ -170,32 +177,39 @@ class AppServiceHandler:
 
     async def protocol(self, name: str) -> dict[str, Any] | None:
         """The protocol as its services describe it, their instances merged;
-        each instance gets the ``instance_id`` /publicRooms takes."""
-        services = self._services_for(name)
-        if not services:
-            return None
+        an instance with a ``network_id`` gets the ``instance_id``
+        /publicRooms takes. None when no service describes it."""
         merged: dict[str, Any] | None = None
-        for service in services:
-            info = await self.api.thirdparty(service, f"/protocol/{name}", {})
-            if not isinstance(info, dict):
+        for service in self._services_for(name):
+            info = await self._protocol_info(service, name)
+            if info is None:
                 continue
             instances = []
             for instance in info.get("instances") or []:
                 if isinstance(instance, dict):
                     instance = dict(instance)
-                    network = instance.get("network_id", "")
-                    instance["instance_id"] = f"{service.id}|{network}"
+                    network = instance.get("network_id")
+                    if isinstance(network, str):
+                        instance["instance_id"] = f"{service.id}|{network}"
                     instances.append(instance)
             if merged is None:
-                merged = {"user_fields": [], "location_fields": [], "icon": "",
-                          "field_types": {}, **info, "instances": instances}
+                merged = {**info, "instances": instances}
             else:
                 merged["instances"].extend(instances)
-        if merged is None:
-            # A service that cannot describe its protocol still bridges it.
-            merged = {"user_fields": [], "location_fields": [], "icon": "",
-                      "field_types": {}, "instances": []}
         return merged
+
+    async def _protocol_info(self, service: AppService, name: str) -> dict[str, Any] | None:
+        """A service's description of a protocol, kept for an hour (it is
+        metadata: clients ask for it on every directory screen)."""
+        key = (service.id, name)
+        cached = self._protocol_cache.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        info = await self.api.thirdparty(service, f"/protocol/{name}", {})
+        if not isinstance(info, dict):
+            return None
+        self._protocol_cache[key] = (time.monotonic() + PROTOCOL_CACHE_S, info)
+        return info
 
     async def _lookup(self, services: list[AppService], path: str,
                       fields: dict[str, str]) -> list[dict[str, Any]]:

@@ -332,6 +332,8 @@ class AuthHandler:
 
         The first call answers 401 with the flows and a session; the client
         retries the same request with ``auth`` (see handlers/uia.py)."""
+        if requester.appservice_id is not None:
+            return  # the as_token is the service's proof; it has no password to give
         session = await self.hs.uia.authenticate(
             flows=[["m.login.password"]], body=body, uri=uri, method=method,
             description=description, requester=requester)

@@ -108,6 +108,18 @@ async def appservice_room_list(request: Request) -> dict[str, Any]:
     return {}
 
 
+@routes.delete(client_path("/directory/list/appservice/{networkId}/{roomId}"))
+async def appservice_room_unlist(request: Request) -> dict[str, Any]:
+    """Synapse's way to take a room off a network's list (as PUT "private")."""
+    requester = await request.requester()
+    appservice_id = request.hs.appservices.appservice_of(requester)
+    if appservice_id is None:
+        raise forbidden("Only application services can publish rooms to a network's directory")
+    await request.hs.appservices.set_network_room_visibility(
+        appservice_id, request.param("networkId"), request.param("roomId"), "private")
+    return {}
+
+
 @routes.post(client_v1_path("/appservice/{appserviceId}/ping"))
 async def appservice_ping(request: Request) -> dict[str, Any]:
     requester = await request.requester()
