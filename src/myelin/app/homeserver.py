@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from myelin.appservice.sender import AppServiceSender
     from myelin.federation.client import FederationClient
     from myelin.federation.edus import EduHandler
+    from myelin.federation.event_handler import FederationEventHandler
     from myelin.federation.keyring import Keyring
     from myelin.federation.sender import FederationSender
     from myelin.handlers.account import AccountLifecycleHandler
@@ -100,6 +101,7 @@ class Stores:
             RoomStore,
             StateStore,
         )
+        from myelin.storage.stores.federation import FederationStore
         from myelin.storage.stores.federation_sender import FederationSenderStore
         from myelin.storage.stores.media import MediaStore
         from myelin.storage.stores.openid import OpenIdTokenStore
@@ -146,6 +148,7 @@ class Stores:
         self.server_keys = ServerKeyStore(db)
         self.appservices = AppServiceStore(db)
         self.federation_sender = FederationSenderStore(db)
+        self.federation = FederationStore(db)
 
 
 class HomeServer:
@@ -326,6 +329,12 @@ class HomeServer:
         from myelin.handlers.events import EventPersister
 
         return EventPersister(self)
+
+    @cached_property
+    def federation_events(self) -> FederationEventHandler:
+        from myelin.federation.event_handler import FederationEventHandler
+
+        return FederationEventHandler(self)
 
     @cached_property
     def event_creation(self) -> EventCreationHandler:

@@ -70,6 +70,8 @@ OPTIONAL_MODULES: list[str] = [
     "myelin.api.client.room_lookups",
     "myelin.api.federation.openid",
     "myelin.api.federation.version",
+    "myelin.api.federation.transaction",
+    "myelin.api.federation.events",
     "myelin.api.client.threepids",
     "myelin.api.client.admin",
     "myelin.api.client.relations",

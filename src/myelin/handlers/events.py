@@ -65,6 +65,9 @@ class PendingEvent:
     state_before: StateMap | None  # None: continue from the previous event of the batch
     prev_group: int | None = None
     txn_key: tuple[str, str, str] | None = None
+    # The room's current state after this event when it is not simply the
+    # state after it: a remote event on a fork (federation/event_handler.py).
+    current_state: StateMap | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,13 @@ class EventPersister:
                 pending.update(a for a in stored.event.auth_event_ids if a not in loaded)
         return loaded
 
+    async def _rewrite_current_state(self, txn: Any, room_id: str, state: StateMap) -> None:
+        """A fork was resolved: the current state (and memberships) become ``state``."""
+        members = {k: e for k, e in state.items() if k[0] == "m.room.member"}
+        loaded = await self.store.get_events(members.values())
+        await self.hs.stores.federation.rewrite_current_state(
+            txn, room_id, state, [(s.event, s.stream_ordering) for s in loaded.values()])
+
     async def persist(self, event: Event, state_before: StateMap, prev_group: int | None,
                       txn_key: tuple[str, str, str] | None = None) -> SentEvent:
         """Persist one event whose state before it is ``state_before`` (on the
@@ -268,13 +278,17 @@ class EventPersister:
                     replaces_state=replaces_state, txn_key=pending.txn_key)
                 for indexer in self.indexers:
                     await indexer.index_event(ptxn.txn, event, state, position)
-                results.append((pending, position, group, dict(state)))
+                if pending.current_state is not None:
+                    await self._rewrite_current_state(ptxn.txn, event.room_id,
+                                                      pending.current_state)
+                results.append((pending, position, group, dict(pending.current_state)
+                                if pending.current_state is not None else dict(state)))
         sent: list[SentEvent] = []
         for pending, position, group, state_after in results:
             event = pending.event
             self.store.event_persisted(StoredEvent(event, position, group, None,
                                                    pending.txn_key))
-            if event.state_key is not None:
+            if event.state_key is not None or pending.current_state is not None:
                 self.hs.stores.state.remember_current_state(event.room_id, state_after)
             sent.append(SentEvent(event, position, state_after))
         if fence and sent:

@@ -6,6 +6,7 @@ who may not see a room gets ``M_FORBIDDEN`` (or nothing), never its content.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from myelin.domain import MatrixError, Requester, forbidden, not_found
@@ -13,6 +14,8 @@ from myelin.storage.stores.events import Membership, StateMap, StoredEvent
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
+
+logger = logging.getLogger(__name__)
 
 
 def parse_stream_token(token: str) -> int:
@@ -121,7 +124,8 @@ class RoomReadHandler:
         chunk: list[StoredEvent] = []
         end = position
         exhausted = False
-        for _ in range(5):  # keep going while visibility hides whole pages
+        backfilled = False
+        for _ in range(6):  # keep going while visibility hides whole pages
             ids = await self.store.get_room_stream_ids(
                 room_id, from_pos=end, to_pos=to_pos, backwards=backwards, limit=limit,
                 types=f.get("types"), not_types=f.get("not_types"), senders=f.get("senders"),
@@ -134,6 +138,10 @@ class RoomReadHandler:
                     requester.user_id, page, membership))
                 end = ids[-1][1] - 1 if backwards else ids[-1][1]
             if len(ids) < limit:
+                if backwards and not backfilled and await self._backfill(room_id, limit):
+                    # Older history arrived from other servers, below `end`.
+                    backfilled = True
+                    continue
                 exhausted = True
                 break
             if chunk:
@@ -157,6 +165,19 @@ class RoomReadHandler:
             members = await self.store.get_events(member_ids)
             response["state"] = await serializer.serialize(list(members.values()))
         return response
+
+    async def _backfill(self, room_id: str, limit: int) -> int:
+        """Ask other servers in the room for history before what we hold
+        (federation/backfill.py); how many events arrived."""
+        extremities = await self.hs.stores.federation.get_backward_extremities(room_id)
+        if not extremities:
+            return 0
+        try:
+            return await self.hs.federation_events.backfill(
+                room_id, [e for e, _ in extremities], limit)
+        except Exception:  # pagination still answers with what is stored
+            logger.exception("backfilling %s failed", room_id)
+            return 0
 
     async def context(self, requester: Requester, room_id: str, event_id: str, limit: int,
                       event_filter: dict[str, Any] | None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 # listener (an event persister) never imports them otherwise, and
 # REGISTRY would lack their endpoints ("Unknown replication endpoint").
 import myelin.federation.client
+import myelin.federation.event_handler
 import myelin.handlers.account_data
 import myelin.handlers.devices
 import myelin.handlers.events
