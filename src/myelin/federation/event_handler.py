@@ -45,6 +45,7 @@ from myelin.storage.stores.events import StateMap
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
+    from myelin.federation.client import FederationClient
 
 logger = logging.getLogger(__name__)
 
@@ -131,14 +132,9 @@ class FederationEventHandler:
         self.store = hs.stores.federation
         self.events = hs.stores.events
 
-    # fed-keys' objects (looked up by name: they may land after this module).
     @property
-    def _keyring(self) -> Any:
-        return getattr(self.hs, "keyring")  # noqa: B009
-
-    @property
-    def _client(self) -> Any:
-        return getattr(self.hs, "federation_client")  # noqa: B009
+    def _client(self) -> FederationClient:
+        return self.hs.federation_client
 
     # -- the checks that need no room state ----------------------------------
     async def check_pdu(self, origin: str, pdu: dict[str, Any],
@@ -152,7 +148,7 @@ class FederationEventHandler:
                 raise too_large(str(e)) from None
             raise bad_json(f"Invalid PDU: {e}") from None
         try:
-            await self._keyring.verify_event_signatures(pdu, room_version)
+            await self.hs.keyring.verify_event_signatures(pdu, room_version)
         except MatrixError:
             raise
         except Exception as e:  # SignatureError, or the keys could not be had

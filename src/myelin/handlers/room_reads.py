@@ -88,6 +88,10 @@ class RoomReadHandler:
         stored = await self.store.get_event(event_id)
         if stored is None or stored.event.room_id != room_id:
             raise not_found("Event not found.")
+        if stored.stream_ordering < 0 and await self.hs.stores.federation.is_soft_failed(
+                event_id):
+            # Soft-failed remote events are kept for the DAG, never shown.
+            raise not_found("Event not found.")
         try:
             await self.membership_for_read(requester, room_id)
         except MatrixError as e:

@@ -14,10 +14,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from myelin.api.federation._auth import authenticated_origin
 from myelin.domain import MatrixError, bad_json, forbidden, missing_param, not_found
 from myelin.events.event import Event
 from myelin.events.redaction import prune_event_dict
+from myelin.federation.auth import authenticate_request
 from myelin.http.request import Request
 from myelin.http.routing import PathPattern, RouteTable
 from myelin.storage.stores.events import StateMap
@@ -33,7 +33,7 @@ def _v1(path: str) -> PathPattern:
 
 
 async def _allowed_origin(request: Request, room_id: str) -> str:
-    origin = await authenticated_origin(request)
+    origin = await authenticate_request(request)
     fed = request.hs.federation_events
     await fed.check_server_acl(room_id, origin)
     if await request.hs.stores.rooms.get_room_version(room_id) is None:
@@ -86,7 +86,7 @@ async def _visible_pdus(request: Request, origin: str, events: Iterable[Event],
 
 @routes.get(_v1("/event/{eventId}"))
 async def get_event(request: Request) -> dict[str, Any]:
-    origin = await authenticated_origin(request)
+    origin = await authenticate_request(request)
     stored = await request.hs.stores.events.get_event(request.param("eventId"))
     if stored is None:
         raise not_found("Event not found")

@@ -15,10 +15,10 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from myelin.api.federation._auth import authenticated_origin
 from myelin.domain import MatrixError, bad_json
 from myelin.events.event import Event, InvalidEventError
 from myelin.events.room_versions import EventFormat
+from myelin.federation.auth import authenticate_request
 from myelin.federation.event_handler import RejectedEvent
 from myelin.http.request import Request
 from myelin.http.routing import PathPattern, RouteTable
@@ -36,7 +36,7 @@ _running: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
 
 @routes.put(PathPattern("/_matrix/federation", ("v1",), "/send/{txnId}"))
 async def send_transaction(request: Request) -> dict[str, Any]:
-    origin = await authenticated_origin(request)
+    origin = await authenticate_request(request)
     txn_id = request.param("txnId")
     body = await request.json()
     pdus = body.get("pdus", [])
