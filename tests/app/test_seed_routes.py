@@ -120,6 +120,18 @@ SEED_FIXED_SAMPLES = [
      f"/_matrix/client/unstable/rooms/{ROOM}/relations/{EVENT}"),
     (r"^/_matrix/key/v2/query", "POST", "/_matrix/key/v2/query"),
     (r"^/_matrix/key/v2/query", "GET", "/_matrix/key/v2/query/example.org"),
+    # fed-dag: the room DAG over federation.
+    (r"^/_matrix/federation/v1/event/", "GET", f"/_matrix/federation/v1/event/{EVENT}"),
+    (r"^/_matrix/federation/v1/state/", "GET", f"/_matrix/federation/v1/state/{ROOM}"),
+    (r"^/_matrix/federation/v1/state_ids/", "GET", f"/_matrix/federation/v1/state_ids/{ROOM}"),
+    (r"^/_matrix/federation/v1/backfill/", "GET", f"/_matrix/federation/v1/backfill/{ROOM}"),
+    (r"^/_matrix/federation/v1/get_missing_events/", "POST",
+     f"/_matrix/federation/v1/get_missing_events/{ROOM}"),
+    (r"^/_matrix/federation/v1/event_auth/", "GET",
+     f"/_matrix/federation/v1/event_auth/{ROOM}/{EVENT}"),
+    (r"^/_matrix/federation/v1/timestamp_to_event/", "GET",
+     f"/_matrix/federation/v1/timestamp_to_event/{ROOM}"),
+    (r"^/_matrix/federation/v1/send/", "PUT", "/_matrix/federation/v1/send/txn1"),
 ]
 
 
