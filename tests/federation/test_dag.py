@@ -33,9 +33,11 @@ def txn() -> str:
     return f"dag{next(_txns)}"
 
 
-@pytest.fixture(scope="module")
-def peer() -> Iterator[MyelinPeer]:
-    server = launch_myelin_peer(ca=local_ca())
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def peer(request: pytest.FixtureRequest) -> Iterator[MyelinPeer]:
+    # Both engines: outliers and backfill take negative positions differently.
+    pg = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
+    server = launch_myelin_peer(engine=request.param, pg=pg, ca=local_ca())
     try:
         yield server
     finally:
@@ -297,3 +299,24 @@ def test_the_dag_is_served_to_servers_in_the_room_only(
     # Nor without a valid signature.
     status, _ = peer.https("GET", f"/_matrix/federation/v1/event/{q(second)}")
     assert status == 401
+
+
+def test_a_fork_in_the_dag_is_merged_by_the_next_local_event(
+        alice: FedUser, remote: FakeRemote, peer: MyelinPeer) -> None:
+    room = joined_room(alice, remote, peer)
+    bob = remote.user("bob")
+    join = room.latest
+    left_id, left = room.message(bob, "left branch")
+    right_id, right = room.message(bob, "right branch", prev=[join])
+    assert remote.send(peer, txn(), [left])[1] == {"pdus": {left_id: {}}}
+    assert remote.send(peer, txn(), [right])[1] == {"pdus": {right_id: {}}}
+    merge = alice.send(room.room_id, "merge")
+    status, got = remote.request(peer, "GET", f"/_matrix/federation/v1/event/{q(merge)}")
+    assert status == 200
+    assert set(got["pdus"][0]["prev_events"]) == {left_id, right_id}
+    assert bodies(alice, room.room_id)[-3:-1] in (["left branch", "right branch"],
+                                                  ["right branch", "left branch"])
+    # bob is still a member on the merged state: his next message is accepted.
+    after_id, after = room.message(bob, "after the merge", prev=[merge])
+    assert remote.send(peer, txn(), [after])[1] == {"pdus": {after_id: {}}}
+    assert bodies(alice, room.room_id)[-1] == "after the merge"

@@ -456,8 +456,12 @@ class FederationEventHandler:
                 sets.append(await self.hs.stores.state.get_state_for_group(group))
             if len(sets) > 1:
                 current = await self._resolve(event.room_version, sets, [event])
-                if current == state_after:
-                    current = None
+        if current is None and state_before != await self.hs.stores.state.get_current_state_ids(
+                room_id):
+            # The persister writes the event's own state on top of the current
+            # state; here the state before it is not the current state (a room
+            # we just joined, a gap bridged with remote state): write it whole.
+            current = state_after
         (sent,) = await self.hs.persister.persist_batch_here(
             [PendingEvent(event, state_before, prev_group, current_state=current)])
         if current is not None:
