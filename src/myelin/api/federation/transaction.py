@@ -4,7 +4,7 @@ from another server.
 Idempotent per origin and transaction id (the first answer is stored and
 given again). PDUs of one room are processed in order, rooms in parallel;
 each PDU's result is ``{}`` or ``{"error": ...}``. EDUs go to
-``hs.federation_edus`` (fed-sender) when this build has it. Any generic
+``hs.federation_edus``. Any generic
 worker may serve it: each PDU persists on its room's persister.
 """
 
@@ -37,6 +37,8 @@ _running: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
 @routes.put(PathPattern("/_matrix/federation", ("v1",), "/send/{txnId}"))
 async def send_transaction(request: Request) -> dict[str, Any]:
     origin = await authenticate_request(request)
+    # A server that sends to us is up: our queue to it may retry at once.
+    request.hs.federation_sender.server_up(origin)
     txn_id = request.param("txnId")
     body = await request.json()
     pdus = body.get("pdus", [])
@@ -119,10 +121,9 @@ def _event_id(pdu: dict[str, Any], room_version: Any) -> str:
 
 async def _handle_edus(request: Request, origin: str, edus: Iterable[Any]) -> None:
     valid = [e for e in edus if isinstance(e, dict) and isinstance(e.get("edu_type"), str)]
-    handler = getattr(request.hs, "federation_edus", None)
-    if handler is None or not valid:
+    if not valid:
         return
     try:
-        await handler.on_edus(origin, valid)
+        await request.hs.federation_edus.on_edus(origin, valid)
     except Exception:  # EDUs are best effort; the PDUs' answer stands
         logger.exception("handling EDUs from %s failed", origin)
