@@ -125,7 +125,8 @@ class FederationSender:
     # -- who sends what ------------------------------------------------------
     def owns(self, destination: str) -> bool:
         """Whether this process's queues serve ``destination``."""
-        if not self.running or destination == self.server_name:
+        if not self.running or destination == self.server_name or \
+                not self.hs.config.federation.allows_domain(destination):
             return False
         index = shard_index(destination, len(self.instances))
         return self.instances[index] == self.instance_name
