@@ -243,6 +243,11 @@ async def test_typing_receipts_presence_and_to_device_go_out_as_edus(env: Env) -
                               if e["content"]["typing"] is False])
 
 
+async def _at_least(rows: Any, count: int) -> Any:
+    found = await rows
+    return found if len(found) >= count else None
+
+
 async def _outbox_empty(env: Env) -> bool:
     return not await env.hs.db.fetchval("SELECT COUNT(*) FROM federation_outbox")
 
@@ -367,3 +372,57 @@ async def test_a_restarted_sender_catches_up_from_its_tables(
         assert _bodies(remote.pdus_to("later.test")) == ["second", "third"]
     finally:
         await _stop(hs)
+
+
+async def test_device_list_changes_go_out_in_order_and_survive_a_down_server(env: Env) -> None:
+    alice = await env.user("alice")
+    await env.shared_room(alice, "@bob:devices.test")
+    env.remote.down.add("devices.test")
+    async with env.hs.db.transaction() as txn:
+        await env.hs.stores.accounts.upsert_device(txn, alice.user_id, "PHONE", "my phone")
+    outbox = env.hs.stores.federation_sender
+    # (An update carries the device as it is when the sender gets to it: let it
+    # get to each change before the next.)
+    await env.hs.devices.notify_device_change(alice.user_id, "PHONE")
+    await eventually(lambda: _at_least(outbox.get_outbox("devices.test", 10), 1))
+    await env.hs.devices.rename_device(alice.user_id, "PHONE", "old phone")
+    await eventually(lambda: _at_least(outbox.get_outbox("devices.test", 10), 2))
+    await env.hs.devices.delete_devices(alice.user_id, ["PHONE"])
+    await eventually(lambda: _backoff(env, "devices.test"), what="a backoff")
+    # Kept in the outbox while the server is down...
+    waiting = await eventually(lambda: _at_least(outbox.get_outbox("devices.test", 10), 3))
+    assert [e.edu_type for e in waiting] == ["m.device_list_update"] * 3
+    await asyncio.sleep(MIN_RETRY_MS / 1000 * 2)  # a retry or two fails meanwhile
+    assert env.remote.edus_to("devices.test") == []
+    env.remote.down.discard("devices.test")
+    env.hs.federation_sender.server_up("devices.test")
+    updates = await eventually(
+        lambda: (u := env.remote.edus_to("devices.test", "m.device_list_update"))
+        and len(u) >= 3 and u, what="three device list updates")
+    contents = [u["content"] for u in updates]
+    assert [c["device_id"] for c in contents] == ["PHONE"] * 3
+    assert all(c["user_id"] == alice.user_id for c in contents)
+    # ...in order, each naming the one before it.
+    ids = [c["stream_id"] for c in contents]
+    assert ids == sorted(ids)
+    assert contents[1]["prev_id"] == [ids[0]] and contents[2]["prev_id"] == [ids[1]]
+    assert [c["deleted"] for c in contents] == [False, False, True]
+    assert contents[0]["device_display_name"] == "my phone"
+    assert contents[1]["device_display_name"] == "old phone"
+    await eventually(lambda: _outbox_empty(env), what="the outbox drained")
+
+
+async def test_a_remote_join_we_accepted_is_relayed_to_the_other_servers(env: Env) -> None:
+    alice = await env.user("alice")
+    room_id = await env.shared_room(alice, "@bob:resident.test")
+    # As send_join persists a joining server's event, then hands it to the sender.
+    joiner = "@carol:joiner.test"
+    sent = await env.hs.event_creation.send(joiner, room_id, "m.room.member",
+                                            {"membership": "join"}, state_key=joiner)
+    await env.hs.federation_sender.send_on_behalf_of("joiner.test", sent.event.event_id)
+    relayed = await eventually(lambda: [p for p in env.remote.pdus_to("resident.test")
+                                        if p.get("state_key") == joiner],
+                               what="the relayed join")
+    assert relayed[0]["sender"] == joiner
+    await asyncio.sleep(0.2)
+    assert [p for p in env.remote.pdus_to("joiner.test") if p.get("state_key") == joiner] == []

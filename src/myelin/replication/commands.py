@@ -116,12 +116,15 @@ class FederationEduCommand(Command):
 @dataclass(frozen=True)
 class FederationPokeCommand(Command):
     """Work for the senders of ``destinations``: the outbox has EDUs for them, or
-    (with ``event_id``) that event must go to them too (an invite's target)."""
+    (with ``event_id``) that event must go to them too (an invite's target); with
+    ``on_behalf_of``, a remote server's event we accepted goes to every other
+    server in the room (``destinations`` is empty: each sender works them out)."""
 
     NAME: ClassVar[str] = "FEDERATION_POKE"
     instance: str
     destinations: list[str]
     event_id: str | None = None
+    on_behalf_of: str | None = None
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,7 @@ class FederationSender:
         self._txn_base = now_ms()
         self._txn_counter = 0
         self._events_wakeup = asyncio.Event()
+        self._device_lists_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._hosts_by_group: Cache[int, frozenset[str]] = hs.caches.register(
@@ -186,6 +187,12 @@ class FederationSender:
             self.hs.bus.publish(FederationPokeCommand(
                 self.instance_name, [d for d in wanted if d not in mine], event_id))
 
+    async def send_on_behalf_of(self, origin: str, event_id: str) -> None:
+        """A remote server's event that it gave us for the room (send_join,
+        send_leave, send_knock): the other servers in the room hear of it from
+        us, as the joining server knows only us. Any process."""
+        self.hs.bus.publish(FederationPokeCommand(self.instance_name, [], event_id, origin))
+
     def poke_outbox(self, destinations: Iterable[str]) -> None:
         """The outbox has new EDUs for ``destinations``: tell their senders."""
         wanted = sorted(set(destinations))
@@ -213,6 +220,9 @@ class FederationSender:
                 self.queue(command.destination).add_edu(command.edu_type, command.content,
                                                         command.key)
         elif isinstance(command, FederationPokeCommand):
+            if command.on_behalf_of is not None and command.event_id is not None:
+                self.spawn(self._relay(command.on_behalf_of, command.event_id))
+                return
             mine = [d for d in command.destinations if self.owns(d)]
             if not mine:
                 return
@@ -248,8 +258,10 @@ class FederationSender:
         for destination in await self.store.destinations_behind():
             if self.owns(destination):
                 self.queue(destination).start_catch_up()
-        self._tasks = [asyncio.get_running_loop().create_task(self._events_loop()),
-                       asyncio.get_running_loop().create_task(self._outbox_loop())]
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._events_loop()),
+                       loop.create_task(self._device_lists_loop()),
+                       loop.create_task(self._outbox_loop())]
 
     async def stop(self) -> None:
         self.running = False
@@ -324,6 +336,17 @@ class FederationSender:
             [(d, event.event.room_id, event.stream_ordering) for d in destinations])
         for destination in destinations:
             self.queue(destination).add_pdu(event.stream_ordering, pdu_json(event.event))
+
+    async def _relay(self, origin: str, event_id: str) -> None:
+        event = await self.hs.stores.events.get_event(event_id)
+        if event is None:
+            logger.warning("federation sender: asked to relay unknown event %s", event_id)
+            return
+        hosts = await self.destinations_for(event)
+        hosts.discard(origin)
+        mine = sorted(d for d in hosts if self.owns(d))
+        if mine:
+            await self._queue_event(mine, event_id)
 
     async def destinations_for(self, stored: StoredEvent) -> set[str]:
         """The servers an event goes to: those with a member joined in the room
@@ -453,16 +476,58 @@ class FederationSender:
 
     def _on_device_lists_rows(self, writer: str,
                               rows: Sequence[tuple[int, DeviceListsRow]]) -> None:
-        if not self.running:
-            return
-        for position, row in rows:
-            if self.hs.is_mine(row.user_id):
-                self.spawn(self._send_device_update(position, row))
+        if self.running and any(self.hs.is_mine(row.user_id) for _, row in rows):
+            self._device_lists_wakeup.set()
 
-    async def _send_device_update(self, stream_id: int, row: DeviceListsRow) -> None:
-        hosts = await self.hosts_sharing_rooms(row.user_id)
+    async def _device_lists_loop(self) -> None:
+        """Local users' device list changes, in stream order, into the outbox:
+        an update must reach a server that is down, or survive our restart, and
+        its ``prev_id`` chain must arrive in order. The outbox rows and the
+        position are written in one transaction."""
+        position: int | None = None
+        while True:
+            try:
+                if position is None:
+                    position = await self.store.get_position(self.instance_name,
+                                                             "device_lists")
+                    if position is None:
+                        position = self.hs.streams.view.position("device_lists")
+                        await self.store.set_position(self.instance_name, "device_lists",
+                                                      position)
+                self._device_lists_wakeup.clear()
+                upto = self.hs.streams.view.position("device_lists")
+                while position < upto:
+                    position = await self._process_device_lists(position, upto)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("federation sender: reading the device_lists stream failed")
+                await asyncio.sleep(1.0)
+                continue
+            await self._device_lists_wakeup.wait()
+
+    async def _process_device_lists(self, after: int, upto: int) -> int:
+        rows = await self.hs.db.fetchall(
+            "SELECT stream_id, user_id, device_id FROM device_lists_stream WHERE stream_id > ?"
+            " AND stream_id <= ? ORDER BY stream_id LIMIT ?", after, upto, EVENTS_BATCH)
+        reached = upto if len(rows) < EVENTS_BATCH else int(rows[-1][0])
+        entries: list[tuple[str, str, dict[str, Any]]] = []
+        for stream_id, user_id, device_id in rows:
+            if self.hs.is_mine(user_id):
+                entries.extend(await self._device_update(int(stream_id),
+                                                         DeviceListsRow(user_id, device_id)))
+        await self.store.add_to_outbox(entries, position=(self.instance_name, "device_lists",
+                                                          reached))
+        for destination in sorted({d for d, _, _ in entries}):
+            self.queue(destination).poke_outbox()
+        return reached
+
+    async def _device_update(self, stream_id: int, row: DeviceListsRow,
+                             ) -> list[tuple[str, str, dict[str, Any]]]:
+        """The outbox entries (destination, EDU type, content) for one change."""
+        hosts = sorted(h for h in await self.hosts_sharing_rooms(row.user_id) if self.owns(h))
         if not hosts:
-            return
+            return []
         e2e = self.hs.stores.e2e_keys
         cross = await e2e.get_cross_signing_keys(row.user_id)
         cross_ids = {key_id.partition(":")[2] for key in cross.values()
@@ -473,8 +538,7 @@ class FederationSender:
                 content["master_key"] = cross["master"]
             if "self_signing" in cross:
                 content["self_signing_key"] = cross["self_signing"]
-            self._queue_edu(hosts, "m.signing_key_update", content)
-            return
+            return [(h, "m.signing_key_update", content) for h in hosts]
         prev = await self.hs.db.fetchval(
             "SELECT MAX(stream_id) FROM device_lists_stream WHERE user_id = ?"
             " AND stream_id < ?", row.user_id, stream_id)
@@ -488,4 +552,4 @@ class FederationSender:
                 content["keys"] = keys
             if device.display_name is not None:
                 content["device_display_name"] = device.display_name
-        self._queue_edu(hosts, "m.device_list_update", content)
+        return [(h, "m.device_list_update", content) for h in hosts]

@@ -119,6 +119,7 @@ class DestinationQueue:
             self.retry_interval = 0
             self.retry_last_ts = 0
             self.sender.spawn(self.store.set_retry(self.destination, 0, 0))
+        self._outbox_pending = True
         self._wakeup.set()
         self._kick()
 
@@ -292,6 +293,8 @@ class DestinationQueue:
             # Catch-up will send the newest event of each room instead.
             self._pdus = []
         self.catching_up = True
+        # What the outbox held is still there: read it again on the next try.
+        self._outbox_pending = True
 
 
 def _hashable(key: Any) -> Any:

@@ -3,6 +3,7 @@ senders' stream positions and the outbox of durable EDUs (migration 018)."""
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 from collections.abc import Iterable, Sequence
@@ -12,6 +13,8 @@ from typing import Any
 import orjson
 
 from myelin.storage.engines import Database, Transaction
+
+_outbox_serial = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -138,10 +141,16 @@ class FederationSenderStore:
             " DO UPDATE SET position = excluded.position", instance_name, stream, position)
 
     # -- the outbox --------------------------------------------------------
-    async def add_to_outbox(self, entries: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
-        """Queue (destination, edu_type, content) EDUs that must survive restarts."""
+    async def add_to_outbox(self, entries: Sequence[tuple[str, str, dict[str, Any]]], *,
+                            position: tuple[str, str, int] | None = None) -> None:
+        """Queue (destination, edu_type, content) EDUs that must survive restarts;
+        with ``position`` (instance, stream, position), record in the same
+        transaction how far the sender has turned that stream into EDUs."""
         async with self.db.transaction() as txn:
-            await add_to_outbox(txn, entries)
+            if entries:
+                await add_to_outbox(txn, entries)
+            if position is not None:
+                await self._set_position(txn, *position)
 
     async def get_outbox(self, destination: str, limit: int) -> list[OutboxEntry]:
         rows = await self.db.fetchall(
@@ -165,8 +174,11 @@ async def add_to_outbox(txn: Transaction, entries: Sequence[tuple[str, str, dict
                         ) -> None:
     """The outbox insert, inside a caller's transaction (the to-device store's)."""
     now = int(time.time() * 1000)
+    # Ids sort in the order this process wrote them (a device's updates must
+    # arrive in order); the random tail keeps other processes' ids apart.
     await txn.executemany(
         "INSERT INTO federation_outbox (outbox_id, destination, edu_type, content,"
         " created_ts) VALUES (?, ?, ?, ?, ?)",
-        [(f"{now:013d}{secrets.token_hex(6)}", destination, edu_type,
-          orjson.dumps(content).decode(), now) for destination, edu_type, content in entries])
+        [(f"{now:013d}{next(_outbox_serial):09d}{secrets.token_hex(4)}", destination,
+          edu_type, orjson.dumps(content).decode(), now)
+         for destination, edu_type, content in entries])
