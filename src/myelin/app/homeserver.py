@@ -78,6 +78,7 @@ if TYPE_CHECKING:
     from myelin.http.metrics import HttpMetrics
     from myelin.http.ratelimiters import Ratelimiters
     from myelin.http.server import Listener
+    from myelin.push.mailer import EmailValidation, Mailer
     from myelin.push.pool import PusherPool
     from myelin.replication.http import ReplicationClient, ReplicationServer
 
@@ -115,6 +116,7 @@ class Stores:
         from myelin.storage.stores.room_keys import RoomKeyStore
         from myelin.storage.stores.search import SearchStore
         from myelin.storage.stores.server_keys import ServerKeyStore
+        from myelin.storage.stores.threepid_validation import ThreepidValidationStore
         from myelin.storage.stores.threepids import ThreepidStore
         from myelin.storage.stores.to_device import ToDeviceStore
 
@@ -136,6 +138,7 @@ class Stores:
         self.push_rules = PushRuleStore(db, gens["push_rules"])
         self.push_actions = PushActionStore(db)
         self.pushers = PusherStore(db)
+        self.threepid_sessions = ThreepidValidationStore(db)
         self.e2e_keys = E2EKeyStore(db, caches, invalidate)
         self.room_keys = RoomKeyStore(db)
         self.reports = ReportStore(db)
@@ -479,6 +482,20 @@ class HomeServer:
         from myelin.handlers.pushers import PusherHandler
 
         return PusherHandler(self)
+
+    @cached_property
+    def mailer(self) -> Mailer | None:
+        """The SMTP sender, when there is an ``email`` config section."""
+        from myelin.push.mailer import Mailer
+
+        email = self.config.email
+        return Mailer(email, self.server_name) if email is not None else None
+
+    @cached_property
+    def email_validation(self) -> EmailValidation | None:
+        from myelin.push.mailer import EmailValidation
+
+        return EmailValidation(self, self.mailer) if self.mailer is not None else None
 
     @cached_property
     def pusher_pool(self) -> PusherPool:

@@ -73,6 +73,7 @@ OPTIONAL_MODULES: list[str] = [
     "myelin.api.federation.transaction",
     "myelin.api.federation.events",
     "myelin.api.client.threepids",
+    "myelin.api.client.email_links",
     "myelin.api.client.admin",
     "myelin.api.client.relations",
     "myelin.api.client.spaces",

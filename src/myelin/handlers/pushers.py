@@ -101,6 +101,24 @@ class PusherHandler:
             await self.store.set_pusher(pusher, append=append, now_ms=int(time.time() * 1000))
         await self._announce(requester.user_id)
 
+    async def add_email_pusher(self, user_id: str, address: str) -> None:
+        """The pusher that mails ``user_id`` about unread messages (Synapse's shape)."""
+        from myelin.push.mailer import EMAIL_APP_ID
+
+        pusher = Pusher(
+            user_id=user_id, app_id=EMAIL_APP_ID, pushkey=address, kind="email",
+            app_display_name="Email Notifications", device_display_name=address,
+            profile_tag="", lang="en", data={}, device_id=None, access_token=None,
+            last_stream_ordering=self.hs.streams.view.position("events"))
+        await self.store.set_pusher(pusher, append=True, now_ms=int(time.time() * 1000))
+        await self._announce(user_id)
+
+    async def remove_email_pusher(self, user_id: str, address: str) -> None:
+        from myelin.push.mailer import EMAIL_APP_ID
+
+        if await self.store.delete_pusher(user_id, EMAIL_APP_ID, address):
+            await self._announce(user_id)
+
     async def _announce(self, user_id: str) -> None:
         await self.hs.invalidate_cache("pushers", [user_id])
 

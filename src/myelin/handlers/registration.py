@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from myelin.domain import MatrixError, Requester, forbidden
 from myelin.handlers.auth import check_password, hash_password
-from myelin.handlers.uia import DUMMY, REGISTRATION_TOKEN, has_pinned_content
+from myelin.handlers.uia import (
+    DUMMY,
+    EMAIL_IDENTITY,
+    REGISTRATION_TOKEN,
+    has_pinned_content,
+)
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
@@ -108,9 +113,10 @@ class RegistrationHandler:
 
     # -- the client /register flow -----------------------------------------
     def flows(self) -> list[list[str]]:
+        email = [EMAIL_IDENTITY] if self.hs.email_validation is not None else []
         if self.hs.config.registration_requires_token:
             return [[REGISTRATION_TOKEN]]
-        return [[DUMMY]]
+        return [[DUMMY]] + ([email] if email else [])
 
     async def register_with_uia(self, body: dict[str, Any], uri: str,
                                 client_ip: str) -> dict[str, Any]:
@@ -149,6 +155,11 @@ class RegistrationHandler:
                 await hs.stores.registration_tokens.complete_use(token)
             session.params["registered_user_id"] = user_id
             await uia.save(session)
+            threepid = session.params.get("threepid")
+            if isinstance(threepid, dict):
+                # The address the email stage proved becomes the account's.
+                await hs.threepids.add_validated(user_id, threepid["medium"],
+                                                 threepid["address"])
         response: dict[str, Any] = {"user_id": user_id, "home_server": hs.server_name}
         if not params.get("inhibit_login"):
             response.update(await hs.auth.issue_tokens(

@@ -11,7 +11,9 @@ stored; registration keeps only the bcrypt hash.
 
 Stages offered: ``m.login.dummy``, ``m.login.password`` (for the requester's
 own account only: proving another user's password is 403 ``M_FORBIDDEN``)
-and ``m.login.registration_token``.
+``m.login.registration_token`` and ``m.login.email.identity`` (the
+``threepid_creds`` of a session validated by an emailed link; the proven
+address is kept in the session's ``threepid`` param).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ SESSION_LIFETIME_MS = 24 * 3600 * 1000
 DUMMY = "m.login.dummy"
 PASSWORD = "m.login.password"
 REGISTRATION_TOKEN = "m.login.registration_token"
+EMAIL_IDENTITY = "m.login.email.identity"
 
 
 def request_digest(content: dict[str, Any]) -> str:
@@ -176,6 +179,17 @@ class UserInteractiveAuth:
                 raise self.challenge(flows, session, "M_UNAUTHORIZED",
                                      "Invalid registration token")
             session.params["registration_token"] = token
+            return
+        if stage == EMAIL_IDENTITY:
+            creds = auth.get("threepid_creds", auth.get("threepidCreds"))
+            validated = None
+            if isinstance(creds, dict):
+                validated = await self.hs.threepids.validated(creds.get("sid"),
+                                                              creds.get("client_secret"))
+            if validated is None or validated[0] != "email":
+                raise self.challenge(flows, session, "M_UNAUTHORIZED",
+                                     "Unable to get a validated email address")
+            session.params["threepid"] = {"medium": validated[0], "address": validated[1]}
             return
         raise self.challenge(flows, session, "M_UNRECOGNIZED", "Unsupported authentication type")
 

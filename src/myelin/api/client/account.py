@@ -24,6 +24,12 @@ async def whoami(request: Request) -> dict[str, Any]:
 async def change_password(request: Request) -> dict[str, Any]:
     hs = request.hs
     body = await request.json()
+    raw = request.raw
+    if hs.email_validation is not None and "Authorization" not in raw.headers \
+            and "access_token" not in raw.query:
+        # Forgotten password: proven by an emailed link instead of a token.
+        await hs.threepids.reset_password(body, raw.path)
+        return {}
     requester = await request.requester()
     new_password = body.get("new_password")
     if not isinstance(new_password, str) or not new_password:
