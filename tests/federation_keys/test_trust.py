@@ -19,12 +19,14 @@ asked again" is counted where it would happen.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import ssl
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -39,7 +41,10 @@ from myelin.config import load_config_from_dict
 from myelin.events.room_versions import KNOWN_ROOM_VERSIONS
 from myelin.events.signing import (
     SignatureError,
+    SigningKey,
     decode_verify_key_base64,
+    encode_verify_key_base64,
+    sign_event,
     verify_signed_json,
 )
 from myelin.federation.auth import authenticate_request, sign_request_header
@@ -56,6 +61,11 @@ from tests.support.postgres import free_port
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 WHOAMI = "/_matrix/federation/v1/myelin_test/whoami"
+SPEC_VECTORS = json.loads(
+    Path("/work/shared/spec/test-vectors.json").read_text(encoding="utf-8"))
+# A's retired key: published in old_verify_keys, expired an hour ago.
+OLD_KEY = SigningKey(os.urandom(32), "old1")
+OLD_KEY_EXPIRED = int(time.time() * 1000) - 3600_000
 test_routes = RouteTable("federation")
 
 
@@ -158,7 +168,7 @@ async def net() -> AsyncIterator[Net]:
         replication_a = free_port()
         a = await _node(workdir, f"127.0.0.1:{port_a}", ca, port=port_a, extra={
             "old_signing_keys": {"ed25519:old1": {
-                "key": "l/O9hxMVKB6Lg+3Hqz0FQQZhH7/U7Q2lzQSQuzvbm/c", "expired_ts": 1000}},
+                "key": encode_verify_key_base64(OLD_KEY), "expired_ts": OLD_KEY_EXPIRED}},
             "worker_replication_secret": "s3cret"}, replication_port=replication_a)
         nodes.append(a)
         # A worker of A's that may not make outbound federation requests itself.
@@ -176,13 +186,14 @@ async def net() -> AsyncIterator[Net]:
             "federation_ip_range_blocklist": None})
         nodes.append(c)
         b_key = b.hs.signing_key
-        from signedjson.key import encode_verify_key_base64, get_verify_key
+        from signedjson.key import encode_verify_key_base64 as encode_signedjson_key
+        from signedjson.key import get_verify_key
 
         d = await _node(workdir, "d.test", ca, port=None, extra={
             "federation_domain_whitelist": ["b.test"],
             "trusted_key_servers": [{"server_name": "b.test", "verify_keys": {
                 f"{b_key.alg}:{b_key.version}":
-                    encode_verify_key_base64(get_verify_key(b_key))}}]})
+                    encode_signedjson_key(get_verify_key(b_key))}}]})
         nodes.append(d)
         well_known = {"b.test": f"localhost:{port_b}"}
 
@@ -350,7 +361,7 @@ async def test_key_server_publishes_current_and_old_keys(net: Net) -> None:
     key_id = f"{own.alg}:{own.version}"
     assert body["server_name"] == net.a.name
     assert body["old_verify_keys"] == {"ed25519:old1": {
-        "key": "l/O9hxMVKB6Lg+3Hqz0FQQZhH7/U7Q2lzQSQuzvbm/c", "expired_ts": 1000}}
+        "key": encode_verify_key_base64(OLD_KEY), "expired_ts": OLD_KEY_EXPIRED}}
     verify_signed_json(body, net.a.name, decode_verify_key_base64(
         "ed25519", own.version, body["verify_keys"][key_id]["key"]))
     assert body["valid_until_ts"] > time.time() * 1000
@@ -406,8 +417,6 @@ def _event(sender: str, **extra: Any) -> dict[str, Any]:
 
 
 async def test_event_signatures_verified_with_fetched_keys(net: Net) -> None:
-    from myelin.events.signing import SigningKey, sign_event
-
     own = net.a.hs.signing_key
     key = SigningKey(bytes(own), own.version, own.alg)
     v11 = KNOWN_ROOM_VERSIONS["11"]
@@ -429,3 +438,37 @@ async def test_event_signatures_verified_with_fetched_keys(net: Net) -> None:
     ours = sign_event(_event(f"@u:{net.a.name}", event_id=f"$x:{net.a.name}"), net.a.name,
                       key, v1)
     await net.b.hs.keyring.verify_event_signatures(ours, v1)
+
+
+async def test_an_old_key_verifies_events_from_before_it_expired(net: Net) -> None:
+    v11, v4 = KNOWN_ROOM_VERSIONS["11"], KNOWN_ROOM_VERSIONS["4"]
+    sender = f"@u:{net.a.name}"
+    before = sign_event(_event(sender, origin_server_ts=OLD_KEY_EXPIRED - 60_000), net.a.name,
+                        OLD_KEY, v11)
+    await net.b.hs.keyring.verify_event_signatures(before, v11)
+    after = sign_event(_event(sender, origin_server_ts=OLD_KEY_EXPIRED + 60_000), net.a.name,
+                       OLD_KEY, v11)
+    with pytest.raises(SignatureError):
+        await net.b.hs.keyring.verify_event_signatures(after, v11)
+    # Room versions before 5 do not enforce key validity.
+    old_room = sign_event(_event(sender, origin_server_ts=OLD_KEY_EXPIRED + 60_000), net.a.name,
+                          OLD_KEY, v4)
+    await net.b.hs.keyring.verify_event_signatures(old_room, v4)
+
+
+async def test_spec_signing_vectors_verify_with_a_stored_key(net: Net) -> None:
+    from myelin.storage.stores.server_keys import StoredServerKey
+
+    vectors = SPEC_VECTORS
+    key = vectors["signing_key"]
+    await net.b.hs.stores.server_keys.store_keys([StoredServerKey(
+        "domain", key["key_id"], key["derived_public_key_unpadded_base64"], 2**62, False,
+        0, "domain")])
+    keyring = Keyring(net.b.hs)  # reads "domain"'s key from the database
+    for vector in vectors["json_signing"]:
+        await keyring.verify_json("domain", vector["expected"], valid_at_ts=0)
+        with pytest.raises(SignatureError):
+            await keyring.verify_json("domain", {**vector["expected"], "extra": 1},
+                                      valid_at_ts=0)
+    for vector in vectors["event_signing"]:
+        await keyring.verify_event_signatures(vector["expected"], KNOWN_ROOM_VERSIONS["10"])
