@@ -245,6 +245,8 @@ async def test_a_signed_request_reaches_b_by_delegation_and_is_authenticated(net
     put = await net.a.hs.federation_client.put_json(
         "b.test", WHOAMI, {"hello": "world"}, args={"q": ["x y", "z"]})
     assert put["origin"] == net.a.name and put["body"] == {"hello": "world"}
+    # B's federation sender heard that A is up (its queue for A stops backing off).
+    assert net.a.name in net.b.hs.federation_sender._server_up_sent
 
 
 async def test_b_fetches_a_key_once_then_uses_its_cache_and_database(net: Net) -> None:

@@ -11,7 +11,8 @@ from the request as received and verified with the origin's key
 (``hs.keyring``); anything else is 401 ``M_UNAUTHORIZED`` (400 when the
 header does not parse or its origin is not a server name). An origin outside
 ``federation_domain_whitelist`` is 403 ``M_FORBIDDEN``. The origin is added to
-the request's log context.
+the request's log context, and the federation sender is told the origin is
+up (its queue for it stops backing off).
 """
 
 from __future__ import annotations
@@ -176,4 +177,6 @@ async def authenticate_request(request: Request) -> str:
         raise _unauthorized(f"Invalid signature from {origin}: {e}") from None
     raw[ORIGIN_KEY] = origin
     current_request.set(f"{current_request.get()} from {origin}")
+    # It just reached us: our queue of transactions for it may stop backing off.
+    hs.federation_sender.server_up(origin)
     return origin
