@@ -80,7 +80,7 @@ class Room:
         return event_id, pdu
 
 
-def joined_room(alice: FedUser, remote: FakeRemote, peer: MyelinPeer) -> Room:
+def joined_room(alice: FedUser, remote: FakeRemote, peer: Any) -> Room:
     room_id = alice.create_room(preset="public_chat", room_version="10")
     state = alice.ok("GET", f"/rooms/{q(room_id)}/state")
     ids = {(e["type"], e["state_key"]): e["event_id"] for e in state}
