@@ -550,6 +550,24 @@ def test_leave_self(rv: RoomVersion) -> None:
     allows(room, "m.room.member", BOB, {"membership": "leave"}, BOB)
 
 
+@pytest.mark.parametrize("rv", MAIN, ids=vid)
+def test_banned_user_cannot_leave_to_lift_the_ban(rv: RoomVersion) -> None:
+    # "If the sender matches state_key, allow if and only if that user's
+    # current membership state is invite, join, or knock."
+    room = Room(rv, join_rule="public")
+    room.join(BOB)
+    room.send("m.room.member", ALICE, {"membership": "ban"}, BOB)
+    rejects(room, "m.room.member", BOB, {"membership": "leave"}, BOB)
+
+
+@pytest.mark.parametrize("rv", MAIN, ids=vid)
+def test_a_user_who_left_cannot_leave_again(rv: RoomVersion) -> None:
+    room = Room(rv, join_rule="public")
+    room.join(BOB)
+    room.send("m.room.member", BOB, {"membership": "leave"}, BOB)
+    rejects(room, "m.room.member", BOB, {"membership": "leave"}, BOB)
+
+
 @pytest.mark.parametrize("rv", [RoomVersions.V6, RoomVersions.V7, RoomVersions.V12], ids=vid)
 def test_leave_while_knocking(rv: RoomVersion) -> None:
     room = Room(rv, join_rule="knock")

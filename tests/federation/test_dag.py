@@ -320,3 +320,28 @@ def test_a_fork_in_the_dag_is_merged_by_the_next_local_event(
     after_id, after = room.message(bob, "after the merge", prev=[merge])
     assert remote.send(peer, txn(), [after])[1] == {"pdus": {after_id: {}}}
     assert bodies(alice, room.room_id)[-1] == "after the merge"
+
+
+def test_a_member_seen_only_in_the_remote_state_at_a_gap_can_send(
+        alice: FedUser, remote: FakeRemote, peer: MyelinPeer) -> None:
+    room = joined_room(alice, remote, peer)
+    carol = remote.user("carol")
+    room.depth += 1
+    join_id, _ = remote.event(
+        room.room_id, "m.room.member", carol, {"membership": "join"}, state_key=carol,
+        prev=[room.latest], depth=room.depth,
+        auth=[room.state[("m.room.create", "")], room.state[("m.room.join_rules", "")],
+              room.state[("m.room.power_levels", "")]])
+    # Myelin never gets carol's join: not in /send, not from /get_missing_events;
+    # only /state_ids at it and /event for it.
+    remote.missing_events = []
+    remote.state_ids[join_id] = (list(room.state.values()), [])
+    room.state[("m.room.member", carol)] = join_id
+    room.latest = join_id
+    message_id, message = room.message(carol, "hi, I am new here")
+    status, body = remote.send(peer, txn(), [message])
+    assert (status, body) == (200, {"pdus": {message_id: {}}})
+    assert remote.asked(f"/event/{q(join_id, safe='')}")
+    assert bodies(alice, room.room_id)[-1] == "hi, I am new here"
+    members = alice.ok("GET", f"/rooms/{q(room.room_id)}/joined_members")["joined"]
+    assert carol in members

@@ -224,8 +224,12 @@ class FederationEventHandler:
         soft_failed = False
         current = await self.hs.stores.state.get_current_state_ids(room_id)
         if current != state_before:
+            # The room's state as it would be with this event's branch merged
+            # in (as Synapse does): a remote member we only learnt of through
+            # this branch's state is not a reason to soft-fail.
+            merged = await self._resolve(event.room_version, [current, state_before], [])
             try:
-                check_auth(event, await self._auth_map(event, current))
+                check_auth(event, await self._auth_map(event, merged))
             except AuthError as e:
                 logger.info("soft-failing %s: %s", event.event_id, e)
                 soft_failed = True
