@@ -37,8 +37,6 @@ _running: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
 @routes.put(PathPattern("/_matrix/federation", ("v1",), "/send/{txnId}"))
 async def send_transaction(request: Request) -> dict[str, Any]:
     origin = await authenticate_request(request)
-    # A server that sends to us is up: our queue to it may retry at once.
-    request.hs.federation_sender.server_up(origin)
     txn_id = request.param("txnId")
     body = await request.json()
     pdus = body.get("pdus", [])
