@@ -19,11 +19,14 @@ import pytest
 import pytest_asyncio
 
 from myelin.app.homeserver import HomeServer
+from myelin.app.process import start_listeners
 from myelin.config import load_config_from_dict
 from myelin.domain import Requester
 from myelin.handlers.filters import SyncFilter
 from myelin.storage.engines import open_database
 from tests.federation.sender_support import RecordingRemote, eventually
+from tests.support.postgres import free_port
+from tests.support.server import http
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -38,21 +41,25 @@ def _config(path: str, **extra: Any) -> Any:
         "federation": {"destination_min_retry_interval": f"{MIN_RETRY_MS}ms",
                        "destination_retry_multiplier": 2,
                        "destination_max_retry_interval": "5s"},
-        "listeners": [],
         **extra,
     })
 
 
-async def _start(path: str, remote: RecordingRemote) -> HomeServer:
-    config = _config(path)
+async def _start(path: str, remote: RecordingRemote, port: int | None = None) -> HomeServer:
+    listeners = [] if port is None else [{"port": port, "bind_addresses": ["127.0.0.1"],
+                                          "resources": [{"names": ["client"]}]}]
+    config = _config(path, listeners=listeners)
     hs = HomeServer(config, await open_database(config.database))
     hs.federation_client = remote  # type: ignore[attr-defined]
     await hs.start()
+    await start_listeners(hs)
     return hs
 
 
 async def _stop(hs: HomeServer) -> None:
     await hs.stop()
+    for listener in hs.listeners:
+        await listener.stop()
     await hs.db.close()
 
 
@@ -62,6 +69,7 @@ class Env:
         self.remote = remote
         self.path = path
         self.users = 0
+        self.base_url = ""
 
     async def user(self, name: str) -> Requester:
         self.users += 1
@@ -91,9 +99,12 @@ class Env:
 async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     path = os.path.join(str(tmp_path_factory.mktemp("sender")), "hs.db")
     remote = RecordingRemote()
-    hs = await _start(path, remote)
+    port = free_port()
+    hs = await _start(path, remote, port)
     try:
-        yield Env(hs, remote, path)
+        env = Env(hs, remote, path)
+        env.base_url = f"http://127.0.0.1:{port}"
+        yield env
     finally:
         await _stop(hs)
 
@@ -426,3 +437,51 @@ async def test_a_remote_join_we_accepted_is_relayed_to_the_other_servers(env: En
     assert relayed[0]["sender"] == joiner
     await asyncio.sleep(0.2)
     assert [p for p in env.remote.pdus_to("joiner.test") if p.get("state_key") == joiner] == []
+
+
+async def test_admins_see_each_destinations_backoff_and_may_reset_it(env: Env) -> None:
+    alice = await env.user("alice")
+    room_id = await env.shared_room(alice, "@bob:admin.test")
+    env.remote.down.add("admin.test")
+    await env.say(alice, room_id, "queued")
+    await eventually(lambda: _backoff(env, "admin.test"))
+    await env.hs.registration.register_user("boss", "secret pass", admin=True)
+    status, login = await asyncio.to_thread(
+        http, "POST", f"{env.base_url}/_matrix/client/v3/login",
+        {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "boss"},
+         "password": "secret pass"})
+    assert status == 200, login
+    token = login["access_token"]
+
+    async def get(path: str, method: str = "GET", who: str = token) -> tuple[int, Any]:
+        return await asyncio.to_thread(http, method, f"{env.base_url}/_synapse/admin/v1{path}",
+                                       {} if method == "POST" else None, who)
+
+    status, listing = await get("/federation/destinations?destination=admin")
+    assert status == 200
+    (row,) = listing["destinations"]
+    assert row["destination"] == "admin.test" and listing["total"] == 1
+    assert row["retry_interval"] > 0 and row["retry_last_ts"] > 0 and row["failure_ts"] > 0
+    status, every = await get("/federation/destinations?limit=1")
+    assert status == 200 and len(every["destinations"]) == 1 and every["total"] > 1
+    assert every["next_token"] == "1"
+    status, one = await get("/federation/destinations/admin.test")
+    assert status == 200 and one == row
+    status, rooms = await get("/federation/destinations/admin.test/rooms")
+    assert status == 200 and [r["room_id"] for r in rooms["rooms"]] == [room_id]
+    assert (await get("/federation/destinations/nowhere.test"))[0] == 404
+    assert (await get("/federation/destinations/admin.test", who="nope"))[0] == 401
+    env.remote.down.discard("admin.test")
+    # A reset retries at once: the queued event arrives without waiting out the backoff.
+    queue = env.hs.federation_sender.queue("admin.test")
+    queue.retry_interval = 3_600_000
+    await env.hs.stores.federation_sender.set_retry("admin.test", queue.retry_last_ts,
+                                                   3_600_000)
+    status, answer = await get("/federation/destinations/admin.test/reset_connection", "POST")
+    assert status == 200 and answer == {}
+    await eventually(lambda: "queued" in _bodies(env.remote.pdus_to("admin.test")))
+    status, one = await get("/federation/destinations/admin.test")
+    assert one["retry_interval"] == 0 and one["failure_ts"] is None
+    # Nothing to reset any more.
+    status, error = await get("/federation/destinations/admin.test/reset_connection", "POST")
+    assert status == 400 and error["errcode"] == "M_UNKNOWN"

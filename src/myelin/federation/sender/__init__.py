@@ -212,6 +212,11 @@ class FederationSender:
         self._server_up_sent[origin] = now
         self.hs.bus.publish(RemoteServerUpCommand(origin, self.instance_name))
 
+    async def reset_connection(self, destination: str) -> None:
+        """The admin API's reset: forget the backoff and retry now (any process)."""
+        await self.store.set_retry(destination, 0, 0)
+        self.hs.bus.publish(RemoteServerUpCommand(destination, self.instance_name))
+
     def _on_command(self, command: Command) -> None:
         if not self.running:
             return

@@ -23,6 +23,17 @@ class DestinationState:
     retry_last_ts: int
     retry_interval: int
     last_successful_stream_ordering: int | None
+    failure_ts: int | None = None
+
+
+_DESTINATION_COLUMNS = ("destination, retry_last_ts, retry_interval,"
+                        " last_successful_stream_ordering, failure_ts")
+
+
+def _destination(row: Any) -> DestinationState:
+    return DestinationState(row[0], int(row[1]), int(row[2]),
+                            None if row[3] is None else int(row[3]),
+                            None if row[4] is None else int(row[4]))
 
 
 @dataclass(frozen=True)
@@ -40,10 +51,9 @@ class FederationSenderStore:
     # -- destinations ------------------------------------------------------
     async def get_destination(self, destination: str) -> DestinationState | None:
         row = await self.db.fetchone(
-            "SELECT destination, retry_last_ts, retry_interval, last_successful_stream_ordering"
-            " FROM federation_destinations WHERE destination = ?", destination)
-        return None if row is None else DestinationState(row[0], int(row[1]), int(row[2]),
-                                                         row[3])
+            f"SELECT {_DESTINATION_COLUMNS} FROM federation_destinations WHERE destination = ?",
+            destination)
+        return None if row is None else _destination(row)
 
     async def set_retry(self, destination: str, retry_last_ts: int, retry_interval: int) -> None:
         """Record a failure's backoff, or (both 0) that the destination is up again."""
@@ -96,13 +106,34 @@ class FederationSenderStore:
                 destination, after, limit)
         return [(r[0], int(r[1])) for r in rows]
 
-    async def list_destinations(self, limit: int, offset: int) -> tuple[list[DestinationState],
-                                                                        int]:
+    async def list_destinations(self, limit: int, offset: int, *, order_by: str = "destination",
+                                backwards: bool = False, search: str | None = None,
+                                ) -> tuple[list[DestinationState], int]:
+        """A page of destinations for the admin API (``order_by`` is a column
+        name the caller checked)."""
+        where, args = "", []
+        if search:
+            where, args = " WHERE destination LIKE ?", [f"%{search}%"]
+        order = "DESC" if backwards else "ASC"
         rows = await self.db.fetchall(
-            "SELECT destination, retry_last_ts, retry_interval, last_successful_stream_ordering"
-            " FROM federation_destinations ORDER BY destination LIMIT ? OFFSET ?", limit, offset)
-        total = await self.db.fetchval("SELECT COUNT(*) FROM federation_destinations")
-        return [DestinationState(r[0], int(r[1]), int(r[2]), r[3]) for r in rows], int(total)
+            f"SELECT {_DESTINATION_COLUMNS} FROM federation_destinations{where}"
+            f" ORDER BY {order_by} {order}, destination {order} LIMIT ? OFFSET ?",
+            *args, limit, offset)
+        total = await self.db.fetchval(
+            f"SELECT COUNT(*) FROM federation_destinations{where}", *args)
+        return [_destination(r) for r in rows], int(total)
+
+    async def destination_rooms(self, destination: str, limit: int, offset: int, *,
+                                backwards: bool = False) -> tuple[list[tuple[str, int]], int]:
+        order = "DESC" if backwards else "ASC"
+        rows = await self.db.fetchall(
+            f"SELECT room_id, stream_ordering FROM federation_destination_rooms"
+            f" WHERE destination = ? ORDER BY room_id {order} LIMIT ? OFFSET ?",
+            destination, limit, offset)
+        total = await self.db.fetchval(
+            "SELECT COUNT(*) FROM federation_destination_rooms WHERE destination = ?",
+            destination)
+        return [(r[0], int(r[1])) for r in rows], int(total)
 
     # -- queueing events ---------------------------------------------------
     async def record_queued(self, instance_name: str, position: int | None,
