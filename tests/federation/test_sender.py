@@ -485,3 +485,25 @@ async def test_admins_see_each_destinations_backoff_and_may_reset_it(env: Env) -
     # Nothing to reset any more.
     status, error = await get("/federation/destinations/admin.test/reset_connection", "POST")
     assert status == 400 and error["errcode"] == "M_UNKNOWN"
+
+
+async def test_new_room_mates_on_other_servers_get_each_others_presence(env: Env) -> None:
+    alice = await env.user("alice")
+    await env.hs.presence.set_state(alice.user_id, "online", "here")
+    room_id = await env.shared_room(alice)
+    # A remote user joins: their server hears alice's presence without her changing it.
+    await env.hs.event_creation.send("@bob:mates.test", room_id, "m.room.member",
+                                     {"membership": "join"}, state_key="@bob:mates.test")
+    pushed = await eventually(lambda: [u for e in env.remote.edus_to("mates.test", "m.presence")
+                                       for u in e["content"]["push"]
+                                       if u["user_id"] == alice.user_id])
+    assert pushed[0]["presence"] == "online" and pushed[0]["status_msg"] == "here"
+    # A local user joins a room with remote members: their presence goes there.
+    dave = await env.user("dave")
+    await env.hs.presence.set_state(dave.user_id, "unavailable")
+    await env.hs.event_creation.send(dave.user_id, room_id, "m.room.member",
+                                     {"membership": "join"}, state_key=dave.user_id)
+    await eventually(lambda: [u for e in env.remote.edus_to("mates.test", "m.presence")
+                              for u in e["content"]["push"]
+                              if u["user_id"] == dave.user_id
+                              and u["presence"] == "unavailable"])

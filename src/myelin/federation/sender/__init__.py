@@ -160,8 +160,10 @@ class FederationSender:
 
     # -- the interface other modules call (any process) ------------------------
     def notify_new_events(self, writer: str, rows: Sequence[tuple[int, EventsRow]]) -> None:
-        """Events became readable: wake the loop if any was sent by a local user."""
-        if self.running and any(self.hs.is_mine(row.sender) for _, row in rows):
+        """Events became readable: wake the loop if any was sent by a local user
+        (or is a join: new room-mates exchange presence)."""
+        if self.running and any(self.hs.is_mine(row.sender) or row.membership == "join"
+                                for _, row in rows):
             self._events_wakeup.set()
 
     async def send_edu(self, destination: str, edu_type: str, content: dict[str, Any],
@@ -314,6 +316,12 @@ class FederationSender:
         reached = upto if len(rows) < EVENTS_BATCH else int(rows[-1][0])
         local = [r[1] for r in rows if self.hs.is_mine(r[2])]
         stored = await self.hs.stores.events.get_events(local) if local else {}
+        joins = await self.hs.db.fetchall(
+            "SELECT room_id, state_key FROM events WHERE stream_ordering > ?"
+            " AND stream_ordering <= ? AND outlier = 0 AND type = 'm.room.member'"
+            " AND membership = 'join'", after, reached)
+        for room_id, state_key in joins:
+            self.spawn(self._presence_on_join(room_id, state_key))
         plan: list[tuple[str, StoredEvent]] = []
         for _, event_id, _ in rows:
             event = stored.get(event_id)
@@ -478,6 +486,32 @@ class FederationSender:
         update = self.hs.presence.format(state, include_user=True)
         self._queue_edu(await self.hosts_sharing_rooms(user_id), "m.presence",
                         {"push": [update]}, key=user_id)
+
+    async def _presence_on_join(self, room_id: str, user_id: str) -> None:
+        """Someone joined: a remote joiner's server learns the presence of the
+        room's local members, and a local joiner's presence goes to the room's
+        other servers — so new room-mates see each other at once."""
+        if not self.hs.is_mine(user_id):
+            host = server_of(user_id)
+            if not self.owns(host):
+                return
+            members = await self.hs.stores.memberships.get_members(room_id)
+            local = [m.user_id for m in members if self.hs.is_mine(m.user_id)]
+            states = await self.hs.stores.presence.get(local)
+            updates = [self.hs.presence.format(states[u], include_user=True)
+                       for u in local if u in states]
+            for update in updates:
+                self._queue_edu([host], "m.presence", {"push": [update]},
+                                key=update["user_id"])
+            return
+        state = (await self.hs.stores.presence.get([user_id])).get(user_id)
+        if state is None:
+            return
+        hosts = set(await self.room_hosts(room_id))
+        hosts.discard(self.server_name)
+        self._queue_edu(hosts, "m.presence",
+                        {"push": [self.hs.presence.format(state, include_user=True)]},
+                        key=user_id)
 
     def _on_device_lists_rows(self, writer: str,
                               rows: Sequence[tuple[int, DeviceListsRow]]) -> None:
