@@ -114,3 +114,30 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         load_config([str(main)])
     assert info.value.key_path == "app_service_config_files"
     assert "/nonexistent.yaml" in str(info.value)
+
+
+# -- which instance sends transactions -----------------------------------------------
+
+def _roles(**shared: Any) -> Any:
+    from myelin.app.roles import ProcessRoles
+    from myelin.config import load_config_from_dict
+
+    return ProcessRoles.from_config(load_config_from_dict({**BASE, **shared}))
+
+
+def test_main_sends_by_default() -> None:
+    assert _roles().runs("appservice")
+
+
+def test_the_named_worker_sends_instead_of_main() -> None:
+    assert not _roles(notify_appservices_from_worker="as1").runs("appservice")
+    worker = _roles(notify_appservices_from_worker="as1", worker_app="synapse.app.generic_worker",
+                    worker_name="as1")
+    assert worker.runs("appservice")
+
+
+def test_legacy_notify_appservices_false_leaves_it_to_the_appservice_worker() -> None:
+    assert not _roles(notify_appservices=False).runs("appservice")
+    legacy = _roles(notify_appservices=False, worker_app="synapse.app.appservice",
+                    worker_name="as1")
+    assert legacy.runs("appservice")

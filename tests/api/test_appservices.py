@@ -91,6 +91,36 @@ def test_puppets_register_send_and_the_room_arrives_in_order(
                                       if e["type"] == "m.typing" and e.get("room_id") == room
                                       and alice.user_id in e["content"]["user_ids"]])
     assert typing
+    # Read receipts and presence too.
+    alice.ok("POST", f"/rooms/{q(room)}/receipt/m.read/{q(sent[-1])}", {})
+    assert bridge.wait_for(lambda: [e for e in bridge.ephemeral
+                                    if e["type"] == "m.receipt" and e.get("room_id") == room
+                                    and alice.user_id in e["content"].get(sent[-1], {})
+                                    .get("m.read", {})])
+    alice.ok("PUT", f"/presence/{q(alice.user_id)}/status",
+             {"presence": "online", "status_msg": "bridging"})
+    assert bridge.wait_for(lambda: [e for e in bridge.ephemeral
+                                    if e["type"] == "m.presence"
+                                    and e.get("sender") == alice.user_id
+                                    and e["content"].get("status_msg") == "bridging"])
+
+
+def test_to_device_messages_for_puppets_reach_the_bridge(
+        setup: tuple[ServerProcess, Bridge]) -> None:
+    hs, bridge = setup
+    gina = LoggedIn.new(hs, name="gina")
+    ghost = puppet("gina")
+    bridge.run(bridge.intent(ghost).ensure_registered())
+    status, login = hs.request("POST", V3 + "/login", {
+        "type": "m.login.application_service", "device_id": "PUPPETDEV",
+        "identifier": {"type": "m.id.user", "user": ghost}}, token=AS_TOKEN)
+    assert status == 200, login
+    gina.ok("PUT", "/sendToDevice/org.example.ping/td1",
+            {"messages": {ghost: {"PUPPETDEV": {"n": 1}}}})
+    got = bridge.wait_for(lambda: [e for e in bridge.to_device
+                                   if e.get("to_user_id") == ghost])
+    assert got[0]["to_device_id"] == "PUPPETDEV" and got[0]["sender"] == gina.user_id
+    assert got[0]["type"] == "org.example.ping" and got[0]["content"] == {"n": 1}
 
 
 def test_an_ordinary_user_cannot_enter_the_exclusive_namespace(

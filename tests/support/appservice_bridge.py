@@ -42,6 +42,7 @@ class Bridge:
         self.lock = threading.Lock()
         self.events: list[dict[str, Any]] = []  # room events, in arrival order
         self.ephemeral: list[dict[str, Any]] = []
+        self.to_device: list[dict[str, Any]] = []
         self.queried_users: list[str] = []
         self.queried_aliases: list[str] = []
         self.known_puppets: set[str] = set()  # the users query_user creates
@@ -63,9 +64,10 @@ class Bridge:
             query_user=self._query_user, query_alias=self._query_alias,
             state_store=FileASStateStore(os.path.join(self.workdir, "mx-state.json"),
                                          binary=False),
-            ephemeral_events=True)
+            ephemeral_events=True, encryption_events=True)
         appserv.synchronous_handlers = True  # record in delivery order
         appserv.matrix_event_handler(self._on_event)
+        appserv.to_device_handler = self._on_to_device
         appserv.app.router.add_get("/_matrix/app/v1/thirdparty/protocol/{protocol}",
                                    self._protocol)
         appserv.app.router.add_get("/_matrix/app/v1/thirdparty/user/{protocol}",
@@ -91,6 +93,10 @@ class Bridge:
                 self.ephemeral.append(raw)
             else:
                 self.events.append(raw)
+
+    async def _on_to_device(self, event: Any) -> None:
+        with self.lock:
+            self.to_device.append(event.serialize())
 
     async def _query_user(self, user_id: UserID) -> dict[str, Any] | None:
         self.queried_users.append(user_id)

@@ -83,6 +83,9 @@ class ProcessRoles:
             owner = getattr(config, key, None) or MAIN
             if owner == me:
                 jobs.add(job)
+        if getattr(config, "notify_appservices_from_worker", None) is None and \
+                getattr(config, "notify_appservices", True) is False:
+            jobs.discard("appservice")  # the legacy way to leave it to an appservice worker
         jobs |= set(getattr(config, "app_roles", frozenset()))
         media = getattr(config, "media", None)
         media_serving = "listed"

@@ -254,6 +254,9 @@ class HomeserverConfig:
     start_pushers: bool = True
     update_user_directory_from_worker: str | None = None
     notify_appservices_from_worker: str | None = None
+    # Synapse's legacy spelling: `notify_appservices: false` on main, with a
+    # `synapse.app.appservice` worker doing it instead.
+    notify_appservices: bool = True
     media_instance_running_background_jobs: str | None = None
     worker_log_config: str | None = None
     worker_pid_file: str | None = None
@@ -466,6 +469,7 @@ def _workers(r: ConfigReader) -> dict[str, Any]:
         "update_user_directory_from_worker": _instance_name(
             r, "update_user_directory_from_worker"),
         "notify_appservices_from_worker": _instance_name(r, "notify_appservices_from_worker"),
+        "notify_appservices": r.bool_("notify_appservices", True),
         "media_instance_running_background_jobs": _instance_name(
             r, "media_instance_running_background_jobs"),
         "worker_log_config": r.str_("worker_log_config", None),
