@@ -18,6 +18,12 @@ class Unreachable(Exception):
     """What a down destination raises (fed-keys' FederationUnreachable stands here)."""
 
 
+class Refused(Exception):
+    """What a destination answering 400 raises (as fed-keys' FederationError: ``.code``)."""
+
+    code = 400
+
+
 @dataclass
 class Received:
     destination: str
@@ -37,6 +43,7 @@ class RecordingRemote:
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.down: set[str] = set()
+        self.refuse: set[str] = set()
         self.attempts: dict[str, list[float]] = {}
         self.in_flight: dict[str, int] = {}
         self.max_in_flight: dict[str, int] = {}
@@ -52,6 +59,8 @@ class RecordingRemote:
             await asyncio.sleep(0.01)  # a real round trip: others may queue meanwhile
             if destination in self.down:
                 raise Unreachable(f"{destination} is down")
+            if destination in self.refuse:
+                raise Refused(f"{destination} answers 400")
             self.received.append(Received(destination, path.rsplit("/", 1)[1], body))
             return {"pdus": {}}
         finally:

@@ -507,3 +507,19 @@ async def test_new_room_mates_on_other_servers_get_each_others_presence(env: Env
                               for u in e["content"]["push"]
                               if u["user_id"] == dave.user_id
                               and u["presence"] == "unavailable"])
+
+
+async def test_a_transaction_the_remote_refuses_is_dropped_not_resent(env: Env) -> None:
+    alice = await env.user("alice")
+    room_id = await env.shared_room(alice, "@bob:picky.test")
+    env.remote.refuse.add("picky.test")
+    await env.say(alice, room_id, "refused")
+    await eventually(lambda: env.remote.attempts.get("picky.test"), what="an attempt")
+    await asyncio.sleep(0.3)
+    assert len(env.remote.attempts["picky.test"]) == 1
+    # The server is up all along: no backoff, and the next event goes at once.
+    assert not await _backoff(env, "picky.test")
+    env.remote.refuse.discard("picky.test")
+    await env.say(alice, room_id, "accepted")
+    await eventually(lambda: "accepted" in _bodies(env.remote.pdus_to("picky.test")))
+    assert _bodies(env.remote.pdus_to("picky.test")) == ["accepted"]

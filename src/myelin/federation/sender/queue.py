@@ -181,10 +181,6 @@ class DestinationQueue:
                 await self._send(txn)
             except asyncio.CancelledError:
                 raise
-            except TransactionRefused as e:
-                # The remote is up but refuses this one: retrying will not help.
-                logger.warning("federation: %s refused a transaction: %s", self.destination, e)
-                await self._mark_up()
             except Exception as e:
                 await self._failed(e)
 
@@ -212,15 +208,20 @@ class DestinationQueue:
 
     async def _send(self, txn: Transaction) -> None:
         edus = [*txn.edus, *({"edu_type": e.edu_type, "content": e.content} for e in txn.outbox)]
-        await self._put([p.pdu for p in txn.pdus], edus)
+        try:
+            await self._put([p.pdu for p in txn.pdus], edus)
+        except TransactionRefused as e:
+            # The remote is up but will never take this one: drop it rather
+            # than send it again and again.
+            logger.warning("federation: %s refused a transaction: %s", self.destination, e)
         # Delivered: take exactly what went out off the queue (more may have come).
         sent_pdus = {id(p) for p in txn.pdus}
         self._pdus = [p for p in self._pdus if id(p) not in sent_pdus]
         for key, edu in txn.keyed:
             if self._keyed.get(key) is edu:  # not superseded while in flight
                 del self._keyed[key]
-        unkeyed = len(txn.edus) - len(txn.keyed)
-        del self._edus[:unkeyed]
+        sent_edus = {id(e) for e in txn.edus}
+        self._edus = [e for e in self._edus if id(e) not in sent_edus]
         if txn.outbox:
             await self.store.delete_from_outbox([e.outbox_id for e in txn.outbox])
         if txn.pdus:
@@ -263,7 +264,10 @@ class DestinationQueue:
             self._pdus = [p for p in self._pdus if p.stream_ordering > done]
             return
         pdus = await self.sender.pdus_at([ordering for _, ordering in rooms])
-        await self._put(pdus, [])
+        try:
+            await self._put(pdus, [])
+        except TransactionRefused as e:
+            logger.warning("federation: %s refused the catch-up: %s", self.destination, e)
         newest = rooms[-1][1]
         await self.store.set_last_successful(self.destination, newest)
         self.last_successful = max(self.last_successful or 0, newest)
