@@ -203,6 +203,8 @@ class FederationClient:
         self.discovery = ServerDiscovery(self._fetch_well_known)
         self.requests_sent = 0
         self.forwarded = 0
+        # Where .well-known is fetched: 443, the HTTPS default (tests move it).
+        self.well_known_port: int | None = None
 
     # -- the interface -------------------------------------------------------
     async def get_json(self, destination: str, path: str,
@@ -359,7 +361,8 @@ class FederationClient:
 
     async def _fetch_well_known(self, host: str) -> tuple[int, dict[str, str], bytes]:
         """GET https://host/.well-known/matrix/server, following redirects."""
-        url = URL.build(scheme="https", host=host, path="/.well-known/matrix/server")
+        url = URL.build(scheme="https", host=host, port=self.well_known_port,
+                        path="/.well-known/matrix/server")
         async with self.session().get(
                 url, timeout=aiohttp.ClientTimeout(total=WELL_KNOWN_TIMEOUT_S),
                 max_redirects=10) as response:

@@ -112,10 +112,12 @@ class SrvResolver(Protocol):
 
 
 class DnsSrvResolver:
-    """SRV lookups with dnspython's asyncio resolver."""
+    """SRV lookups with dnspython's asyncio resolver (the system's name
+    servers, or ``nameservers`` as ``(address, port)``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, nameservers: list[tuple[str, int]] | None = None) -> None:
         self._resolver: Any = None
+        self._nameservers = nameservers
 
     async def srv(self, name: str) -> tuple[list[tuple[int, int, str, int]], float]:
         import dns.asyncresolver
@@ -124,9 +126,15 @@ class DnsSrvResolver:
 
         if self._resolver is None:
             try:
-                self._resolver = dns.asyncresolver.Resolver()
+                if self._nameservers:
+                    resolver = dns.asyncresolver.Resolver(configure=False)
+                    resolver.nameservers = [host for host, _ in self._nameservers]
+                    resolver.port = self._nameservers[0][1]
+                else:
+                    resolver = dns.asyncresolver.Resolver()
             except dns.resolver.NoResolverConfiguration:
                 return [], SRV_MIN_CACHE_S
+            self._resolver = resolver
         try:
             answer = await self._resolver.resolve(name, "SRV", lifetime=10.0)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
