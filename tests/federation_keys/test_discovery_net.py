@@ -6,6 +6,7 @@ against a CA made here)."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -88,7 +89,7 @@ async def env() -> AsyncIterator[Env]:
 
     async def redirect(request: web.Request) -> web.StreamResponse:
         hits.append(request.path)
-        raise web.HTTPFound("/well-known-real")
+        raise web.HTTPFound(well_known.get("redirect", "/well-known-real"))
 
     async def real(request: web.Request) -> web.StreamResponse:
         hits.append(request.path)
@@ -162,3 +163,24 @@ async def test_deprecated_srv_when_well_known_fails(env: Env) -> None:
         assert "_matrix-fed._tcp.old.test." in env.dns.queries
     finally:
         env.well_known.update(status=200, body={"m.server": "deleg.test"})
+
+
+@pytest.mark.parametrize("target", ["http://localhost:{port}/well-known-real",
+                                    "https://127.0.0.1:{port}/well-known-real",
+                                    "/.well-known/matrix/server"])
+async def test_unsafe_or_looping_redirects_are_not_followed(env: Env, target: str) -> None:
+    port = env.hs.federation_client.well_known_port
+    env.well_known["redirect"] = target.format(port=port)
+    # 127.0.0.1 is allowed by this client; one that blocks loopback refuses the hop.
+    client = env.hs.federation_client
+    saved = client.ip_filter
+    if "127.0.0.1" in target:
+        client.ip_filter = type(saved)(
+            [ipaddress.ip_network("127.0.0.0/8")], [])
+    try:
+        before = len(env.hits)
+        assert await env.discovery().delegated_name("localhost") is None
+        assert "/well-known-real" not in env.hits[before:]
+    finally:
+        client.ip_filter = saved
+        del env.well_known["redirect"]

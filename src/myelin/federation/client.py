@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 USER_AGENT = f"Myelin/{myelin.__version__}"
 MAX_JSON_RESPONSE = 100 * 1024 * 1024
 WELL_KNOWN_TIMEOUT_S = 30.0
+WELL_KNOWN_MAX_REDIRECTS = 10
 _ALWAYS_BLOCKED = tuple(ipaddress.ip_network(n) for n in ALWAYS_BLOCKED)
 _TLS_VERSIONS = {"1": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1,
                  "1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
@@ -360,15 +361,29 @@ class FederationClient:
                     "errcode": "M_NOT_JSON", "error": "response is not JSON"}) from None
 
     async def _fetch_well_known(self, host: str) -> tuple[int, dict[str, str], bytes]:
-        """GET https://host/.well-known/matrix/server, following redirects."""
+        """GET https://host/.well-known/matrix/server, following redirects.
+
+        Redirects are followed here, not by aiohttp, so each hop is checked:
+        HTTPS only, and an IP literal target must pass the blocklist (the
+        resolver never sees those)."""
         url = URL.build(scheme="https", host=host, port=self.well_known_port,
                         path="/.well-known/matrix/server")
-        async with self.session().get(
-                url, timeout=aiohttp.ClientTimeout(total=WELL_KNOWN_TIMEOUT_S),
-                max_redirects=10) as response:
-            content = await _read_limited(response, 50 * 1024, host)
-            return (response.status, {k.lower(): v for k, v in response.headers.items()},
-                    content)
+        for _ in range(WELL_KNOWN_MAX_REDIRECTS + 1):
+            if url.scheme != "https" or not url.host:
+                raise DiscoveryError(f"refusing to follow a redirect to {url}")
+            if is_ip_literal(url.host) and not self.ip_filter.allowed(url.host):
+                raise DiscoveryError(f"{url.host} is in federation_ip_range_blocklist")
+            async with self.session().get(
+                    url, timeout=aiohttp.ClientTimeout(total=WELL_KNOWN_TIMEOUT_S),
+                    allow_redirects=False) as response:
+                location = response.headers.get("Location")
+                if response.status in (301, 302, 303, 307, 308) and location:
+                    url = url.join(URL(location))
+                    continue
+                content = await _read_limited(response, 50 * 1024, host)
+                return (response.status,
+                        {k.lower(): v for k, v in response.headers.items()}, content)
+        raise DiscoveryError(f"too many redirects fetching .well-known of {host}")
 
     async def close(self) -> None:
         if self._session is not None:
