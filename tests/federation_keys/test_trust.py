@@ -189,13 +189,14 @@ async def net() -> AsyncIterator[Net]:
         from signedjson.key import encode_verify_key_base64 as encode_signedjson_key
         from signedjson.key import get_verify_key
 
-        d = await _node(workdir, "d.test", ca, port=None, extra={
+        port_d = free_port()
+        d = await _node(workdir, "d.test", ca, port=port_d, extra={
             "federation_domain_whitelist": ["b.test"],
             "trusted_key_servers": [{"server_name": "b.test", "verify_keys": {
                 f"{b_key.alg}:{b_key.version}":
                     encode_signedjson_key(get_verify_key(b_key))}}]})
         nodes.append(d)
-        well_known = {"b.test": f"localhost:{port_b}"}
+        well_known = {"b.test": f"localhost:{port_b}", "d.test": f"localhost:{port_d}"}
 
         async def fetch(host: str) -> tuple[int, dict[str, str], bytes]:
             if host in well_known:
@@ -352,6 +353,12 @@ async def test_default_blocklist_refuses_loopback(net: Net) -> None:
 async def test_domain_whitelist_refuses_other_servers(net: Net) -> None:
     with pytest.raises(FederationUnreachable):
         await net.d.hs.federation_client.get_json(net.a.name, "/_matrix/federation/v1/version")
+    # Inbound: A is not on D's list: 403, and D does not even fetch A's key.
+    fetched = net.a.key_fetches
+    with pytest.raises(FederationError) as e:
+        await net.a.hs.federation_client.get_json("d.test", WHOAMI)
+    assert e.value.code == 403 and e.value.errcode == "M_FORBIDDEN"
+    assert net.a.key_fetches == fetched
 
 
 # -- key server and notary -------------------------------------------------------
