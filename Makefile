@@ -45,8 +45,11 @@ js-deps:
 	fi
 
 # pytest exits 5 when it collects no tests; that is a failure here too.
+# Tests run in TEST_JOBS processes (pytest-xdist), a whole file per process so
+# a module's shared servers (federation pairs, fleets) start once.
+TEST_JOBS ?= auto
 test: $(VENV)/.installed-test js-deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_JOBS) --dist loadfile
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests
