@@ -345,3 +345,34 @@ def test_a_member_seen_only_in_the_remote_state_at_a_gap_can_send(
     assert bodies(alice, room.room_id)[-1] == "hi, I am new here"
     members = alice.ok("GET", f"/rooms/{q(room.room_id)}/joined_members")["joined"]
     assert carol in members
+
+
+def test_soft_failed_events_do_not_leave_their_ancestors_as_extremities(
+        alice: FedUser, remote: FakeRemote, peer: MyelinPeer) -> None:
+    # sytest's "correctly handles soft failed events as extremities":
+    # J1 -> PL1 (local: test.sf needs 50) and J1 -> M1 -> SF1 -> SF2 (soft-failed);
+    # M2 on PL1 + SF2 supersedes both branches, so the next local event builds on M2 only.
+    room = joined_room(alice, remote, peer)
+    bob = remote.user("bob")
+    join = room.latest
+    levels = alice.ok("GET", f"/rooms/{q(room.room_id)}/state/m.room.power_levels/")
+    levels.setdefault("events", {})["test.sf"] = 50
+    pl1 = alice.ok("PUT", f"/rooms/{q(room.room_id)}/state/m.room.power_levels/",
+                   levels)["event_id"]
+    m1_id, m1 = room.message(bob, "M1", prev=[join])
+    room.depth += 1
+    sf1_id, sf1 = remote.event(room.room_id, "test.sf", bob, {"body": "SF1"}, prev=[m1_id],
+                               auth=room.auth_for(bob), depth=room.depth)
+    room.depth += 1
+    sf2_id, sf2 = remote.event(room.room_id, "test.sf", bob, {"body": "SF2"}, prev=[sf1_id],
+                               auth=room.auth_for(bob), depth=room.depth)
+    for event_id, pdu in ((m1_id, m1), (sf1_id, sf1), (sf2_id, sf2)):
+        assert remote.send(peer, txn(), [pdu])[1] == {"pdus": {event_id: {}}}
+    room.state[("m.room.power_levels", "")] = pl1
+    m2_id, m2 = room.message(bob, "M2", prev=[pl1, sf2_id])
+    assert remote.send(peer, txn(), [m2])[1] == {"pdus": {m2_id: {}}}
+    m3 = alice.send(room.room_id, "M3")
+    status, got = remote.request(peer, "GET", f"/_matrix/federation/v1/event/{q(m3)}")
+    assert status == 200
+    assert got["pdus"][0]["prev_events"] == [m2_id]
+    assert "SF1" not in [e["content"].get("body") for e in alice.messages(room.room_id)]

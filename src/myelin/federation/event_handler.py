@@ -447,7 +447,12 @@ class FederationEventHandler:
                                 prev_group: int | None) -> int:
         room_id = event.room_id
         old_ext = await self.events.get_forward_extremities(room_id)
-        new_ext = [e for e in old_ext if e not in event.prev_event_ids] + [event.event_id]
+        # Soft-failed prevs were never extremities; what they built on is
+        # superseded by this event all the same (Synapse #5269).
+        behind = await self._behind_soft_failed(event.prev_event_ids)
+        extra = [e for e in old_ext if e in behind and e not in event.prev_event_ids]
+        new_ext = [e for e in old_ext if e not in event.prev_event_ids and e not in extra]
+        new_ext.append(event.event_id)
         state_after = dict(state_before)
         if event.state_key is not None:
             state_after[(event.type, event.state_key)] = event.event_id
@@ -468,12 +473,34 @@ class FederationEventHandler:
             current = state_after
         (sent,) = await self.hs.persister.persist_batch_here(
             [PendingEvent(event, state_before, prev_group, current_state=current)])
+        if extra:
+            await self.store.delete_forward_extremities(room_id, extra)
+            await self.hs.invalidate_cache("forward_extremities", [room_id])
         if current is not None:
             # Other processes (and memberships this event did not name) follow.
             await self.hs.invalidate_cache("current_state", [room_id])
             await self.hs.invalidate_cache("memberships", [
                 [room_id, k[1]] for k in current if k[0] == "m.room.member"])
         return sent.stream_ordering
+
+    async def _behind_soft_failed(self, prevs: Sequence[str]) -> set[str]:
+        """The events reached from ``prevs`` through soft-failed events only."""
+        reached: set[str] = set()
+        frontier = [p for p in prevs if await self.store.is_soft_failed(p)]
+        seen = set(frontier)
+        while frontier and len(seen) < 200:
+            loaded = await self.events.get_events(frontier)
+            frontier = []
+            for stored in loaded.values():
+                for prev in stored.event.prev_event_ids:
+                    if prev in seen:
+                        continue
+                    seen.add(prev)
+                    if await self.store.is_soft_failed(prev):
+                        frontier.append(prev)
+                    else:
+                        reached.add(prev)
+        return reached
 
     async def _write_soft_failed(self, event: Event, state_before: StateMap) -> None:
         state_after = dict(state_before)

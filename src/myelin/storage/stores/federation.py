@@ -169,6 +169,12 @@ class FederationStore:
             [(room_id, ev.state_key, str(ev.membership), ev.event_id, pos)
              for ev, pos in members])
 
+    async def delete_forward_extremities(self, room_id: str, event_ids: Sequence[str]) -> None:
+        marks = ",".join("?" * len(event_ids))
+        await self.db.execute(
+            f"DELETE FROM room_forward_extremities WHERE room_id = ? AND event_id IN ({marks})",
+            room_id, *event_ids)
+
     # -- the DAG, read -------------------------------------------------------
     async def get_prev_event_ids(self, event_ids: Sequence[str]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
