@@ -136,3 +136,25 @@ def test_v12_create_event_has_no_room_id() -> None:
     del message["room_id"]
     with pytest.raises(PduFormatError):
         check_pdu_format(message, v12)
+
+
+# -- room versions 1 and 2: conflicts go to the deepest event -----------------------------
+
+def test_v1_stand_in_resolution_prefers_the_deepest_event_and_keeps_the_rest() -> None:
+    from myelin.events.event import Event
+    from myelin.events.state_res import resolve_state_by_depth
+
+    def event(event_id: str, depth: int) -> Event:
+        return Event(_pdu(event_id=event_id, type="m.room.power_levels", state_key="",
+                          depth=depth, prev_events=[], auth_events=[]), V1)
+
+    real, bogus = event("$real:hs", 5), event("$bogus:evil", 0)
+    pl = ("m.room.power_levels", "")
+    sets = [{pl: bogus.event_id, ("m.room.topic", ""): "$t:hs"},
+            {pl: real.event_id, ("m.room.name", ""): "$n:hs"}]
+    resolved = resolve_state_by_depth(sets, {e.event_id: e for e in (real, bogus)})
+    assert resolved == {pl: real.event_id, ("m.room.topic", ""): "$t:hs",
+                        ("m.room.name", ""): "$n:hs"}
+    # Order of the sets does not matter.
+    assert resolve_state_by_depth(sets[::-1], {e.event_id: e for e in (real, bogus)}) == \
+        resolved

@@ -329,3 +329,25 @@ def resolve_state_v2(
     # 5. Unconflicted state wins.
     resolved.update(unconflicted)
     return resolved
+
+
+def resolve_state_by_depth(
+    state_sets: Sequence[Mapping[StateKey, str]], event_map: Mapping[str, Event]
+) -> dict[StateKey, str]:
+    """A stand-in for state res v1 (room versions 1 and 2), which is not
+    implemented: a conflict goes to the deepest event (then the greater id),
+    so state a remote makes up beside the DAG (say, a power levels event at
+    depth 0) never displaces the room's own."""
+    out: dict[StateKey, str] = {}
+    for state in state_sets:
+        for key, event_id in state.items():
+            held = out.get(key)
+            if held is None or held == event_id:
+                out[key] = event_id
+                continue
+            mine, theirs = event_map.get(held), event_map.get(event_id)
+            if theirs is not None and (
+                mine is None or (theirs.depth, event_id) > (mine.depth, held)
+            ):
+                out[key] = event_id
+    return out

@@ -36,7 +36,11 @@ from myelin.events.event import Event, InvalidEventError
 from myelin.events.hashing import check_content_hash
 from myelin.events.redaction import prune_event_dict
 from myelin.events.room_versions import RoomVersion, get_room_version
-from myelin.events.state_res import StateResolutionError, resolve_state_v2
+from myelin.events.state_res import (
+    StateResolutionError,
+    resolve_state_by_depth,
+    resolve_state_v2,
+)
 from myelin.federation.acl import server_allowed
 from myelin.federation.pdu_checks import PduFormatError, check_pdu_format
 from myelin.handlers.events import PendingEvent
@@ -402,6 +406,8 @@ class FederationEventHandler:
         # Drop what we cannot load (a rejected or unfetchable event) from every set.
         cleaned = [{k: v for k, v in s.items() if v in event_map} for s in state_sets]
         rejected = await self.store.get_rejections(event_map)
+        if room_version.state_res != 2:
+            return resolve_state_by_depth(cleaned, event_map)
         try:
             return dict(resolve_state_v2(room_version, cleaned, event_map,
                                          rejected_event_ids=set(rejected)))

@@ -39,7 +39,7 @@ from myelin.events.canonical import CanonicalJSONError, encode_canonical_json
 from myelin.events.event import Event
 from myelin.events.room_versions import EventFormat, RoomVersion, get_room_version
 from myelin.events.signing import sign_event
-from myelin.events.state_res import resolve_state_v2
+from myelin.events.state_res import resolve_state_by_depth, resolve_state_v2
 from myelin.handlers.indexers import EventIndexer, load_indexers
 from myelin.replication.http import RETRY_KEY, ReplicationEndpoint
 from myelin.storage.stores.events import StateMap, StoredEvent
@@ -177,6 +177,8 @@ class EventPersister:
             return await self.hs.stores.state.get_state_for_group(distinct[0]), distinct[0]
         state_sets = [await self.hs.stores.state.get_state_for_group(g) for g in distinct]
         event_map = await self._load_auth_closure(state_sets)
+        if room_version.state_res != 2:  # v1/v2 rooms: forks only come from federation
+            return resolve_state_by_depth(state_sets, event_map), None
         resolved = resolve_state_v2(room_version, state_sets, event_map)
         return dict(resolved), None
 
