@@ -267,10 +267,17 @@ async def test_b_fetches_a_key_once_then_uses_its_cache_and_database(net: Net) -
     assert net.a.key_fetches == fetched
 
 
+async def _forget_keys(node: Node, server_name: str) -> None:
+    """As if ``node`` never learnt ``server_name``'s keys (a fresh Keyring forgets memory)."""
+    await node.hs.db.execute("DELETE FROM server_signing_keys WHERE server_name = ?",
+                             server_name)
+
+
 async def test_concurrent_lookups_for_one_server_share_one_fetch(net: Net) -> None:
     import asyncio
 
-    keyring = Keyring(net.a.hs)  # A has never fetched B's keys from B
+    await _forget_keys(net.a, "b.test")
+    keyring = Keyring(net.a.hs)
     before = net.b.key_fetches
     key = net.b.hs.signing_key
     results = await asyncio.gather(*(keyring.get_key("b.test", f"{key.alg}:{key.version}",
@@ -278,6 +285,22 @@ async def test_concurrent_lookups_for_one_server_share_one_fetch(net: Net) -> No
                                      for _ in range(5)))
     assert all(r is not None for r in results)
     assert net.b.key_fetches == before + 1
+
+
+async def test_a_caller_that_goes_away_does_not_cancel_the_shared_fetch(net: Net) -> None:
+    import asyncio
+
+    await _forget_keys(net.a, "b.test")
+    keyring = Keyring(net.a.hs)
+    key = net.b.hs.signing_key
+    key_id, now = f"{key.alg}:{key.version}", int(time.time() * 1000)
+    before = net.b.key_fetches
+    first = asyncio.ensure_future(keyring.get_key("b.test", key_id, now))
+    second = asyncio.ensure_future(keyring.get_key("b.test", key_id, now))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert await second is not None
+    assert first.cancelled() and net.b.key_fetches == before + 1
 
 
 @pytest.mark.parametrize("tamper", ["signature", "destination", "unknown_key", "missing",

@@ -118,8 +118,7 @@ class Keyring:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
         self._keys: dict[str, dict[str, ServerKey]] = {}
-        self._loaded: set[str] = set()
-        self._fetching: dict[str, asyncio.Future[None]] = {}
+        self._fetching: dict[str, asyncio.Task[None]] = {}
         self.fetches = 0  # remote fetches made (tests, metrics)
 
     # -- the interface -------------------------------------------------------
@@ -160,7 +159,8 @@ class Keyring:
         if server_name == self.hs.server_name:
             return self._own_key(key_id, valid_at_ts)
         key = self._usable(server_name, key_id, valid_at_ts)
-        if key is None and server_name not in self._loaded:
+        if key is None:
+            # Another process may have fetched it since: the table before the network.
             await self._load(server_name)
             key = self._usable(server_name, key_id, valid_at_ts)
         if key is None:
@@ -187,7 +187,6 @@ class Keyring:
 
     async def _load(self, server_name: str) -> None:
         rows = await self.hs.stores.server_keys.keys_for_server(server_name)
-        self._loaded.add(server_name)
         cached = self._keys.setdefault(server_name, {})
         for row in rows:
             try:
@@ -200,22 +199,23 @@ class Keyring:
                 cached[row.key_id] = key
 
     async def _fetch_once(self, server_name: str, key_id: str, valid_at_ts: int) -> None:
-        """Fetch ``server_name``'s keys, sharing a fetch already under way."""
-        pending = self._fetching.get(server_name)
-        if pending is not None:
-            await asyncio.shield(pending)
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._fetching[server_name] = future
-        try:
-            await self._fetch(server_name, key_id, valid_at_ts)
-            future.set_result(None)
-        except BaseException as e:
-            future.set_exception(e)
-            future.exception()  # retrieved: waiters re-raise it
-            raise
-        finally:
-            del self._fetching[server_name]
+        """Fetch ``server_name``'s keys, sharing a fetch already under way.
+
+        The fetch runs as its own task: a caller that goes away (a client
+        hanging up) stops waiting, it does not cancel the fetch others wait on."""
+        task = self._fetching.get(server_name)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(
+                self._fetch(server_name, key_id, valid_at_ts))
+            self._fetching[server_name] = task
+
+            def done(finished: asyncio.Task[None]) -> None:
+                self._fetching.pop(server_name, None)
+                if not finished.cancelled():
+                    finished.exception()  # retrieved, even when every waiter left
+
+            task.add_done_callback(done)
+        await asyncio.shield(task)
 
     async def _fetch(self, server_name: str, key_id: str, valid_at_ts: int) -> None:
         errors = []
