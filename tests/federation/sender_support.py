@@ -44,6 +44,8 @@ class RecordingRemote:
         self.received: list[Received] = []
         self.down: set[str] = set()
         self.refuse: set[str] = set()
+        # A destination here answers only once its event is set (a slow server).
+        self.hold: dict[str, asyncio.Event] = {}
         self.attempts: dict[str, list[float]] = {}
         self.in_flight: dict[str, int] = {}
         self.max_in_flight: dict[str, int] = {}
@@ -57,6 +59,8 @@ class RecordingRemote:
                                               self.in_flight[destination])
         try:
             await asyncio.sleep(0.01)  # a real round trip: others may queue meanwhile
+            if destination in self.hold:
+                await self.hold[destination].wait()
             if destination in self.down:
                 raise Unreachable(f"{destination} is down")
             if destination in self.refuse:

@@ -133,17 +133,23 @@ async def test_sixty_events_arrive_in_order_exactly_once_over_several_transactio
         env: Env) -> None:
     alice = await env.user("alice")
     room_id = await env.shared_room(alice, "@bob:sixty.test")
+    # A slow server: the first transaction stays in flight while 60 events queue.
+    env.remote.hold["sixty.test"] = asyncio.Event()
+    await env.say(alice, room_id, "first")
+    await eventually(lambda: env.remote.in_flight.get("sixty.test"), what="a first send")
     sent = [f"m{i}" for i in range(60)]
     for body in sent:
         await env.say(alice, room_id, body)
-    await eventually(lambda: len(_bodies(env.remote.pdus_to("sixty.test"))) >= 60,
+    env.remote.hold.pop("sixty.test").set()
+    await eventually(lambda: len(_bodies(env.remote.pdus_to("sixty.test"))) >= 61,
                      what="sixty messages")
     await asyncio.sleep(0.2)  # nothing more comes
     received = _bodies(env.remote.pdus_to("sixty.test"))
-    assert received == sent
+    assert received == ["first", *sent]
     txns = [r for r in env.remote.to("sixty.test") if r.pdus]
-    assert len(txns) >= 2
-    assert all(len(t.pdus) <= 50 and len(t.edus) <= 100 for t in txns)
+    # The queue went out as full transactions: 50 PDUs, then the other 10.
+    assert [len(t.pdus) for t in txns] == [1, 50, 10]
+    assert all(len(t.edus) <= 100 for t in txns)
     ids = [t.txn_id for t in env.remote.to("sixty.test")]
     assert len(ids) == len(set(ids))
     assert env.remote.max_in_flight["sixty.test"] == 1
@@ -523,3 +529,16 @@ async def test_a_transaction_the_remote_refuses_is_dropped_not_resent(env: Env) 
     await env.say(alice, room_id, "accepted")
     await eventually(lambda: "accepted" in _bodies(env.remote.pdus_to("picky.test")))
     assert _bodies(env.remote.pdus_to("picky.test")) == ["accepted"]
+
+
+async def test_a_new_cross_signing_key_goes_out_as_a_signing_key_update(env: Env) -> None:
+    alice = await env.user("alice")
+    await env.shared_room(alice, "@bob:xsign.test")
+    master = {"user_id": alice.user_id, "usage": ["master"],
+              "keys": {"ed25519:masterpub": "masterpub"}}
+    await env.hs.stores.e2e_keys.set_cross_signing_keys(alice.user_id,
+                                                        {"master": ("masterpub", master)})
+    await env.hs.devices.notify_device_change(alice.user_id, "masterpub")
+    (edu,) = await eventually(lambda: env.remote.edus_to("xsign.test", "m.signing_key_update"))
+    assert edu["content"] == {"user_id": alice.user_id, "master_key": master}
+    assert env.remote.edus_to("xsign.test", "m.device_list_update") == []
