@@ -200,6 +200,8 @@ async def _backoff_cleared(env: Env, destination: str) -> bool:
 async def test_a_server_that_calls_us_is_retried_at_once(env: Env) -> None:
     alice = await env.user("alice")
     room_id = await env.shared_room(alice, "@bob:calls.test")
+    # It called us a moment ago too (a join, say): that must not hide the next call.
+    env.hs.federation_sender.server_up("calls.test")
     env.remote.down.add("calls.test")
     await env.say(alice, room_id, "while down")
     await eventually(lambda: _backoff(env, "calls.test"))
@@ -542,3 +544,42 @@ async def test_a_new_cross_signing_key_goes_out_as_a_signing_key_update(env: Env
     (edu,) = await eventually(lambda: env.remote.edus_to("xsign.test", "m.signing_key_update"))
     assert edu["content"] == {"user_id": alice.user_id, "master_key": master}
     assert env.remote.edus_to("xsign.test", "m.device_list_update") == []
+
+
+async def test_kicks_and_rescinded_invites_reach_the_target_but_invites_do_not(
+        env: Env) -> None:
+    alice = await env.user("alice")
+    room_id = await env.shared_room(alice, "@bob:stays.test", "@kim:kicked.test")
+    await env.hs.event_creation.send(alice.user_id, room_id, "m.room.member",
+                                     {"membership": "leave"}, state_key="@kim:kicked.test")
+    await eventually(lambda: [p for p in env.remote.pdus_to("kicked.test")
+                              if p.get("state_key") == "@kim:kicked.test"],
+                     what="the kick at the kicked server")
+    # An invite goes by PUT /invite (fed-membership), never in a transaction...
+    await env.hs.event_creation.send(alice.user_id, room_id, "m.room.member",
+                                     {"membership": "invite"}, state_key="@ivy:invited.test")
+    # ...but rescinding it does, or the invitee would never learn of it.
+    await env.hs.event_creation.send(alice.user_id, room_id, "m.room.member",
+                                     {"membership": "leave"}, state_key="@ivy:invited.test")
+    rescind = await eventually(lambda: env.remote.pdus_to("invited.test"),
+                               what="the rescinded invite")
+    assert [p["content"]["membership"] for p in rescind] == ["leave"]
+    # The server that stays gets all three.
+    await eventually(lambda: len([p for p in env.remote.pdus_to("stays.test")
+                                  if p["type"] == "m.room.member"
+                                  and p["sender"] == alice.user_id]) >= 3)
+
+
+async def test_edus_from_a_server_the_room_acl_denies_are_dropped(env: Env) -> None:
+    alice = await env.user("alice")
+    room_id = await env.shared_room(alice, "@bob:allowed.test", "@eve:denied.test")
+    await env.hs.event_creation.send(alice.user_id, room_id, "m.room.server_acl",
+                                     {"allow": ["*"], "deny": ["denied.test"]}, state_key="")
+    await env.hs.federation_edus.on_edus("denied.test", [
+        {"edu_type": "m.typing", "content": {"room_id": room_id, "user_id": "@eve:denied.test",
+                                             "typing": True}}])
+    await env.hs.federation_edus.on_edus("allowed.test", [
+        {"edu_type": "m.typing", "content": {"room_id": room_id,
+                                             "user_id": "@bob:allowed.test", "typing": True}}])
+    await eventually(lambda: env.hs.typing.typing_users(room_id))
+    assert env.hs.typing.typing_users(room_id) == ["@bob:allowed.test"]

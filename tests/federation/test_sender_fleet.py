@@ -167,3 +167,25 @@ async def test_each_destination_is_served_by_exactly_one_sender(
             for destination in destinations:
                 if SENDERS[shard_index(destination, len(SENDERS))] != sender:
                     assert remotes[sender].to(destination) == []
+
+        # A server that is down backs off on its sender; when it calls main (not
+        # its sender), REMOTE_SERVER_UP reaches the sender and it retries at once.
+        target = destinations[-1]
+        owner_hs = senders[SENDERS.index(SENDERS[shard_index(target, len(SENDERS))])]
+        remote = remotes[owner_hs.config.instance_name]
+        remote.down.add(target)
+        await main.event_creation.send(alice_id, room_id, "m.room.message",
+                                       {"msgtype": "m.text", "body": "while down"})
+        store = main.stores.federation_sender
+
+        async def backing_off() -> bool:
+            state = await store.get_destination(target)
+            return state is not None and state.retry_interval > 0
+
+        await eventually(backing_off, what="a backoff")
+        queue = owner_hs.federation_sender.queue(target)
+        queue.retry_interval = 3_600_000
+        remote.down.discard(target)
+        main.federation_sender.server_up(target)
+        await eventually(lambda: "while down" in _bodies(remote, target),
+                         what="the retry after REMOTE_SERVER_UP from main")

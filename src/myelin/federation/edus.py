@@ -3,8 +3,9 @@
 ``hs.federation_edus.on_edus(origin, edus)`` is called by ``PUT /send`` (after
 the request was authenticated as ``origin``). Each EDU is checked against
 its origin — a server speaks only for its own users, and only about rooms it
-is in — and then written through the same writers local changes use, so it
-shows in local clients' ``/sync`` like a local one:
+is in and whose server ACL admits it — and then written through the same
+writers local changes use, so it shows in local clients' ``/sync`` like a
+local one:
 
 - ``m.typing`` → the typing writer (a remote user's typing times out like a local one's);
 - ``m.receipt`` → the receipts writer (read receipts only);
@@ -23,6 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from myelin.domain import MatrixError
 from myelin.handlers.presence import SetRemotePresence
 from myelin.handlers.receipts import WriteReceipt
 from myelin.handlers.to_device import SendToDevice
@@ -88,10 +90,21 @@ class EduHandler:
         return str(user_id)
 
     async def _origin_in_room(self, origin: str, room_id: Any) -> bool:
+        """Whether ``origin`` has a member joined to the room and its server ACL
+        lets it in (the spec drops a denied server's EDUs for the room)."""
         if not isinstance(room_id, str):
             return False
         members = await self.hs.stores.memberships.get_members(room_id)
-        return any(_server_of(m.user_id) == origin for m in members)
+        if not any(_server_of(m.user_id) == origin for m in members):
+            return False
+        return await self._acl_allows(origin, room_id)
+
+    async def _acl_allows(self, origin: str, room_id: str) -> bool:
+        try:
+            await self.hs.federation_events.check_server_acl(room_id, origin)
+        except MatrixError:
+            return False
+        return True
 
     # -- typing ------------------------------------------------------------------
     async def _on_typing(self, origin: str, content: dict[str, Any]) -> None:
@@ -104,6 +117,8 @@ class EduHandler:
             if isinstance(room_id, str) else None
         if membership is None or membership.membership != "join":
             raise BadEdu(f"{user_id} is not joined to {room_id}")
+        if not await self._acl_allows(origin, str(room_id)):
+            raise BadEdu(f"{origin} is denied by the server ACL of {room_id}")
         await self.hs.replication.call(SetTyping, {
             "user_id": user_id, "room_id": room_id, "typing": typing,
             "timeout_ms": REMOTE_TYPING_TIMEOUT_MS})

@@ -64,10 +64,9 @@ logger = logging.getLogger(__name__)
 # Events read from the stream per transaction of the sender.
 EVENTS_BATCH = 200
 OUTBOX_POLL_S = 30.0
-# A process tells the senders a server is up at most this often per server.
-SERVER_UP_INTERVAL_S = 10.0
-# Memberships whose target learns of them although it is not (or no longer) joined.
-TARGETED_MEMBERSHIPS = ("invite", "leave", "ban", "knock")
+# A process without the destination's queue looks up whether a server that
+# calls us is backing off at most this often (a busy peer calls all the time).
+SERVER_UP_INTERVAL_S = 1.0
 
 
 class Transport(Protocol):
@@ -118,7 +117,7 @@ class FederationSender:
         self._hosts_by_group: Cache[int, frozenset[str]] = hs.caches.register(
             "federation_hosts_by_state_group", 10_000)
         self._typing: dict[str, set[str]] = {}
-        self._server_up_sent: dict[str, float] = {}
+        self._server_up_checked: dict[str, float] = {}
         self.events_position: int | None = None
         self.transactions_sent = 0
         hs.bus.subscribe(self._on_command)
@@ -207,12 +206,25 @@ class FederationSender:
     def server_up(self, origin: str) -> None:
         """``origin`` just sent us an authenticated request: it is up, so its
         queue may stop backing off. Called by the inbound auth path; announced
-        to the senders as REMOTE_SERVER_UP."""
-        now = time.monotonic()
-        if now - self._server_up_sent.get(origin, -SERVER_UP_INTERVAL_S) < SERVER_UP_INTERVAL_S:
+        to the senders as REMOTE_SERVER_UP when the destination is backing off
+        (the table says so), so a busy peer costs no bus traffic."""
+        queue = self._queues.get(origin)
+        if queue is not None and queue.loaded and self.owns(origin):
+            # Its sender is here: the queue knows whether it is waiting.
+            if queue.retry_interval or queue.retry_last_ts:
+                queue.server_up()
             return
-        self._server_up_sent[origin] = now
-        self.hs.bus.publish(RemoteServerUpCommand(origin, self.instance_name))
+        now = time.monotonic()
+        if now - self._server_up_checked.get(origin, -SERVER_UP_INTERVAL_S) < \
+                SERVER_UP_INTERVAL_S:
+            return
+        self._server_up_checked[origin] = now
+        self.spawn(self._announce_if_backing_off(origin))
+
+    async def _announce_if_backing_off(self, origin: str) -> None:
+        state = await self.store.get_destination(origin)
+        if state is not None and (state.retry_interval or state.retry_last_ts):
+            self.hs.bus.publish(RemoteServerUpCommand(origin, self.instance_name))
 
     async def reset_connection(self, destination: str) -> None:
         """The admin API's reset: forget the backoff and retry now (any process)."""
@@ -363,12 +375,18 @@ class FederationSender:
 
     async def destinations_for(self, stored: StoredEvent) -> set[str]:
         """The servers an event goes to: those with a member joined in the room
-        after it, and the target's of an invite, leave, kick, ban or knock."""
+        before it (so a kicked or banned server hears of it) or after it, and
+        the target's server of a leave that rescinds an invite. An invite itself
+        reaches the invitee's server by PUT /invite, not here."""
         event = stored.event
         hosts = set(await self.joined_hosts_after(stored))
         if event.type == "m.room.member" and event.state_key and \
-                event.membership in TARGETED_MEMBERSHIPS:
-            hosts.add(server_of(event.state_key))
+                event.membership in ("leave", "ban"):
+            prior_id = event.unsigned.get("replaces_state")
+            prior = await self.hs.stores.events.get_event(prior_id) \
+                if isinstance(prior_id, str) else None
+            if prior is not None and prior.event.membership in ("join", "invite", "knock"):
+                hosts.add(server_of(event.state_key))
         hosts.discard(self.server_name)
         hosts.discard("")
         return hosts

@@ -80,6 +80,7 @@ class DestinationQueue:
         self._task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
         self._loaded = False
+        self._up_since_load = False
         self.retry_last_ts = 0
         self.retry_interval = 0
         self.last_successful: int | None = None
@@ -115,9 +116,10 @@ class DestinationQueue:
 
     def server_up(self) -> None:
         """The destination called us: it is up, so stop waiting to retry."""
-        if self.retry_interval or self.retry_last_ts:
+        if self.retry_interval or self.retry_last_ts or not self._loaded:
             self.retry_interval = 0
             self.retry_last_ts = 0
+            self._up_since_load = True  # a backoff loaded from the table is stale
             self.sender.spawn(self.store.set_retry(self.destination, 0, 0))
         self._outbox_pending = True
         self._wakeup.set()
@@ -126,6 +128,10 @@ class DestinationQueue:
     @property
     def in_backoff(self) -> bool:
         return bool(self.retry_interval) and now_ms() < self.retry_last_ts + self.retry_interval
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
 
     @property
     def idle(self) -> bool:
@@ -160,8 +166,9 @@ class DestinationQueue:
             return
         state = await self.store.get_destination(self.destination)
         if state is not None:
-            self.retry_last_ts = state.retry_last_ts
-            self.retry_interval = state.retry_interval
+            if not self._up_since_load:
+                self.retry_last_ts = state.retry_last_ts
+                self.retry_interval = state.retry_interval
             self.last_successful = state.last_successful_stream_ordering
         self._loaded = True
 
