@@ -115,6 +115,13 @@ def test_to_device_messages_for_puppets_reach_the_bridge(
         "type": "m.login.application_service", "device_id": "PUPPETDEV",
         "identifier": {"type": "m.id.user", "user": ghost}}, token=AS_TOKEN)
     assert status == 200, login
+    # The service may act as that device of its puppet, and no other.
+    status, out = hs.request("GET", V3 + f"/account/whoami?user_id={q(ghost)}"
+                             "&device_id=PUPPETDEV", token=AS_TOKEN)
+    assert status == 200 and out["device_id"] == "PUPPETDEV", out
+    status, out = hs.request("GET", V3 + f"/account/whoami?user_id={q(ghost)}"
+                             "&device_id=NOSUCHDEV", token=AS_TOKEN)
+    assert status == 400, out
     gina.ok("PUT", "/sendToDevice/org.example.ping/td1",
             {"messages": {ghost: {"PUPPETDEV": {"n": 1}}}})
     got = bridge.wait_for(lambda: [e for e in bridge.to_device

@@ -75,7 +75,9 @@ class AppServiceHandler:
                 raise forbidden(f"Application service has not registered this user ({target})")
         if device_id is not None:
             if await self.hs.stores.accounts.get_device(target, device_id) is None:
-                raise MatrixError(400, "M_UNKNOWN_DEVICE", "Unknown device for that user")
+                # As Synapse answers it (MSC3202/MSC4326 device masquerading).
+                raise MatrixError(400, "M_FORBIDDEN", "Application service trying to use a "
+                                  f"device that doesn't exist ({device_id} for {target})")
         return Requester(target, device_id, service.as_token, appservice_id=service.id)
 
     @staticmethod
