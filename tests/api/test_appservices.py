@@ -40,7 +40,8 @@ def setup(request: pytest.FixtureRequest) -> Iterator[tuple[ServerProcess, Bridg
     # Strict message limits: the bridge (rate_limited: false) is not held to them.
     hs = launch_server(request.param, pg, {
         "app_service_config_files": [path],
-        "rc_message": {"per_second": 0.01, "burst_count": 3}})
+        "rc_message": {"per_second": 0.01, "burst_count": 3},
+        "rc_joins": {"local": {"per_second": 0.01, "burst_count": 2}}})
     bridge = Bridge(hs.base_url, port, workdir)
     bridge.start()
     try:
@@ -77,6 +78,10 @@ def test_puppets_register_send_and_the_room_arrives_in_order(
     by_id = {e["event_id"]: e for e in messages}
     assert all(by_id[e]["sender"] == ghost for e in sent)
     # The bridge received every message of the room, in order (its own too).
+    # Nor to rc_joins (2 here): the puppet joins more rooms than that.
+    for _ in range(3):
+        other = alice.room(preset="private_chat", invite=[ghost])
+        bridge.run(bridge.intent(ghost).ensure_joined(RoomID(other)))
     expected = [f"alice {n}" for n in range(3)] + [f"ghost {n}" for n in range(6)]
     got = bridge.wait_for(lambda: len(bridge.room_events(room)) >= 9 and
                           bridge.room_events(room))

@@ -62,6 +62,8 @@ class MembershipHandler:
             raise MatrixError(400, "M_INVALID_PARAM", f"Invalid user ID {target!r}")
         if membership == "join":
             await hs.admin_rooms.check_not_blocked(room_id)
+        if hs.appservices.exempt_from_ratelimit(requester):
+            ratelimit = False  # a bridge registered with rate_limited: false
         if ratelimit and membership == "join":
             hs.ratelimiters.joins.check(requester.user_id)
         if ratelimit and membership == "invite":
