@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from myelin.federation.event_handler import FederationEventHandler
     from myelin.federation.keyring import Keyring
     from myelin.federation.sender import FederationSender
+    from myelin.federation.device_lists import RemoteDeviceLists
+    from myelin.federation.queries import FederationQueries
     from myelin.handlers.account import AccountLifecycleHandler
     from myelin.handlers.account_admin import AccountAdminHandler
     from myelin.handlers.account_data import AccountDataHandler
@@ -112,6 +114,7 @@ class Stores:
         from myelin.storage.stores.receipts import ReceiptStore
         from myelin.storage.stores.registration_tokens import RegistrationTokenStore
         from myelin.storage.stores.relations import RelationStore
+        from myelin.storage.stores.remote_devices import RemoteDeviceStore
         from myelin.storage.stores.reports import ReportStore
         from myelin.storage.stores.room_keys import RoomKeyStore
         from myelin.storage.stores.search import SearchStore
@@ -152,6 +155,7 @@ class Stores:
         self.appservices = AppServiceStore(db)
         self.federation_sender = FederationSenderStore(db)
         self.federation = FederationStore(db)
+        self.remote_devices = RemoteDeviceStore(db)
 
 
 class HomeServer:
@@ -564,6 +568,18 @@ class HomeServer:
 
         return EduHandler(self)
 
+    @cached_property
+    def federation_queries(self) -> FederationQueries:
+        from myelin.federation.queries import FederationQueries
+
+        return FederationQueries(self)
+
+    @cached_property
+    def remote_devices(self) -> RemoteDeviceLists:
+        from myelin.federation.device_lists import RemoteDeviceLists
+
+        return RemoteDeviceLists(self)
+
     # -- helpers -------------------------------------------------------------
     def qualify_user_id(self, user: str) -> str:
         """A bare localpart or a full user id → a full user id."""
@@ -623,6 +639,9 @@ class HomeServer:
         follow.on_visible("device_lists", lambda _, rows: self._notify_room_mates(
             {r.user_id for _, r in rows}))
         follow.on_rows("caches", self._apply_cache_rows)
+        if self.roles.runs("background_tasks"):
+            # Remote users' cached device lists go once we share no room with them.
+            follow.on_writer_advanced("events", self.remote_devices.on_events_rows)
         self.auth.follow_caches(self.caches)
         self.federation_sender.follow()
 
@@ -696,6 +715,8 @@ class HomeServer:
         await self.presence.stop()
         if "federation_sender" in self.__dict__:
             await self.federation_sender.stop()
+        if "remote_devices" in self.__dict__:
+            await self.remote_devices.stop()
         self.typing.stop()
         await self.fleet_status.stop()
         await self.follower.stop()

@@ -72,6 +72,8 @@ OPTIONAL_MODULES: list[str] = [
     "myelin.api.federation.version",
     "myelin.api.federation.transaction",
     "myelin.api.federation.events",
+    "myelin.api.federation.queries",
+    "myelin.api.federation.media",
     "myelin.api.client.threepids",
     "myelin.api.client.email_links",
     "myelin.api.client.admin",

@@ -117,7 +117,14 @@ class DirectoryHandler:
             raise MatrixError(409, "M_UNKNOWN", f"Room alias {alias} already exists.")
 
     async def resolve_alias(self, alias: str) -> dict[str, Any]:
+        """The room an alias names and servers to join it through: a remote
+        alias is asked of its server (``/query/directory``)."""
         self.check_alias_syntax(alias)
+        if alias.partition(":")[2] != self.hs.server_name:
+            return await self.hs.federation_queries.resolve_alias(alias)
+        return await self.resolve_local_alias(alias)
+
+    async def resolve_local_alias(self, alias: str) -> dict[str, Any]:
         found = await self.hs.stores.rooms.get_alias(alias)
         if found is None and self.hs.is_mine(alias) and await self.hs.appservices.query_alias(
                 alias):
@@ -125,7 +132,14 @@ class DirectoryHandler:
             found = await self.hs.stores.rooms.get_alias(alias)
         if found is None:
             raise not_found(f"Room alias {alias} not found.")
-        return {"room_id": found[0], "servers": [self.hs.server_name]}
+        return {"room_id": found[0], "servers": await self.servers_in_room(found[0])}
+
+    async def servers_in_room(self, room_id: str) -> list[str]:
+        """This server first, then every other server with a joined member."""
+        servers = {m.user_id.split(":", 1)[-1]
+                   for m in await self.hs.stores.memberships.get_members(room_id)}
+        servers.discard(self.hs.server_name)
+        return [self.hs.server_name, *sorted(servers)]
 
     async def delete_alias(self, requester: Requester, alias: str) -> None:
         self.check_alias_syntax(alias)

@@ -1,7 +1,10 @@
 """End-to-end encryption keys: upload, query, claim, changes, cross-signing and signatures.
 
-Only local users are served; keys of users on other servers answer as
-``failures`` until federation queries exist.
+Keys of users on other servers are asked of their servers (all at once, each
+within the request's ``timeout``; a server that fails is listed in
+``failures``): device lists of users we share a room with come from the
+cache `federation.device_lists` keeps, the others from ``/user/keys/query``.
+The ``local_*`` methods are what this server answers other servers with.
 """
 
 from __future__ import annotations
@@ -76,6 +79,38 @@ def _add_signatures(obj: dict[str, Any], rows: list[tuple[str, str, str]]) -> di
     return {**obj, "signatures": signatures}
 
 
+def _timeout_s(body: dict[str, Any]) -> float:
+    """The request's ``timeout`` (ms) for remote servers, in seconds."""
+    timeout = body.get("timeout", 10_000)
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0:
+        raise bad_json("timeout must be a non-negative integer")
+    return min(timeout, 60_000) / 1000
+
+
+def _claim_request(body: dict[str, Any]) -> dict[str, dict[str, str]]:
+    wanted = body.get("one_time_keys")
+    if not isinstance(wanted, dict):
+        raise bad_json("one_time_keys must be an object")
+    for devices in wanted.values():
+        if not isinstance(devices, dict):
+            raise bad_json("one_time_keys must map users to devices to algorithms")
+        if not all(isinstance(a, str) for a in devices.values()):
+            raise bad_json("algorithms must be strings")
+    return wanted
+
+
+def _merge_remote_keys(result: dict[str, Any], server: str, answer: dict[str, Any]) -> None:
+    """A server's keys answer into a /keys/query result: only its own users."""
+    for field in ("device_keys", "master_keys", "self_signing_keys"):
+        got = answer.get(field)
+        if not isinstance(got, dict):
+            continue
+        for user_id, value in got.items():
+            if isinstance(user_id, str) and user_id.split(":", 1)[-1] == server \
+                    and isinstance(value, dict):
+                result[field][user_id] = value
+
+
 class E2EKeysHandler:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
@@ -144,16 +179,16 @@ class E2EKeysHandler:
         wanted = body.get("device_keys")
         if not isinstance(wanted, dict):
             raise bad_json("device_keys must be an object")
+        timeout_s = _timeout_s(body)
         result: dict[str, Any] = {"device_keys": {}, "failures": {}, "master_keys": {},
                                   "self_signing_keys": {}, "user_signing_keys": {}}
+        remote: dict[str, dict[str, list[str]]] = {}
         for user_id, device_ids in wanted.items():
             if not isinstance(user_id, str) or not isinstance(device_ids, list) or \
                     not all(isinstance(d, str) for d in device_ids):
                 raise bad_json("device_keys must map user IDs to lists of device IDs")
             if not self.hs.is_mine(user_id):
-                server = user_id.split(":", 1)[-1]
-                result["failures"][server] = {"status": 503,
-                                              "message": "Federation is not available"}
+                remote.setdefault(user_id.split(":", 1)[-1], {})[user_id] = device_ids
                 continue
             result["device_keys"][user_id] = await self._device_keys_for(
                 user_id, device_ids or None)
@@ -162,7 +197,87 @@ class E2EKeysHandler:
                 if key_type == "user_signing" and user_id != requester.user_id:
                     continue
                 result[f"{key_type}_keys"][user_id] = key
+        if remote:
+            answers, failures = await self.hs.federation_queries.per_server(
+                remote, timeout_s, self._remote_device_keys)
+            result["failures"].update(failures)
+            for server, answer in answers.items():
+                _merge_remote_keys(result, server, answer)
         return result
+
+    async def _remote_device_keys(self, server: str,
+                                  wanted: dict[str, list[str]]) -> dict[str, Any]:
+        """One server's users' keys: cached lists for users we share a room
+        with (fetched and cached if need be), ``/user/keys/query`` for the rest."""
+        remote_devices = self.hs.remote_devices
+        answer: dict[str, Any] = {"device_keys": {}, "master_keys": {},
+                                  "self_signing_keys": {}}
+        others: dict[str, list[str]] = {}
+        for user_id, device_ids in wanted.items():
+            if not await remote_devices.shares_room(user_id):
+                others[user_id] = device_ids
+                continue
+            devices = await remote_devices.get_devices(user_id)
+            keys: dict[str, Any] = {}
+            for device in devices.get("devices") or []:
+                if device_ids and device["device_id"] not in device_ids:
+                    continue
+                if isinstance(device.get("keys"), dict):
+                    unsigned = {"device_display_name": device["device_display_name"]} \
+                        if isinstance(device.get("device_display_name"), str) else {}
+                    keys[device["device_id"]] = {**device["keys"], "unsigned": unsigned}
+            answer["device_keys"][user_id] = keys
+            for field in ("master_key", "self_signing_key"):
+                if isinstance(devices.get(field), dict):
+                    answer[f"{field}s"][user_id] = devices[field]
+        if others:
+            fetched = await self.hs.federation_queries.query_keys(server, others, 30.0)
+            for field in ("device_keys", "master_keys", "self_signing_keys"):
+                if isinstance(fetched.get(field), dict):
+                    answer[field].update(fetched[field])
+        return answer
+
+    async def local_query(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /_matrix/federation/v1/user/keys/query``: our users' keys."""
+        wanted = body.get("device_keys")
+        if not isinstance(wanted, dict):
+            raise bad_json("device_keys must be an object")
+        result: dict[str, Any] = {"device_keys": {}, "master_keys": {},
+                                  "self_signing_keys": {}}
+        for user_id, device_ids in wanted.items():
+            if not isinstance(user_id, str) or not isinstance(device_ids, list) or \
+                    not all(isinstance(d, str) for d in device_ids):
+                raise bad_json("device_keys must map user IDs to lists of device IDs")
+            if not self.hs.is_mine(user_id):
+                continue
+            result["device_keys"][user_id] = await self._device_keys_for(
+                user_id, device_ids or None)
+            cross = await self._cross_signing_for(user_id, user_id)
+            for key_type in ("master", "self_signing"):
+                if key_type in cross:
+                    result[f"{key_type}_keys"][user_id] = cross[key_type]
+        return result
+
+    async def local_devices(self, user_id: str) -> dict[str, Any]:
+        """``GET /_matrix/federation/v1/user/devices/{userId}`` for a local user."""
+        keys = await self._device_keys_for(user_id, None)
+        devices = []
+        for device in await self.hs.devices.get_devices(user_id):
+            entry: dict[str, Any] = {"device_id": device.device_id}
+            if device.device_id in keys:
+                entry["keys"] = {k: v for k, v in keys[device.device_id].items()
+                                 if k != "unsigned"}
+            if device.display_name:
+                entry["device_display_name"] = device.display_name
+            devices.append(entry)
+        out: dict[str, Any] = {
+            "user_id": user_id, "devices": devices,
+            "stream_id": await self.hs.stores.device_lists.latest_position_for_user(user_id)}
+        cross = await self._cross_signing_for(user_id, user_id)
+        for key_type in ("master", "self_signing"):
+            if key_type in cross:
+                out[f"{key_type}_key"] = cross[key_type]
+        return out
 
     async def _device_keys_for(self, user_id: str, device_ids: list[str] | None,
                                ) -> dict[str, Any]:
@@ -198,21 +313,40 @@ class E2EKeysHandler:
 
     # -- claim -------------------------------------------------------------
     async def claim(self, body: dict[str, Any]) -> dict[str, Any]:
-        wanted = body.get("one_time_keys")
-        if not isinstance(wanted, dict):
-            raise bad_json("one_time_keys must be an object")
-        claimed: dict[str, Any] = {}
-        failures: dict[str, Any] = {}
+        wanted = _claim_request(body)
+        timeout_s = _timeout_s(body)
+        local = {u: d for u, d in wanted.items() if self.hs.is_mine(u)}
+        remote: dict[str, dict[str, dict[str, str]]] = {}
         for user_id, devices in wanted.items():
-            if not isinstance(devices, dict):
-                raise bad_json("one_time_keys must map users to devices to algorithms")
-            if not self.hs.is_mine(user_id):
-                failures[user_id.split(":", 1)[-1]] = {
-                    "status": 503, "message": "Federation is not available"}
-                continue
+            if user_id not in local:
+                remote.setdefault(user_id.split(":", 1)[-1], {})[user_id] = devices
+        claimed = await self._claim_local(local)
+        failures: dict[str, Any] = {}
+        if remote:
+            queries = self.hs.federation_queries
+            answers, failures = await queries.per_server(
+                remote, timeout_s, lambda server, which: queries.claim_keys(
+                    server, which, timeout_s))
+            for server, answer in answers.items():
+                keys = answer.get("one_time_keys")
+                if not isinstance(keys, dict):
+                    continue
+                for user_id, devices in keys.items():
+                    if isinstance(user_id, str) and user_id.split(":", 1)[-1] == server \
+                            and isinstance(devices, dict):
+                        claimed[user_id] = devices
+        return {"one_time_keys": claimed, "failures": failures}
+
+    async def local_claim(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /_matrix/federation/v1/user/keys/claim``: our users' keys only."""
+        wanted = _claim_request(body)
+        return {"one_time_keys": await self._claim_local(
+            {u: d for u, d in wanted.items() if self.hs.is_mine(u)})}
+
+    async def _claim_local(self, wanted: dict[str, dict[str, str]]) -> dict[str, Any]:
+        claimed: dict[str, Any] = {}
+        for user_id, devices in wanted.items():
             for device_id, algorithm in devices.items():
-                if not isinstance(algorithm, str):
-                    raise bad_json("algorithms must be strings")
                 got = await self.store.claim_one_time_key(user_id, device_id, algorithm)
                 if got is None:
                     got = await self.store.claim_fallback_key(user_id, device_id, algorithm)
@@ -221,7 +355,7 @@ class E2EKeysHandler:
                 key_id, key = got
                 claimed.setdefault(user_id, {}).setdefault(device_id, {})[
                     f"{algorithm}:{key_id}"] = key
-        return {"one_time_keys": claimed, "failures": failures}
+        return claimed
 
     # -- changes -----------------------------------------------------------
     async def changes(self, requester: Requester, from_token: str,

@@ -6,7 +6,9 @@ database (`storage.stores.media`); every process that serves the ``media``
 resource shares both, so any of them may answer any media request. A
 download of media that another process is still receiving waits for its row
 to be completed (polling the shared database; a local upload wakes it at
-once).
+once). Media of other servers is fetched over federation the first time it
+is asked for and kept (`remote_media_cache`), then served and thumbnailed
+like local media.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class MediaRepository:
         self.files = MediaFiles(hs.config.media_store_path)
         self._uploaded: dict[str, asyncio.Event] = {}
         self._thumbnail_locks: dict[tuple[str, int, int, str, bool], asyncio.Lock] = {}
+        self._remote_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._touched: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()
 
@@ -160,10 +163,59 @@ class MediaRepository:
 
     # -- downloads ----------------------------------------------------------
     async def fetch_remote_media(self, server_name: str, media_id: str) -> LocalMedia:
-        """SEAM: fetch (and cache) media from another server over federation
-        (``GET /_matrix/federation/v1/media/download/{mediaId}``). Federation
-        does not exist yet, so remote media is not found."""
-        raise not_found("Remote media is not available on this server yet")
+        """Media of another server: from the remote-media cache, else fetched
+        over federation (once per process at a time), stored in the media
+        store under a fresh local id and recorded in the cache. The row
+        returned is shaped as local media whose ``media_id`` is that local id,
+        so downloads and thumbnails read the same files either way."""
+        if not MEDIA_ID.match(media_id) or not server_name:
+            raise not_found("Not found")
+        cached = await self.store.get_remote(server_name, media_id)
+        if cached is not None:
+            return cached
+        key = (server_name, media_id)
+        lock = self._remote_locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                cached = await self.store.get_remote(server_name, media_id)
+                if cached is not None:
+                    return cached
+                return await self._download_remote(server_name, media_id)
+        finally:
+            if not lock.locked():
+                self._remote_locks.pop(key, None)
+
+    async def _download_remote(self, server_name: str, media_id: str) -> LocalMedia:
+        fetched = await self.hs.federation_queries.download_media(
+            server_name, media_id, max_size=self.max_upload_size, timeout_ms=None)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield fetched.body
+
+        received = await self.files.receive(body())
+        filesystem_id = new_media_id()
+        now = now_ms()
+        media = LocalMedia(
+            media_id=filesystem_id, user_id="", created_ts=now, upload_ts=now,
+            unused_expires_at=None, media_type=served_type(fetched.content_type),
+            media_length=received.length, upload_name=fetched.filename, sha256=received.sha256,
+            authenticated=True, last_access_ts=now, quarantined_by=None,
+            safe_from_quarantine=False)
+        try:
+            await self.files.commit(received.path, self.files.content_path(filesystem_id))
+            if not await self.store.insert_remote(server_name, media_id, media):
+                # Another process cached it meanwhile: theirs is the copy.
+                await self.files.delete_media(filesystem_id)
+                other = await self.store.get_remote(server_name, media_id)
+                if other is None:
+                    raise not_found("Not found")
+                return other
+        except BaseException:
+            await self.files.discard(received.path)
+            raise
+        logger.info("cached mxc://%s/%s (%d bytes) as %s", server_name, media_id,
+                    received.length, filesystem_id)
+        return media
 
     async def _local_row(self, server_name: str, media_id: str) -> LocalMedia | None:
         if server_name != self.server_name or not MEDIA_ID.match(media_id) \

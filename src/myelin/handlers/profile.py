@@ -4,7 +4,8 @@ A display name or avatar change is also a membership event: every room the
 user is joined to gets a fresh ``m.room.member`` join carrying the new
 display name and avatar, so that other members see it. Other keys (``m.tz``,
 namespaced custom keys: the spec's extended profiles) are stored as JSON and
-stay out of member events.
+stay out of member events. A remote user's profile is asked of their
+server (`federation.queries`, cached briefly).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class ProfileHandler:
         return profile if profile is not None else (None, None)
 
     async def get_profile(self, user_id: str) -> dict[str, Any]:
+        if self._is_remote(user_id):
+            return await self.hs.federation_queries.profile(user_id)
         displayname, avatar_url = await self._existing_profile(user_id)
         out: dict[str, Any] = {}
         if displayname is not None:
@@ -69,9 +72,15 @@ class ProfileHandler:
         if not _KEY_GRAMMAR.match(key):
             raise invalid_param("Invalid profile key.")
 
+    def _is_remote(self, user_id: str) -> bool:
+        return user_id.startswith("@") and ":" in user_id and not self.hs.is_mine(user_id)
+
     async def get_field(self, user_id: str, key: str) -> dict[str, Any]:
         self.check_key(key)
-        profile = await self.get_profile(user_id)
+        if self._is_remote(user_id):
+            profile = await self.hs.federation_queries.profile(user_id, key)
+        else:
+            profile = await self.get_profile(user_id)
         if key not in profile:
             raise not_found(f"The user has no {key}")
         return {key: profile[key]}

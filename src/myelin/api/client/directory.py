@@ -61,25 +61,28 @@ async def put_visibility(request: Request) -> dict[str, Any]:
     return {}
 
 
-def _check_server(request: Request, server: str | None) -> None:
-    if server is not None and server != request.hs.server_name:
-        raise MatrixError(404, "M_NOT_FOUND",
-                          f"Cannot list the rooms of {server}: no federation here")
+def _remote_server(request: Request, server: str | None) -> str | None:
+    """The server whose list is wanted, when it is not this one."""
+    if server is None or server == "" or server == request.hs.server_name:
+        return None
+    return server
 
 
 @routes.get(client_path("/publicRooms", LEGACY))
 async def public_rooms(request: Request) -> dict[str, Any]:
-    _check_server(request, request.query_str("server"))
     limit = request.query_int("limit")
-    query = PublicRoomsQuery(limit=limit, since=request.query_str("since") or None)
+    since = request.query_str("since") or None
+    remote = _remote_server(request, request.query_str("server"))
+    if remote is not None:
+        return await request.hs.federation_queries.public_rooms(
+            remote, limit=limit, since=since, search_filter=None,
+            include_all_networks=False, third_party_instance_id=None)
+    query = PublicRoomsQuery(limit=limit, since=since)
     return await request.hs.directory.public_rooms(query)
 
 
-@routes.post(client_path("/publicRooms", LEGACY))
-async def query_public_rooms(request: Request) -> dict[str, Any]:
-    await request.requester(allow_guest=True)
-    _check_server(request, request.query_str("server"))
-    body = await request.json(allow_empty=True)
+def parse_public_rooms_body(body: dict[str, Any]) -> PublicRoomsQuery:
+    """The ``POST /publicRooms`` body (client and federation alike)."""
     limit = body.get("limit")
     since = body.get("since")
     filt = body.get("filter")
@@ -104,7 +107,25 @@ async def query_public_rooms(request: Request) -> dict[str, Any]:
     include_all = body.get("include_all_networks", False)
     if not isinstance(include_all, bool):
         raise bad_json("include_all_networks must be a boolean")
-    query = PublicRoomsQuery(limit=limit, since=since or None, search_term=term,
-                             room_types=room_types, third_party_instance_id=third_party,
-                             include_all_networks=include_all)
+    return PublicRoomsQuery(limit=limit, since=since or None, search_term=term,
+                            room_types=room_types, third_party_instance_id=third_party,
+                            include_all_networks=include_all)
+
+
+@routes.post(client_path("/publicRooms", LEGACY))
+async def query_public_rooms(request: Request) -> dict[str, Any]:
+    await request.requester(allow_guest=True)
+    body = await request.json(allow_empty=True)
+    query = parse_public_rooms_body(body)
+    remote = _remote_server(request, request.query_str("server"))
+    if remote is not None:
+        search: dict[str, Any] = {}
+        if query.search_term is not None:
+            search["generic_search_term"] = query.search_term
+        if query.room_types is not None:
+            search["room_types"] = query.room_types
+        return await request.hs.federation_queries.public_rooms(
+            remote, limit=query.limit, since=query.since, search_filter=search or None,
+            include_all_networks=query.include_all_networks,
+            third_party_instance_id=query.third_party_instance_id)
     return await request.hs.directory.public_rooms(query)

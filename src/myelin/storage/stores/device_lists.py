@@ -26,3 +26,10 @@ class DeviceListStore:
             "SELECT DISTINCT user_id FROM device_lists_stream WHERE stream_id > ?"
             " AND stream_id <= ?", from_id, to_id)
         return {r[0] for r in rows}
+
+    async def latest_position_for_user(self, user_id: str) -> int:
+        """The newest change to ``user_id``'s list (0 if none): the
+        ``stream_id`` other servers hold our users' device lists at."""
+        value = await self.db.fetchval(
+            "SELECT MAX(stream_id) FROM device_lists_stream WHERE user_id = ?", user_id)
+        return int(value or 0)

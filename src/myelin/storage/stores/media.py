@@ -188,6 +188,29 @@ class MediaStore:
             " WHERE c.type = ?", "m.room.avatar")
         return [r[0] for r in rows]
 
+    # -- media cached from other servers --------------------------------------
+    async def get_remote(self, origin: str, media_id: str) -> LocalMedia | None:
+        """Cached remote media, shaped as local media whose ``media_id`` is the
+        file's local (filesystem) id; ``user_id`` is empty: nobody here uploaded it."""
+        row = await self.db.fetchone(
+            "SELECT filesystem_id, created_ts, media_type, media_length, upload_name,"
+            " sha256, last_access_ts, quarantined_by FROM remote_media_cache"
+            " WHERE media_origin = ? AND media_id = ?", origin, media_id)
+        if row is None:
+            return None
+        return LocalMedia(row[0], "", row[1], row[1], None, row[2], row[3], row[4], row[5],
+                          True, row[6], row[7], False)
+
+    async def insert_remote(self, origin: str, media_id: str, media: LocalMedia) -> bool:
+        """Record fetched remote media; False if another process cached it first."""
+        changed = await self.db.execute(
+            "INSERT INTO remote_media_cache (media_origin, media_id, filesystem_id,"
+            " media_type, media_length, upload_name, sha256, created_ts, last_access_ts)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            origin, media_id, media.media_id, media.media_type, media.media_length,
+            media.upload_name, media.sha256, media.created_ts, media.last_access_ts)
+        return changed == 1
+
     # -- thumbnails ---------------------------------------------------------
     async def get_thumbnail(self, media_id: str, width: int, height: int, method: str,
                             animated: bool) -> Thumbnail | None:
