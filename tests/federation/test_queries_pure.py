@@ -118,11 +118,11 @@ def test_an_unknown_prev_id_means_one_was_lost() -> None:
 
 
 # -- /user/devices answers ---------------------------------------------------------------
-def test_devices_of_an_answer_are_checked_against_the_user() -> None:
+def test_devices_of_an_answer_keep_their_keys_as_sent() -> None:
     keys = {"user_id": USER, "device_id": "D1", "algorithms": [], "keys": {}}
-    devices = parse_devices(USER, [
+    devices = parse_devices([
         {"device_id": "D1", "keys": keys, "device_display_name": "Phone"},
-        {"device_id": "D2", "keys": {**keys, "device_id": "OTHER"}},
+        {"device_id": "D2", "keys": "not an object", "device_display_name": 7},
         {"no": "device id"}, "junk"])
     assert devices == [RemoteDevice("D1", "Phone", keys), RemoteDevice("D2", None, None)]
     master = {"user_id": USER, "usage": ["master"], "keys": {"ed25519:m": "m"}}

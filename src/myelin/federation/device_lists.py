@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from myelin.federation.client import FederationError, FederationUnreachable
@@ -41,15 +41,16 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def parse_devices(user_id: str, devices: Any) -> list[RemoteDevice]:
-    """The devices of a ``/user/devices`` answer; malformed entries are skipped."""
+def parse_devices(devices: Any) -> list[RemoteDevice]:
+    """The devices of a ``/user/devices`` answer; malformed entries are skipped.
+    Device keys are kept as their server sent them: clients check the user,
+    device and signatures in them themselves (as they must for any server)."""
     out = []
     for device in devices if isinstance(devices, list) else []:
         if not isinstance(device, dict) or not isinstance(device.get("device_id"), str):
             continue
         keys = device.get("keys")
-        if not isinstance(keys, dict) or keys.get("user_id") != user_id or \
-                keys.get("device_id") != device["device_id"]:
+        if not isinstance(keys, dict):
             keys = None
         name = device.get("device_display_name")
         out.append(RemoteDevice(device["device_id"], name if isinstance(name, str) else None,
@@ -123,7 +124,7 @@ class RemoteDeviceLists:
             return  # the spec: only for users we share a room with
         position = await self.store.get_list_position(user_id)
         if position is None or position[1]:
-            await self._resync_quietly(user_id)
+            self._resync_later(user_id)
             return
         verdict = update_applies(position[0], stream_id, prev_ids)
         if verdict is None:
@@ -131,13 +132,12 @@ class RemoteDeviceLists:
         if verdict is False:
             logger.info("device list of %s: update %s refers to %s, we hold %s: resyncing",
                         user_id, stream_id, prev_ids, position[0])
-            await self._resync_quietly(user_id)
+            self._resync_later(user_id)
             return
         device: RemoteDevice | None = None
         if content.get("deleted") is not True:
             keys = content.get("keys")
-            if not isinstance(keys, dict) or keys.get("user_id") != user_id or \
-                    keys.get("device_id") != device_id:
+            if not isinstance(keys, dict):
                 keys = None
             name = content.get("device_display_name")
             device = RemoteDevice(device_id, name if isinstance(name, str) else None, keys)
@@ -199,7 +199,7 @@ class RemoteDeviceLists:
                 await self.store.mark_resync_needed(user_id, _now())
             raise
         stream_id = answer.get("stream_id")
-        devices = parse_devices(user_id, answer.get("devices"))
+        devices = parse_devices(answer.get("devices"))
         cross_signing = parse_cross_signing(user_id, answer)
         response = {"user_id": user_id,
                     "stream_id": stream_id if _is_int(stream_id) else 0,
@@ -213,11 +213,23 @@ class RemoteDeviceLists:
             await self.hs.devices.notify_device_change(user_id, "")
         return response
 
+    def _resync_later(self, user_id: str) -> None:
+        """Resync in the background: the transaction that brought the EDU is
+        not held up by a request back to its server."""
+        self._spawn(self._resync_quietly(user_id))
+
     async def _resync_quietly(self, user_id: str) -> None:
         try:
             await self.resync(user_id)
         except (FederationError, FederationUnreachable) as e:
             logger.info("cannot resync the device list of %s: %s", user_id, e)
+        except Exception:
+            logger.exception("resyncing the device list of %s failed", user_id)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- forgetting ----------------------------------------------------------------
     def on_events_rows(self, writer: str, rows: Sequence[tuple[int, EventsRow]]) -> None:
@@ -227,9 +239,7 @@ class RemoteDeviceLists:
                  if r.membership is not None and r.membership not in ("join", "invite")}
         if not rooms:
             return
-        task = asyncio.get_running_loop().create_task(self._forget_strangers(rooms))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self._forget_strangers(rooms))
 
     async def _forget_strangers(self, room_ids: set[str]) -> None:
         try:
