@@ -132,6 +132,15 @@ SEED_FIXED_SAMPLES = [
     (r"^/_matrix/federation/v1/timestamp_to_event/", "GET",
      f"/_matrix/federation/v1/timestamp_to_event/{ROOM}"),
     (r"^/_matrix/federation/v1/send/", "PUT", "/_matrix/federation/v1/send/txn1"),
+    # Federation queries (fed-queries).
+    (r"^/_matrix/federation/v1/publicRooms", "GET", "/_matrix/federation/v1/publicRooms"),
+    (r"^/_matrix/federation/v1/publicRooms", "POST", "/_matrix/federation/v1/publicRooms"),
+    (r"^/_matrix/federation/v1/query/", "GET", "/_matrix/federation/v1/query/profile"),
+    (r"^/_matrix/federation/v1/query/", "GET", "/_matrix/federation/v1/query/directory"),
+    (r"^/_matrix/federation/v1/query/", "GET", "/_matrix/federation/v1/query/someType"),
+    (r"^/_matrix/federation/v1/user/devices/", "GET",
+     f"/_matrix/federation/v1/user/devices/{USER}"),
+    (r"^/_matrix/federation/v1/hierarchy/", "GET", f"/_matrix/federation/v1/hierarchy/{ROOM}"),
 ]
 
 
@@ -205,6 +214,9 @@ AUTHENTICATED_MEDIA = [
     ("GET", "/_matrix/client/v1/media/thumbnail/example.org/abcdef"),
     ("GET", "/_matrix/client/v1/media/config"),
     ("GET", "/_matrix/client/v1/media/preview_url"),
+    # ... and so are the federation media endpoints, where the media store is.
+    ("GET", "/_matrix/federation/v1/media/download/abcdef"),
+    ("GET", "/_matrix/federation/v1/media/thumbnail/abcdef"),
 ]
 
 
