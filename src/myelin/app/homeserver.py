@@ -29,12 +29,12 @@ if TYPE_CHECKING:
     from myelin.app.fleet_status import FleetStatus
     from myelin.appservice.sender import AppServiceSender
     from myelin.federation.client import FederationClient
+    from myelin.federation.device_lists import RemoteDeviceLists
     from myelin.federation.edus import EduHandler
     from myelin.federation.event_handler import FederationEventHandler
     from myelin.federation.keyring import Keyring
-    from myelin.federation.sender import FederationSender
-    from myelin.federation.device_lists import RemoteDeviceLists
     from myelin.federation.queries import FederationQueries
+    from myelin.federation.sender import FederationSender
     from myelin.handlers.account import AccountLifecycleHandler
     from myelin.handlers.account_admin import AccountAdminHandler
     from myelin.handlers.account_data import AccountDataHandler
