@@ -291,13 +291,18 @@ def test_freezing_keeps_earlier_media_served_without_a_token() -> None:
         _stop(server)
 
 
-def test_unknown_and_remote_media_are_not_found(hs: ServerProcess) -> None:
+def test_unknown_and_unreachable_media(hs: ServerProcess) -> None:
     token = user(hs)["access_token"]
-    for server_name, media_id in ((SERVER_NAME, "doesNotExist123"), ("elsewhere.example", "abcdef"),
+    for server_name, media_id in ((SERVER_NAME, "doesNotExist123"),
                                   (SERVER_NAME, "..%2F..%2Fetc%2Fpasswd")):
         status, body = call_json(
             hs, "GET", f"{CLIENT_MEDIA}/download/{server_name}/{media_id}", token=token)
         assert (status, body["errcode"]) == (404, "M_NOT_FOUND"), media_id
+    # A server that cannot be reached: 502, as Synapse answers (remote media
+    # itself: tests/federation/test_queries.py).
+    status, body = call_json(
+        hs, "GET", f"{CLIENT_MEDIA}/download/elsewhere.example/abcdef", token=token)
+    assert (status, body["errcode"]) == (502, "M_UNKNOWN")
     # A row whose file went missing (a restored backup, say) is not found either.
     media_id = upload(hs, token, image_bytes((64, 64)), "image/png")
     os.unlink(os.path.join(hs.workdir, "media", "local_content", media_id[:2], media_id[2:4],
