@@ -102,7 +102,7 @@ class RemoteDeviceLists:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
         self.store = hs.stores.remote_devices
-        self._resyncs: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._resyncs: dict[str, asyncio.Task[dict[str, Any]]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     async def shares_room(self, user_id: str) -> bool:
@@ -173,23 +173,20 @@ class RemoteDeviceLists:
             raise
 
     async def resync(self, user_id: str) -> dict[str, Any]:
-        """Fetch the whole list from the user's server (one fetch at a time per user)."""
-        running = self._resyncs.get(user_id)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._resyncs[user_id] = future
-        try:
-            result = await self._resync(user_id)
-        except BaseException as e:
-            future.set_exception(e)
-            future.exception()  # retrieved: no "never retrieved" warning without waiters
-            raise
-        else:
-            future.set_result(result)
-            return result
-        finally:
-            del self._resyncs[user_id]
+        """Fetch the whole list from the user's server: one fetch per user at
+        a time, run as its own task so that a caller who stops waiting (a
+        client's timeout) does not stop the cache being filled."""
+        task = self._resyncs.get(user_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._resync(user_id))
+            self._resyncs[user_id] = task
+            task.add_done_callback(lambda done: self._resync_done(user_id, done))
+        return await asyncio.shield(task)
+
+    def _resync_done(self, user_id: str, task: asyncio.Task[dict[str, Any]]) -> None:
+        self._resyncs.pop(user_id, None)
+        if not task.cancelled():
+            task.exception()  # seen here even if every caller stopped waiting
 
     async def _resync(self, user_id: str) -> dict[str, Any]:
         try:
@@ -258,6 +255,7 @@ class RemoteDeviceLists:
             logger.exception("dropping device lists of departed users failed")
 
     async def stop(self) -> None:
-        for task in list(self._background):
+        tasks = [*self._background, *self._resyncs.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
