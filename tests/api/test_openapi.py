@@ -603,7 +603,7 @@ _member_action("unban", "unban", "ban")
 
 @case("inviteBy3PID")
 def _invite_3pid(w: World) -> Call:
-    # No identity server is trusted: the spec's M_SERVER_NOT_TRUSTED, with a
+    # id.example.org cannot be reached: the spec's M_SERVER_NOT_TRUSTED, with a
     # status (400) this operation's responses do not list.
     return Call("POST", V3 + f"/rooms/{q(w.room)}/invite", {
         "id_server": "id.example.org", "id_access_token": "abc", "medium": "email",

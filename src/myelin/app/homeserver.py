@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from myelin.handlers.e2e_keys import E2EKeysHandler
     from myelin.handlers.events import EventCreationHandler, EventPersister
     from myelin.handlers.filters import FilterHandler
+    from myelin.handlers.identity import IdentityHandler
     from myelin.handlers.initial_sync import InitialSyncHandler
     from myelin.handlers.media import MediaRepository
     from myelin.handlers.membership import MembershipHandler
@@ -488,6 +489,13 @@ class HomeServer:
         return PusherHandler(self)
 
     @cached_property
+    def identity(self) -> IdentityHandler:
+        """Third-party invites through identity servers."""
+        from myelin.handlers.identity import IdentityHandler
+
+        return IdentityHandler(self)
+
+    @cached_property
     def mailer(self) -> Mailer | None:
         """The SMTP sender, when there is an ``email`` config section."""
         from myelin.push.mailer import Mailer
@@ -708,6 +716,8 @@ class HomeServer:
             await self.user_directory.stop_updater()
         if "pusher_pool" in self.__dict__:
             await self.pusher_pool.stop()
+        if "identity" in self.__dict__:
+            await self.identity.close()
         if "appservice_sender" in self.__dict__:
             await self.appservice_sender.stop()
         if "appservices" in self.__dict__:

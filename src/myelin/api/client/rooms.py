@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from myelin.domain import MatrixError, Requester, bad_json, check_not_suspended
-from myelin.handlers.rooms import check_third_party_invites
 from myelin.http.request import Request
 from myelin.http.routing import LEGACY, RouteTable, client_path, client_v1_path
 
@@ -181,7 +180,9 @@ def _membership_servlet(action: str, membership: str, needs_target: bool) -> Non
             return {}
         target: Any = requester.user_id
         if action == "invite" and "user_id" not in body and "id_server" in body:
-            check_third_party_invites([body])
+            if not await request.hs.admin_users.is_shadow_banned(requester.user_id):
+                await request.hs.identity.invite(requester, room_id, body)
+            return {}
         if needs_target:
             target = body.get("user_id")
             if not isinstance(target, str):

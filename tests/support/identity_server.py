@@ -1,0 +1,103 @@
+"""A fake identity server on loopback over TLS (the test session's CA):
+v2 hash_details, lookup (sha256 with a pepper, or none) and store-invite,
+each checking the bearer token. Tests bind addresses and read what was asked."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+import ssl
+import threading
+from typing import Any
+
+from aiohttp import web
+
+from tests.support.federation import local_ca
+from tests.support.postgres import free_port
+
+PEPPER = "matrixrocks"
+
+
+class FakeIdentityServer:
+    def __init__(self, access_token: str = "id-token") -> None:
+        self.port = free_port()
+        self.id_server = f"localhost:{self.port}"
+        self.access_token = access_token
+        self.bindings: dict[tuple[str, str], str] = {}  # (medium, address) -> user id
+        self.lookups: list[dict[str, Any]] = []
+        self.stored: list[dict[str, Any]] = []
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+        assert self._ready.wait(10)
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        ca = local_ca()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(ca.cert_pem, ca.key_pem)
+        app = web.Application()
+        app.router.add_get("/_matrix/identity/v2/hash_details", self._hash_details)
+        app.router.add_post("/_matrix/identity/v2/lookup", self._lookup)
+        app.router.add_post("/_matrix/identity/v2/store-invite", self._store_invite)
+        self._runner = web.AppRunner(app)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=context)
+        self._loop.run_until_complete(site.start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def _authorised(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {self.access_token}"
+
+    @staticmethod
+    def _unauthorised() -> web.Response:
+        return web.json_response({"errcode": "M_UNAUTHORIZED", "error": "bad token"},
+                                 status=401)
+
+    async def _hash_details(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._unauthorised()
+        return web.json_response({"algorithms": ["none", "sha256"], "lookup_pepper": PEPPER})
+
+    async def _lookup(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._unauthorised()
+        body = await request.json()
+        self.lookups.append(body)
+        mappings = {}
+        for (medium, address), user_id in self.bindings.items():
+            if body.get("algorithm") == "sha256" and body.get("pepper") == PEPPER:
+                digest = hashlib.sha256(f"{address} {medium} {PEPPER}".encode()).digest()
+                key = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+            else:
+                key = f"{address} {medium}"
+            if key in body.get("addresses", []):
+                mappings[key] = user_id
+        return web.json_response({"mappings": mappings})
+
+    async def _store_invite(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._unauthorised()
+        body = await request.json()
+        self.stored.append(body)
+        token = secrets.token_urlsafe(12)
+        return web.json_response({
+            "token": token, "display_name": body["address"][:3] + "...",
+            "public_keys": [{"public_key": "c2VydmVyIGtleQ",
+                             "key_validity_url": f"https://{self.id_server}/_matrix/identity/"
+                                                 "v2/pubkey/isvalid"}]})
