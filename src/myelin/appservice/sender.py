@@ -20,8 +20,10 @@ Ephemeral data (typing, receipts, presence) goes to services that asked for
 it (``receive_ephemeral`` → ``ephemeral``; MSC2409's unstable flag →
 ``de.sorunome.msc2409.ephemeral``), with to-device messages for their users
 under ``de.sorunome.msc2409.to_device`` as Synapse sends them. It is queued
-in memory as the streams' rows arrive and joins the next transaction (and
-from then on is as durable as the transaction).
+in memory as the streams' rows arrive (the newest ``MAX_QUEUED_EPHEMERAL``
+while a service is down) and joins the next transaction, from then on as
+durable as the transaction; what is still queued at a restart is lost, as
+ephemeral data may be.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 MAX_EVENTS = 100
 MAX_EPHEMERAL = 100
+MAX_QUEUED_EPHEMERAL = 10_000
 SCAN_BATCH = 500
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
@@ -242,7 +245,12 @@ class AppServiceSender:
                     self._wakeups[service.id].set()
                 continue
             if item is not None:
-                self._ephemeral[service.id].append(item)
+                queued = self._ephemeral[service.id]
+                queued.append(item)
+                if len(queued) > MAX_QUEUED_EPHEMERAL:
+                    # A service down for long: old typing/receipt/presence
+                    # updates are stale anyway; keep memory bounded.
+                    del queued[:len(queued) - MAX_QUEUED_EPHEMERAL]
                 self._wakeups[service.id].set()
 
     async def _receipt(self, service: AppService, position: int,
