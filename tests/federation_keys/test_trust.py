@@ -83,9 +83,11 @@ class RecordingDispatcher(HttpDispatcher):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.paths: list[str] = []
+        self.peers: list[Any] = []  # the client address of each request
 
     async def __call__(self, raw: web.BaseRequest) -> web.StreamResponse:
         self.paths.append(raw.path)
+        self.peers.append(raw.transport.get_extra_info("peername") if raw.transport else None)
         return await super().__call__(raw)
 
 
@@ -117,6 +119,8 @@ class Net:
     worker: Node
     workdir: str
     nodes: list[Node] = field(default_factory=list)
+    strict: Node | None = None
+    lax: Node | None = None
 
     def client_ssl(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca.ca_cert)
@@ -180,6 +184,13 @@ async def net() -> AsyncIterator[Net]:
             "instance_map": {"main": {"host": "127.0.0.1", "port": replication_a}},
             "outbound_federation_restricted_to": ["main"]})
         nodes.append(worker)
+        # Two that do not know the test CA: one checks certificates, one does not.
+        strict = await _node(workdir, "strict.test", ca, port=None, extra={
+            "federation_custom_ca_list": []})
+        nodes.append(strict)
+        lax = await _node(workdir, "lax.test", ca, port=None, extra={
+            "federation_custom_ca_list": [], "federation_verify_certificates": False})
+        nodes.append(lax)
         b = await _node(workdir, "b.test", ca, port=port_b, extra={})
         nodes.append(b)
         c = await _node(workdir, "c.test", ca, port=None, extra={
@@ -207,7 +218,7 @@ async def net() -> AsyncIterator[Net]:
         # b.test is a name only the fake .well-known knows (there is no DNS for it).
         for node in nodes:
             node.hs.federation_client.discovery = ServerDiscovery(fetch, FakeSrv())
-        yield Net(ca, a, b, c, d, worker, workdir, nodes)
+        yield Net(ca, a, b, c, d, worker, workdir, nodes, strict=strict, lax=lax)
     finally:
         for node in nodes:
             if node.port is not None:
@@ -248,6 +259,15 @@ async def test_a_signed_request_reaches_b_by_delegation_and_is_authenticated(net
     assert put["origin"] == net.a.name and put["body"] == {"hello": "world"}
     # B's federation sender heard that A is up (its queue for A stops backing off).
     assert net.a.name in net.b.hs.federation_sender._server_up_sent
+
+
+async def test_requests_to_one_destination_reuse_a_connection(net: Net) -> None:
+    assert net.b.dispatcher is not None
+    await net.a.hs.federation_client.get_json("b.test", WHOAMI)
+    first = net.b.dispatcher.peers[-1]
+    for _ in range(3):
+        await net.a.hs.federation_client.get_json("b.test", WHOAMI)
+    assert net.b.dispatcher.peers[-3:] == [first] * 3
 
 
 async def test_b_fetches_a_key_once_then_uses_its_cache_and_database(net: Net) -> None:
@@ -357,6 +377,43 @@ async def test_a_worker_outside_outbound_federation_restricted_to_forwards(net: 
     assert e.value.code == 404
     with pytest.raises(FederationUnreachable):
         await client.get_json("127.0.0.1:1", "/_matrix/federation/v1/version", timeout=5)
+
+
+async def test_a_server_that_never_answers_is_unreachable_after_the_timeout(net: Net) -> None:
+    import asyncio
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)  # the TLS hello arrives; nothing is ever said back
+        await asyncio.sleep(30)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(FederationUnreachable) as e:
+            await net.a.hs.federation_client.get_json(f"127.0.0.1:{port}", WHOAMI, timeout=0.5)
+        assert "Timeout" in e.value.reason
+    finally:
+        server.close()
+
+
+async def test_a_refused_connection_is_unreachable(net: Net) -> None:
+    with pytest.raises(FederationUnreachable):
+        await net.a.hs.federation_client.get_json(f"127.0.0.1:{free_port()}", WHOAMI)
+
+
+async def test_certificates_are_checked_unless_verification_is_off(net: Net) -> None:
+    assert net.strict is not None and net.lax is not None
+    path = "/_matrix/federation/v1/version"
+    # The test CA is in no system store: the certificate does not verify.
+    with pytest.raises(FederationUnreachable) as e:
+        await net.strict.hs.federation_client.get_json(net.a.name, path)
+    assert "certificate" in e.value.reason.lower()
+    # federation_verify_certificates: false takes it anyway (still over TLS).
+    answer = await net.lax.hs.federation_client.get_json(net.a.name, path)
+    assert answer["server"]["name"] == "Myelin"
+    # The custom CA list is what lets A and B trust each other.
+    assert (await net.a.hs.federation_client.get_json("b.test", path))["server"]
 
 
 # -- the IP blocklist ------------------------------------------------------------
