@@ -344,6 +344,10 @@ async def set_sequences(target: asyncpg.Connection) -> dict[str, int]:
             f"SELECT MAX(position) FROM stream_positions WHERE stream_name = '{cls.NAME}'"]
     for seq, (table, column) in ID_SEQUENCES.items():
         sources[seq] = [f'SELECT MAX("{column}") FROM "{table}"']
+    # Outliers and backfilled events count down from -1 (storage/stores/federation.py).
+    sources["events_backfill_seq"] = [
+        'SELECT -MIN("stream_ordering") FROM "events"',
+        "SELECT MAX(position) FROM stream_high_water WHERE stream_name = 'events_backfill'"]
     # Sequences owned by a column (serial / identity) follow that column.
     for r in await target.fetch(
             "SELECT s.relname, t.relname, a.attname FROM pg_class s"

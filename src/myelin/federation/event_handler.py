@@ -42,7 +42,7 @@ from myelin.events.state_res import (
     resolve_state_v2,
 )
 from myelin.federation.acl import server_allowed
-from myelin.federation.pdu_checks import PduFormatError, check_pdu_format
+from myelin.federation.pdu_checks import PduFormatError, check_pdu_envelope, check_pdu_format
 from myelin.handlers.events import PendingEvent
 from myelin.replication.http import ReplicationEndpoint
 from myelin.storage.stores.events import StateMap
@@ -146,11 +146,13 @@ class FederationEventHandler:
         """Format, signatures and content hash of a PDU from ``origin``; the
         event (a redacted copy if the hash does not match). 400 or 403 if bad."""
         try:
-            check_pdu_format(pdu, room_version)
+            check_pdu_envelope(pdu, room_version)
         except PduFormatError as e:
             if e.too_large:
                 raise too_large(str(e)) from None
             raise bad_json(f"Invalid PDU: {e}") from None
+        # Signatures before the remaining format checks (as Synapse): an
+        # unsigned or unhashed event is a forgery (403), not bad JSON.
         try:
             await self.hs.keyring.verify_event_signatures(pdu, room_version)
         except MatrixError:
@@ -158,6 +160,10 @@ class FederationEventHandler:
         except Exception as e:  # SignatureError, or the keys could not be had
             logger.info("signature check failed on a PDU from %s: %s", origin, e)
             raise forbidden(f"Signature check failed: {e}") from None
+        try:
+            check_pdu_format(pdu, room_version)
+        except PduFormatError as e:
+            raise bad_json(f"Invalid PDU: {e}") from None
         try:
             event = Event(pdu, room_version)
         except InvalidEventError as e:

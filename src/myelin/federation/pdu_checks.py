@@ -14,7 +14,7 @@ from myelin.events.auth import is_valid_user_id
 from myelin.events.canonical import CanonicalJSONError, encode_canonical_json
 from myelin.events.room_versions import EventFormat, RoomVersion
 
-__all__ = ["MAX_PDU_SIZE", "PduFormatError", "check_pdu_format"]
+__all__ = ["MAX_PDU_SIZE", "PduFormatError", "check_pdu_envelope", "check_pdu_format"]
 
 MAX_PDU_SIZE = 65536
 # The spec's limits on fields inside a PDU (characters; we count bytes as Synapse).
@@ -46,9 +46,9 @@ def _ref_list(pdu: dict[str, Any], key: str, room_version: RoomVersion, limit: i
             raise PduFormatError(f"{key} entries must be event ids")
 
 
-def check_pdu_format(pdu: Any, room_version: RoomVersion) -> None:
-    """Raise :class:`PduFormatError` unless ``pdu`` is a well-formed event of
-    ``room_version``."""
+def check_pdu_envelope(pdu: Any, room_version: RoomVersion) -> None:
+    """The part of :func:`check_pdu_format` that comes before the signatures:
+    a JSON object, canonical JSON for the room version, within the size limit."""
     if not isinstance(pdu, dict):
         raise PduFormatError("a PDU must be a JSON object")
     try:
@@ -58,6 +58,12 @@ def check_pdu_format(pdu: Any, room_version: RoomVersion) -> None:
     if size > MAX_PDU_SIZE:
         raise PduFormatError(f"PDU is {size} bytes; the limit is {MAX_PDU_SIZE}",
                              too_large=True)
+
+
+def check_pdu_format(pdu: Any, room_version: RoomVersion) -> None:
+    """Raise :class:`PduFormatError` unless ``pdu`` is a well-formed event of
+    ``room_version``."""
+    check_pdu_envelope(pdu, room_version)
     for key in ("type", "sender"):
         if not isinstance(pdu.get(key), str):
             raise PduFormatError(f"{key} must be a string")

@@ -130,8 +130,11 @@ class RoomReadHandler:
         exhausted = False
         backfilled = False
         for _ in range(6):  # keep going while visibility hides whole pages
+            # After a backfill the page may already hold some events: only
+            # ask for the rest, so `end` is right after the last one returned.
+            want = limit - len(chunk)
             ids = await self.store.get_room_stream_ids(
-                room_id, from_pos=end, to_pos=to_pos, backwards=backwards, limit=limit,
+                room_id, from_pos=end, to_pos=to_pos, backwards=backwards, limit=want,
                 types=f.get("types"), not_types=f.get("not_types"), senders=f.get("senders"),
                 not_senders=f.get("not_senders"))
             if ids:
@@ -141,7 +144,7 @@ class RoomReadHandler:
                 chunk.extend(await self.hs.visibility.filter_events(
                     requester.user_id, page, membership))
                 end = ids[-1][1] - 1 if backwards else ids[-1][1]
-            if len(ids) < limit:
+            if len(ids) < want:
                 if backwards and not backfilled and await self._backfill(room_id, limit):
                     # Older history arrived from other servers, below `end`.
                     backfilled = True
