@@ -88,6 +88,9 @@ async def backfill_room(handler: FederationEventHandler, room_id: str, before: l
             accepted.append((event, state_before))
         if accepted:
             await _write(handler, accepted, state_after)
+            # Outliers among them (the state a join brought) are timeline
+            # events now, with a position and a state: caches must reload them.
+            await hs.invalidate_cache("events", [e.event_id for e, _ in accepted])
             return len(accepted)
     return 0
 
