@@ -117,7 +117,8 @@ def test_keys_of_remote_users_are_queried_and_claimed(myelin_pair: Pair) -> None
     out = bob.ok("POST", "/keys/query", {"device_keys": {alice.user_id: [],
                                                          "@x:" + NOWHERE: []}})
     got = out["device_keys"][alice.user_id][alice.device_id]
-    assert got == {**device_keys, "unsigned": {"device_display_name": "Alice's laptop"}}
+    # Device names stay home (allow_device_name_lookup_over_federation is off).
+    assert got == {**device_keys, "unsigned": {}}
     assert set(out["failures"]) == {NOWHERE}
     # Only the devices asked for.
     out = bob.ok("POST", "/keys/query", {"device_keys": {alice.user_id: ["NOSUCH"]}})

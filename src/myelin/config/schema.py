@@ -217,6 +217,11 @@ class HomeserverConfig:
     media: MediaConfig = field(default_factory=MediaConfig)
     default_room_version: str = "12"
     allow_guest_access: bool = False
+    # What other servers may ask (api/federation/queries.py). Synapse's keys;
+    # the public room list is served by default (Synapse's default is off),
+    # device names are not (as Synapse).
+    allow_public_rooms_over_federation: bool = True
+    allow_device_name_lookup_over_federation: bool = False
     password_min_length: int = 0
     # application services (appservice/registration.py), from app_service_config_files
     app_services: list[AppService] = field(default_factory=list)
@@ -346,6 +351,10 @@ class HomeserverConfig:
             media=media_config(r),
             default_room_version=default_room_version,
             allow_guest_access=r.bool_("allow_guest_access", False),
+            allow_public_rooms_over_federation=r.bool_("allow_public_rooms_over_federation",
+                                                       True),
+            allow_device_name_lookup_over_federation=r.bool_(
+                "allow_device_name_lookup_over_federation", False),
             password_min_length=policy.int_("minimum_length", 0, minimum=0)
             if policy.bool_("enabled", False) else 0,
             session_lifetime_ms=_duration_ms(r, "session_lifetime", session_lifetime),

@@ -238,7 +238,8 @@ class E2EKeysHandler:
         return answer
 
     async def local_query(self, body: dict[str, Any]) -> dict[str, Any]:
-        """``POST /_matrix/federation/v1/user/keys/query``: our users' keys."""
+        """``POST /_matrix/federation/v1/user/keys/query``: our users' keys
+        (device names only with ``allow_device_name_lookup_over_federation``)."""
         wanted = body.get("device_keys")
         if not isinstance(wanted, dict):
             raise bad_json("device_keys must be an object")
@@ -250,8 +251,10 @@ class E2EKeysHandler:
                 raise bad_json("device_keys must map user IDs to lists of device IDs")
             if not self.hs.is_mine(user_id):
                 continue
-            result["device_keys"][user_id] = await self._device_keys_for(
-                user_id, device_ids or None)
+            keys = await self._device_keys_for(user_id, device_ids or None)
+            if not self.hs.config.allow_device_name_lookup_over_federation:
+                keys = {d: {**k, "unsigned": {}} for d, k in keys.items()}
+            result["device_keys"][user_id] = keys
             cross = await self._cross_signing_for(user_id, user_id)
             for key_type in ("master", "self_signing"):
                 if key_type in cross:
@@ -267,7 +270,8 @@ class E2EKeysHandler:
             if device.device_id in keys:
                 entry["keys"] = {k: v for k, v in keys[device.device_id].items()
                                  if k != "unsigned"}
-            if device.display_name:
+            if device.display_name and \
+                    self.hs.config.allow_device_name_lookup_over_federation:
                 entry["device_display_name"] = device.display_name
             devices.append(entry)
         out: dict[str, Any] = {

@@ -84,6 +84,12 @@ async def user_keys_claim(request: Request) -> dict[str, Any]:
 
 
 # -- /publicRooms ---------------------------------------------------------------
+def _check_public_rooms_allowed(request: Request) -> None:
+    if not request.hs.config.allow_public_rooms_over_federation:
+        raise MatrixError(403, "M_FORBIDDEN",
+                          "This server does not share its public room list over federation")
+
+
 def _query_bool(request: Request, name: str) -> bool:
     value = request.query_str(name)
     if value is None:
@@ -96,6 +102,7 @@ def _query_bool(request: Request, name: str) -> bool:
 @routes.get(v1("/publicRooms"))
 async def public_rooms(request: Request) -> dict[str, Any]:
     await authenticate_request(request)
+    _check_public_rooms_allowed(request)
     limit = request.query_int("limit")
     if limit is not None and limit < 0:
         raise invalid_param("limit must not be negative")
@@ -109,6 +116,7 @@ async def public_rooms(request: Request) -> dict[str, Any]:
 @routes.post(v1("/publicRooms"))
 async def query_public_rooms(request: Request) -> dict[str, Any]:
     await authenticate_request(request)
+    _check_public_rooms_allowed(request)
     body = await request.json(allow_empty=True)
     if not isinstance(body, dict):
         raise bad_json("The body must be an object")
