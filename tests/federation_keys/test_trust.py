@@ -370,6 +370,17 @@ async def test_an_untampered_raw_request_with_unquoted_params_is_accepted(net: N
     assert status == 200 and answer["origin"] == net.a.name
 
 
+async def test_federation_bodies_may_be_transaction_sized(net: Net) -> None:
+    # Bigger than the client API's 1 MiB default, as a full /send transaction is.
+    big = {"pdus": ["x" * 60_000] * 40}
+    answer = await net.a.hs.federation_client.put_json("b.test", WHOAMI, big)
+    assert answer["body"] == big
+    with pytest.raises(FederationError) as e:
+        await net.a.hs.federation_client.put_json("b.test", WHOAMI,
+                                                  {"pdus": ["x" * 65_536] * 201})
+    assert e.value.code == 413 and e.value.errcode == "M_TOO_LARGE"
+
+
 async def test_remote_errors_are_federation_errors(net: Net) -> None:
     with pytest.raises(FederationError) as e:
         await net.a.hs.federation_client.get_json("b.test", "/_matrix/federation/v1/nothing")

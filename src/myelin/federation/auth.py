@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# A transaction may carry 50 PDUs of up to 64 KiB each, plus EDUs: inbound
+# federation bodies may be as large as Synapse accepts (200 PDUs' worth),
+# whatever the client API's max_request_body_size.
+MAX_FEDERATION_BODY = 200 * 65536
+
 # The authenticated origin, stored on the aiohttp request.
 ORIGIN_KEY: Any = (web.RequestKey("myelin.federation_origin", str)
                    if hasattr(web, "RequestKey") else "myelin.federation_origin")
@@ -164,7 +169,8 @@ async def authenticate_request(request: Request) -> str:
         raise _unauthorized(f"Request is for {destination}, not for this server")
     content = None
     if raw.body_exists:
-        data = await request.body_bytes()
+        data = await request.body_bytes(
+            max(hs.config.max_request_body_size, MAX_FEDERATION_BODY))
         if data.strip():
             content = parse_json_object(data, "Content")
             request.cache_json(content)

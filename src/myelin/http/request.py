@@ -70,8 +70,10 @@ class Request:
                 return forwarded.split(",")[0].strip()
         return self.raw.remote or ""
 
-    async def body_bytes(self) -> bytes:
-        limit = self.hs.config.max_request_body_size
+    async def body_bytes(self, limit: int | None = None) -> bytes:
+        """The whole body; ``M_TOO_LARGE`` past ``limit`` (default
+        ``max_request_body_size``)."""
+        limit = limit or self.hs.config.max_request_body_size
         length = self.raw.content_length
         if length is not None and length > limit:
             raise too_large(f"Request body exceeds {limit} bytes")
