@@ -85,8 +85,6 @@ def test_synapse_fetches_myelins_key_through_tls(
     assert set(fetched["signatures"]) == {myelin.server_name, synapse.server_name}
 
 
-@pytest.mark.xfail(strict=True, reason="owner: fed-keys (the notary /_matrix/key/v2/query and "
-                   "the outbound client have not landed)")
 def test_myelin_fetches_synapses_key_through_tls(
         synapse_pair: tuple[MyelinPeer, SynapsePeer]) -> None:
     """The other way: Myelin as a notary fetches Synapse's key from Synapse."""
