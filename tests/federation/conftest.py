@@ -17,15 +17,22 @@ from typing import Any
 
 import pytest
 
-from tests.support.federation import (
+# The scenarios' asserts are in helper modules: have pytest explain them too.
+pytest.register_assert_rewrite("tests.federation.scenarios", "tests.support.fed_client")
+
+from tests.support.federation import (  # noqa: E402
     FleetPeer,
     MyelinPeer,
     launch_fleet_peer,
     launch_myelin_peer,
     local_ca,
 )
-from tests.support.postgres import PostgresServer
-from tests.support.synapse_peer import SynapsePeer, launch_synapse_peer, synapse_python
+from tests.support.postgres import PostgresServer  # noqa: E402
+from tests.support.synapse_peer import (  # noqa: E402
+    SynapsePeer,
+    launch_synapse_peer,
+    synapse_python,
+)
 
 
 @pytest.fixture(scope="module")

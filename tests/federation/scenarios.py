@@ -86,6 +86,8 @@ def join_public(host: Any, far: Any, name: str = "alice") -> Shared:
     bob.catch_up()
     alice.catch_up()
     assert bob.join_remote(room, [host.server_name]) == room
+    bob.wait_timeline(room, lambda e: e["type"] == "m.room.member"
+                      and e.get("state_key") == bob.user_id, "my join")
     alice.wait_membership(room, bob.user_id, "join")
     return Shared(host, far, alice, bob, room)
 
@@ -290,7 +292,7 @@ def new_member_paginates_history(host: Any, far: Any) -> None:
     assert dave.join_remote(room, [host.server_name]) == room
     history = [e["content"].get("body") for e in dave.messages(room, limit=7)
                if e["type"] == "m.room.message"]
-    assert [b for b in history if b and b.startswith(t)] == sent
+    assert [b for b in history if b and b.startswith(t)] == sent, history
     # From then on the order is stable: a second walk reads the same.
     again = [e["content"].get("body") for e in dave.messages(room, limit=50)
              if e["type"] == "m.room.message"]
