@@ -364,6 +364,17 @@ async def test_malformed_headers_are_400(net: Net, header: str) -> None:
     assert answer["errcode"] == "M_UNAUTHORIZED"
 
 
+async def test_an_unknown_key_is_looked_up_once_not_per_request(net: Net) -> None:
+    own = net.a.hs.signing_key
+    header = _header(net.a, "b.test", "GET", WHOAMI).replace(
+        f"{own.alg}:{own.version}", "ed25519:rotated_away")
+    before = net.a.key_fetches
+    for _ in range(3):
+        status, _ = await _raw_request(net, net.b, "GET", WHOAMI, {"Authorization": header})
+        assert status == 401
+    assert net.a.key_fetches == before + 1
+
+
 async def test_an_untampered_raw_request_with_unquoted_params_is_accepted(net: Net) -> None:
     header = _header(net.a, "b.test", "GET", WHOAMI).replace('"', "")
     status, answer = await _raw_request(net, net.b, "GET", WHOAMI, {"Authorization": header})

@@ -38,7 +38,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_KEY_VALIDITY_MS = 7 * 24 * 3600 * 1000
-KEY_FETCH_TIMEOUT_S = 30.0
+KEY_FETCH_TIMEOUT_S = 15.0
+# After a failed lookup of a key, signatures needing it fail at once for this
+# long instead of asking again: the events of a server that has gone away
+# (joining a big room brings many) cost one attempt, not one each.
+FAILED_LOOKUP_RETRY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ class Keyring:
         self.hs = hs
         self._keys: dict[str, dict[str, ServerKey]] = {}
         self._fetching: dict[str, asyncio.Task[None]] = {}
+        self._failed: dict[tuple[str, str], float] = {}  # (server, key id) -> monotonic time
         self.fetches = 0  # remote fetches made (tests, metrics)
 
     # -- the interface -------------------------------------------------------
@@ -164,12 +169,20 @@ class Keyring:
             await self._load(server_name)
             key = self._usable(server_name, key_id, valid_at_ts)
         if key is None:
+            failed = self._failed.get((server_name, key_id))
+            if failed is not None and time.monotonic() - failed < FAILED_LOOKUP_RETRY_S:
+                return None
             try:
                 await self._fetch_once(server_name, key_id, valid_at_ts)
             except KeyFetchError as e:
                 logger.info("no key %s for %s: %s", key_id, server_name, e)
-                return None
             key = self._usable(server_name, key_id, valid_at_ts)
+            if key is None:
+                if len(self._failed) > 10_000:
+                    self._failed.clear()
+                self._failed[(server_name, key_id)] = time.monotonic()
+            else:
+                self._failed.pop((server_name, key_id), None)
         return key
 
     def _usable(self, server_name: str, key_id: str, valid_at_ts: int) -> VerifyKey | None:
