@@ -62,6 +62,17 @@ enable_authenticated_media: true
 # link-local addresses are never fetched (url_preview_ip_range_blacklist).
 url_preview_enabled: false
 
+# Federation. Other servers verify your signatures with keys they fetch
+# from you, or from notaries; keys you cannot get from a server itself are
+# asked of these (matrix.org, as Synapse does; [] for none).
+trusted_key_servers:
+  - server_name: "matrix.org"
+# Outbound federation never connects to private, loopback or link-local
+# addresses (federation_ip_range_blocklist), and checks certificates
+# (federation_verify_certificates, plus federation_custom_ca_list).
+# Only these servers, if set:
+# federation_domain_whitelist: [example.com]
+
 # Rate limits (per_second, burst_count); these are the defaults.
 rc_message:
   per_second: 0.2
