@@ -20,6 +20,7 @@ request to one that is, over HTTP replication.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
 import logging
@@ -201,6 +202,8 @@ class FederationClient:
         self.config = hs.config.federation
         self.ip_filter = IpFilter(self.config.ip_range_blocklist, self.config.ip_range_whitelist)
         self._session: aiohttp.ClientSession | None = None
+        self._in_flight: set[asyncio.Future[Any]] = set()
+        self._closing = False
         self.discovery = ServerDiscovery(self._fetch_well_known)
         self.requests_sent = 0
         self.forwarded = 0
@@ -259,9 +262,26 @@ class FederationClient:
                            args: Mapping[str, str | list[str]] | None, body: Any,
                            timeout_s: float, sign: bool = True, raw: bool = False,
                            max_size: int = MAX_JSON_RESPONSE) -> Any:
-        """The request from this process, never forwarded."""
-        return await self._request(method, destination, path, args=args, body=body,
-                                   timeout_s=timeout_s, max_size=max_size, sign=sign, raw=raw)
+        """The request from this process, never forwarded.
+
+        It runs as a task of its own so :meth:`close` can end it: closing an
+        aiohttp session does not abort a connection still being made."""
+        if self._closing:
+            raise FederationUnreachable(destination, "this server is shutting down")
+        call = asyncio.ensure_future(self._request(
+            method, destination, path, args=args, body=body, timeout_s=timeout_s,
+            max_size=max_size, sign=sign, raw=raw))
+        self._in_flight.add(call)
+        try:
+            return await call
+        except asyncio.CancelledError:
+            # Our caller is cancelled too only when it was the one cancelled.
+            if call.cancelled() and self._closing and not _current_task_cancelling():
+                raise FederationUnreachable(destination,
+                                            "this server is shutting down") from None
+            raise
+        finally:
+            self._in_flight.discard(call)
 
     async def _forward(self, instances: tuple[str, ...], payload: dict[str, Any]) -> Any:
         from myelin.replication.http import WriterUnavailable
@@ -386,9 +406,21 @@ class FederationClient:
         raise DiscoveryError(f"too many redirects fetching .well-known of {host}")
 
     async def close(self) -> None:
+        """End every request in flight (their callers get FederationUnreachable)
+        and the connections; no new request is made after this."""
+        self._closing = True
+        for call in list(self._in_flight):
+            call.cancel()
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight))
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _current_task_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _read_limited(response: aiohttp.ClientResponse, limit: int,
