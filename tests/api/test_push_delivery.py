@@ -57,6 +57,7 @@ def test_a_message_is_pushed_once_with_counts_and_details(api: Api,
     first = alice.send(room_id, "floating")
     note = gateway.wait_event(pushkey, first)
     assert note["room_id"] == room_id
+    assert note["id"] == first  # Synapse's legacy copy of event_id
     assert note["type"] == "m.room.message"
     assert note["sender"] == alice.user_id
     assert note["sender_display_name"] == "Major Tom"

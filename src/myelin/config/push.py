@@ -3,7 +3,9 @@
 ``push``: ``enabled`` (default true: pushers deliver), ``include_content``
 (default true: the event's content goes to the push gateway),
 ``group_unread_count_by_room`` (default true: the badge counts rooms with
-unread notifications, not the notifications).
+unread notifications, not the notifications). Synapse's top-level
+``use_insecure_ssl_client_just_for_testing_do_not_use`` turns off
+certificate checks of push gateways and identity servers (test rigs only).
 
 ``email`` (Synapse's section): ``smtp_host`` (default localhost),
 ``smtp_port`` (25), ``smtp_user``/``smtp_pass``, ``force_tls`` (implicit TLS),
@@ -31,6 +33,7 @@ class PushConfig:
     enabled: bool = True
     include_content: bool = True
     group_unread_count_by_room: bool = True
+    insecure_tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,8 @@ def read_push(r: ConfigReader) -> PushConfig:
     return PushConfig(
         enabled=push.bool_("enabled", True),
         include_content=push.bool_("include_content", True),
-        group_unread_count_by_room=push.bool_("group_unread_count_by_room", True))
+        group_unread_count_by_room=push.bool_("group_unread_count_by_room", True),
+        insecure_tls=r.bool_("use_insecure_ssl_client_just_for_testing_do_not_use", False))
 
 
 def read_email(r: ConfigReader, duration_ms: Any) -> EmailConfig | None:

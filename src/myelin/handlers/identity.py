@@ -92,8 +92,9 @@ class IdentityHandler:
 
             config = self.hs.config.federation
             self.ip_filter = IpFilter(config.ip_range_blocklist, config.ip_range_whitelist)
+            tls = False if self.hs.config.push.insecure_tls else client_ssl_context(config)
             connector = aiohttp.TCPConnector(resolver=BlocklistResolver(self.ip_filter),
-                                             ssl=client_ssl_context(config))
+                                             ssl=tls)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=TIMEOUT_S))
         return self._session

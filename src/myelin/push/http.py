@@ -87,12 +87,15 @@ def build_notification(pusher: Pusher, event: Event, actions: Sequence[Any], bad
         "devices": [device_of(pusher, tweaks)]}
     if pusher.data.get("format") == "event_id_only":
         return {"notification": note}
+    # Synapse's legacy name for event_id, which clients of old gateways read.
+    note["id"] = event.event_id
     note["type"] = event.type
     note["sender"] = event.sender
     if sender_display_name is not None:
         note["sender_display_name"] = sender_display_name
-    if room_name is not None:
-        note["room_name"] = room_name
+    # A room without a name is called by its alias (as clients show it).
+    if room_name is not None or room_alias is not None:
+        note["room_name"] = room_name if room_name is not None else room_alias
     if room_alias is not None:
         note["room_alias"] = room_alias
     if include_content and event.content:
@@ -192,6 +195,7 @@ class HttpPusher(PusherWorker):
             raise PusherGone()
 
 
-def make_session() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30),
+def make_session(insecure_tls: bool = False) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(ssl=False) if insecure_tls else None
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
                                  headers={"User-Agent": "Myelin push"})

@@ -136,7 +136,7 @@ class PusherPool:
         if self._http is None:
             from myelin.push.http import make_session
 
-            self._http = make_session()
+            self._http = make_session(self.hs.config.push.insecure_tls)
         return self._http
 
     def is_mine(self, user_id: str) -> bool:
