@@ -647,6 +647,7 @@ class HomeServer:
         follow.on_visible("device_lists", lambda _, rows: self._notify_room_mates(
             {r.user_id for _, r in rows}))
         follow.on_rows("caches", self._apply_cache_rows)
+        follow.on_rows("events", self.federation_queries.on_events_rows)
         if self.roles.runs("background_tasks"):
             # Remote users' cached device lists go once we share no room with them.
             follow.on_writer_advanced("events", self.remote_devices.on_events_rows)

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
@@ -26,14 +26,16 @@ from myelin.federation.client import FederationError, FederationUnreachable
 
 if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
+    from myelin.storage.stream_rows import EventsRow
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 FEDERATION_V1 = "/_matrix/federation/v1"
-# How long a remote profile answer is reused (the spec: "MAY wish to cache").
-PROFILE_CACHE_SECONDS = 60.0
+# How long a remote profile answer is reused (the spec: "MAY wish to cache");
+# a member event of the user (a profile change reaches rooms that way) drops it.
+PROFILE_CACHE_SECONDS = 30.0
 PROFILE_CACHE_SIZE = 10_000
 QUERY_TIMEOUT_S = 30.0
 DEFAULT_KEYS_TIMEOUT_MS = 10_000
@@ -95,6 +97,10 @@ class _TtlCache:
             return None
         return entry[1]
 
+    def drop(self, matches: Callable[[Any], bool]) -> None:
+        for key in [k for k in self._entries if matches(k)]:
+            del self._entries[key]
+
     def put(self, key: Any, value: Any) -> None:
         self._entries[key] = (time.monotonic() + self.seconds, value)
         self._entries.move_to_end(key)
@@ -106,6 +112,13 @@ class FederationQueries:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
         self._profiles = _TtlCache(PROFILE_CACHE_SECONDS, PROFILE_CACHE_SIZE)
+
+    def on_events_rows(self, writer: str, rows: Sequence[tuple[int, EventsRow]]) -> None:
+        """A remote user's member event may carry a new profile: forget theirs."""
+        users = {r.state_key for _, r in rows if r.membership is not None and r.state_key
+                 and not self.hs.is_mine(r.state_key)}
+        if users:
+            self._profiles.drop(lambda key: key[0] in users)
 
     @property
     def client(self) -> Any:
