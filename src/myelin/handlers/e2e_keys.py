@@ -415,6 +415,16 @@ class E2EKeysHandler:
             if member == user_id or not lows[room_id] < position <= highs[room_id]:
                 continue
             (changed if member in sharing else left).add(member)
+        # A room we are in now but left in the window: we may have missed
+        # everyone's updates meanwhile (nobody told our server while no local
+        # user was there), so all its members count as changed.
+        departures = await self.store.own_departures_between(
+            user_id, joined_room_ids, min(lows.values()), max(highs.values()))
+        rejoined = {room_id for position, room_id in departures
+                    if lows[room_id] < position <= highs[room_id]}
+        for room_id in rejoined:
+            changed.update(m.user_id for m in await self.hs.stores.memberships.get_members(
+                room_id) if m.user_id != user_id)
         return changed, left
 
     # -- cross-signing -----------------------------------------------------

@@ -8,7 +8,7 @@ two concurrent claims (several processes on PostgreSQL) never get the same key.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -242,3 +242,22 @@ class E2EKeyStore:
             " WHERE mine.user_id = ? AND mine.membership = 'join'"
             " AND other.membership = 'join'", user_id)
         return {r[0] for r in rows} | {user_id}
+
+    async def own_departures_between(self, user_id: str, room_ids: Sequence[str],
+                                     from_pos: int, to_pos: int) -> list[tuple[int, str]]:
+        """(position, room id) of ``user_id``'s own non-join membership events
+        in ``room_ids`` within (``from_pos``, ``to_pos``]: the rooms they left
+        (or were kicked from) and may be back in."""
+        if not room_ids or from_pos >= to_pos:
+            return []
+        out: list[tuple[int, str]] = []
+        for start in range(0, len(room_ids), 200):
+            chunk = list(room_ids[start:start + 200])
+            marks = ",".join("?" * len(chunk))
+            rows = await self.db.fetchall(
+                f"SELECT stream_ordering, room_id FROM events WHERE type = 'm.room.member'"
+                f" AND state_key = ? AND membership != 'join' AND stream_ordering > ?"
+                f" AND stream_ordering <= ? AND room_id IN ({marks})",
+                user_id, from_pos, to_pos, *chunk)
+            out.extend((int(r[0]), r[1]) for r in rows)
+        return out
