@@ -253,6 +253,14 @@ def test_members_joining_and_leaving_change_device_lists(hs: ServerProcess) -> N
     assert dave.user_id in after["device_lists"]["left"]
     out = alice.ok("GET", f"/keys/changes?from={quote(before)}&to={quote(after['next_batch'])}")
     assert dave.user_id in out["left"]
+    # Back in the room: its members are "changed" (no update reached us while
+    # we were away), though none of them changed anything.
+    alice.ok("POST", f"/join/{quote(third)}", {})
+    assert dave.user_id in alice.sync(after["next_batch"])["device_lists"]["changed"]
+    # Also seen from before we left (in the room at both ends of the window).
+    assert dave.user_id in alice.sync(before)["device_lists"]["changed"]
+    out = alice.ok("GET", f"/keys/changes?from={quote(before)}")
+    assert dave.user_id in out["changed"] and dave.user_id not in out["left"]
 
 
 def test_deleting_a_device_deletes_its_keys(hs: ServerProcess) -> None:
