@@ -17,6 +17,7 @@ from myelin.federation.device_lists import (
     update_applies,
 )
 from myelin.federation.queries import (
+    MediaRedirect,
     filename_from_disposition,
     media_from_multipart,
     multipart_boundary,
@@ -75,11 +76,19 @@ def test_preamble_epilogue_and_a_part_without_headers() -> None:
     assert parts == [({"content-type": "application/json"}, b"{}"), ({}, b"raw bytes")]
 
 
-def test_a_redirect_part_or_a_wrong_part_count_is_refused() -> None:
+def test_a_redirect_part_names_where_the_file_is() -> None:
     redirect = (b"--B\r\nContent-Type: application/json\r\n\r\n{}\r\n--B\r\n"
                 b"Location: https://cdn.example/x\r\n\r\n\r\n--B--\r\n")
-    with pytest.raises(ValueError):
+    with pytest.raises(MediaRedirect) as raised:
         media_from_multipart(redirect, "multipart/mixed; boundary=B")
+    assert raised.value.location == "https://cdn.example/x"
+    # Only to the web: no file:// or relative redirects.
+    with pytest.raises(ValueError):
+        media_from_multipart(redirect.replace(b"https://cdn.example/x", b"file:///etc/passwd"),
+                             "multipart/mixed; boundary=B")
+
+
+def test_a_wrong_part_count_is_refused() -> None:
     one = b"--B\r\nContent-Type: application/json\r\n\r\n{}\r\n--B--\r\n"
     with pytest.raises(ValueError):
         media_from_multipart(one, "multipart/mixed; boundary=B")

@@ -291,7 +291,10 @@ class FederationQueries:
                 server, f"{FEDERATION_V1}/media/download/{quoted(media_id)}", args,
                 max_size=max_size)
             content_type = _header(headers, "Content-Type") or ""
-            return media_from_multipart(body, content_type)
+            try:
+                return media_from_multipart(body, content_type)
+            except MediaRedirect as redirect:
+                return await self._follow_media_redirect(server, redirect.location, max_size)
         except FederationError as e:
             if not _means_unsupported(e):
                 raise as_matrix_error(e, "Remote media not found") from None
@@ -310,6 +313,36 @@ class FederationQueries:
             raise as_matrix_error(e, "Remote media not found") from None
         return RemoteFile(body, _header(headers, "Content-Type"),
                           filename_from_disposition(_header(headers, "Content-Disposition")))
+
+    async def _follow_media_redirect(self, server: str, location: str,
+                                     max_size: int) -> RemoteFile:
+        """The file a federation media answer points at with ``Location``:
+        fetched without our signature, and never from an address outbound
+        federation may not reach (``federation_ip_range_blocklist``)."""
+        from myelin.media import preview
+
+        config = self.hs.config.federation
+        policy = preview.AddressPolicy(config.ip_range_blocklist, config.ip_range_whitelist)
+        try:
+            fetched = await preview.fetch(location, policy, max_size, [],
+                                          verify_tls=config.verify_certificates)
+        except (preview.PreviewBlocked, preview.PreviewDnsBlocked, preview.PreviewFailed) as e:
+            logger.info("media redirect of %s to %s failed: %s", server, location, e)
+            raise MatrixError(502, "M_UNKNOWN", "Remote media could not be fetched") from None
+        except preview.PreviewTooLarge:
+            raise MatrixError(502, "M_TOO_LARGE", "Remote media is too large") from None
+        if fetched.status != 200:
+            raise MatrixError(502, "M_UNKNOWN",
+                              f"Remote media redirect answered {fetched.status}")
+        return RemoteFile(fetched.body, fetched.content_type or None, None)
+
+
+class MediaRedirect(Exception):
+    """A federation media answer whose file part is a ``Location`` to fetch."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(location)
+        self.location = location
 
 
 def _header(headers: dict[str, str], name: str) -> str | None:
@@ -383,14 +416,17 @@ def _parse_part(raw: bytes) -> tuple[dict[str, str], bytes]:
 
 def media_from_multipart(body: bytes, content_type: str) -> RemoteFile:
     """The file of a federation media response: its second part (the first is
-    JSON metadata). A part that only redirects (``Location``) is not followed:
-    ValueError, so the caller tries the legacy endpoint."""
+    JSON metadata). A part that redirects raises :class:`MediaRedirect`;
+    anything malformed ValueError (the caller tries the legacy endpoint)."""
     parts = split_multipart(body, multipart_boundary(content_type))
     if len(parts) != 2:
         raise ValueError(f"{len(parts)} parts, not 2")
     headers, content = parts[1]
     if "location" in headers:
-        raise ValueError("the media part is a redirect")
+        location = headers["location"]
+        if not location.startswith(("https://", "http://")):
+            raise ValueError(f"a redirect to {location!r}")
+        raise MediaRedirect(location)
     return RemoteFile(content, headers.get("content-type"),
                       filename_from_disposition(headers.get("content-disposition")))
 
