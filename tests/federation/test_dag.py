@@ -156,11 +156,11 @@ def test_a_pdu_whose_content_hash_does_not_match_is_kept_only_redacted(
 def test_an_event_failing_the_auth_rules_is_rejected_and_stored_nowhere(
         alice: FedUser, remote: FakeRemote, peer: MyelinPeer) -> None:
     room = joined_room(alice, remote, peer)
-    # eve never joined: her message fails against its own auth events.
+    # eve never joined: her message fails against its own auth events. The
+    # PDU was processed (and rejected): {} as Synapse answers.
     event_id, pdu = room.message(remote.user("eve"), "gatecrash", advance=False)
     status, body = remote.send(peer, txn(), [pdu])
-    assert status == 200
-    assert "error" in body["pdus"][event_id]
+    assert (status, body) == (200, {"pdus": {event_id: {}}})
     assert client_event(alice, room.room_id, event_id)[0] == 404
     assert "gatecrash" not in bodies(alice, room.room_id)
     # The room carries on: the next good event is accepted.
@@ -333,19 +333,37 @@ def test_a_member_seen_only_in_the_remote_state_at_a_gap_can_send(
         prev=[room.latest], depth=room.depth,
         auth=[room.state[("m.room.create", "")], room.state[("m.room.join_rules", "")],
               room.state[("m.room.power_levels", "")]])
-    # Myelin never gets carol's join: not in /send, not from /get_missing_events;
-    # only /state_ids at it and /event for it.
-    remote.missing_events = []
-    remote.state_ids[join_id] = (list(room.state.values()), [])
     room.state[("m.room.member", carol)] = join_id
     room.latest = join_id
-    message_id, message = room.message(carol, "hi, I am new here")
-    status, body = remote.send(peer, txn(), [message])
-    assert (status, body) == (200, {"pdus": {message_id: {}}})
+    _, first = room.message(carol, "hi, I am new here")
+    second_id, second = room.message(carol, "anyone?")
+    # Myelin never gets carol's join itself: /get_missing_events brings only
+    # her first message, whose gap is bridged with /state_ids and /event.
+    remote.missing_events = [first]
+    remote.state_ids[join_id] = (list(room.state.values())[:-1], [])
+    status, body = remote.send(peer, txn(), [second])
+    assert (status, body) == (200, {"pdus": {second_id: {}}})
     assert remote.asked(f"/event/{q(join_id, safe='')}")
-    assert bodies(alice, room.room_id)[-1] == "hi, I am new here"
+    assert bodies(alice, room.room_id)[-2:] == ["hi, I am new here", "anyone?"]
     members = alice.ok("GET", f"/rooms/{q(room.room_id)}/joined_members")["joined"]
     assert carol in members
+
+
+def test_a_live_event_whose_history_is_withheld_is_dropped(
+        alice: FedUser, remote: FakeRemote, peer: MyelinPeer) -> None:
+    room = joined_room(alice, remote, peer)
+    bob = remote.user("bob")
+    withheld_id, _ = room.message(bob, "withheld")
+    sent_id, sent = room.message(bob, "orphan")
+    remote.missing_events = []
+    before = len(remote.asked("/state_ids/"))
+    status, body = remote.send(peer, txn(), [sent])
+    assert status == 200 and "error" in body["pdus"][sent_id]
+    # Its state was not asked for (it would have been trusted blindly).
+    assert len(remote.asked("/state_ids/")) == before
+    assert client_event(alice, room.room_id, sent_id)[0] == 404
+    assert "orphan" not in bodies(alice, room.room_id)
+    assert withheld_id not in remote.state_ids
 
 
 def test_soft_failed_events_do_not_leave_their_ancestors_as_extremities(

@@ -109,12 +109,36 @@ async def _state_before(handler: FederationEventHandler, server: str, event: Eve
         elif prev in groups:
             sets.append(await hs.stores.state.get_state_for_group(groups[prev]))
         else:
-            return await _remote_state_at(handler, server, event)
+            try:
+                return await _remote_state_at(handler, server, event)
+            except Exception as e:  # the server will not say: use the oldest state we know
+                logger.info("no state at backfilled %s from %s (%s): using the room's"
+                            " earliest known state", event.event_id, server, e)
+                return await _earliest_known_state(handler, event.room_id)
     if not sets:
         return {}
     if len(sets) == 1:
         return dict(sets[0])
     return await handler._resolve(event.room_version, sets, [])
+
+
+async def _earliest_known_state(handler: FederationEventHandler, room_id: str) -> StateMap:
+    """The state before the room's oldest timeline event we hold the state of
+    (for a room we joined: the state the join brought)."""
+    found = await handler.store.get_earliest_state_group(room_id)
+    if found is None:
+        return await handler.hs.stores.state.get_current_state_ids(room_id)
+    group, event_id = found
+    state = await handler.hs.stores.state.get_state_for_group(group)
+    stored = await handler.events.get_event(event_id)
+    if stored is not None and stored.event.state_key is not None:
+        key = (stored.event.type, stored.event.state_key)
+        replaced = stored.event.unsigned.get("replaces_state")
+        if isinstance(replaced, str):
+            state[key] = replaced
+        elif state.get(key) == event_id:
+            del state[key]
+    return state
 
 
 async def _remote_state_at(handler: FederationEventHandler, server: str,

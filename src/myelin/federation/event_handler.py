@@ -204,8 +204,10 @@ class FederationEventHandler:
         async with self.hs.event_creation.locks.hold(event.room_id):
             try:
                 await self._process(origin, event, fetch_missing=True)
-            except RejectedEvent as e:
-                raise forbidden(f"Event rejected: {e}") from None
+            except RejectedEvent:
+                # Processed all the same: kept as rejected, answered {} in
+                # /send (as Synapse), stored nowhere a client looks.
+                return
 
     async def _known(self, event_id: str) -> bool:
         if await self.store.has_events([event_id]):
@@ -224,6 +226,14 @@ class FederationEventHandler:
         if fetch_missing and len(have) < len(prevs):
             await self._get_missing_events(origin, event)
             have = await self._timeline_prevs(prevs)
+            rejected = await self.store.get_rejections(prevs)
+            if [p for p in prevs if p not in have and p not in rejected]:
+                # As Synapse: a live event whose history its sender will not
+                # give us is dropped (not rejected), or its state would be
+                # trusted blindly; a later event's /get_missing_events, or
+                # backfill, may bring it.
+                raise forbidden("Your server isn't divulging details about prev_events "
+                                "referenced in this event.")
         state_before, prev_group = await self._state_before(origin, event, have)
         await self._check_auth_events(origin, event)
         auth_map = await self._auth_map(event, state_before)
@@ -280,8 +290,9 @@ class FederationEventHandler:
         if rejected:
             await self._reject(event, f"auth event {next(iter(rejected))} was rejected")
         loaded = await self.events.get_events(ids)
-        if any(i not in loaded for i in ids):
-            await self._reject(event, "auth events unavailable")
+        unavailable = [i for i in ids if i not in loaded]
+        if unavailable:
+            await self._reject(event, f"auth events unavailable: {', '.join(unavailable[:3])}")
         listed = [loaded[i].event for i in event.auth_event_ids]
         auth = {(e.type, e.state_key or ""): e for e in listed}
         if event.room_version.room_id_is_create_event_hash and event.type != "m.room.create":

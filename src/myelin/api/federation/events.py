@@ -132,10 +132,11 @@ async def _auth_chain(request: Request, event_ids: Iterable[str]) -> list[Event]
 
 async def _state_request(request: Request) -> tuple[StateMap, list[Event]]:
     room_id = request.param("roomId")
-    await _allowed_origin(request, room_id)
+    await authenticate_request(request)
     event_id = request.query_str("event_id")
-    if not event_id:
+    if not event_id:  # before looking at the room (sytest asks so)
         raise missing_param("event_id is required")
+    await _allowed_origin(request, room_id)
     event = await _event_in_room(request, room_id, event_id)
     state = await _state_at(request, event)
     chain_roots = [a for e in (await request.hs.stores.events.get_events(state.values())).values()

@@ -19,7 +19,6 @@ from myelin.domain import MatrixError, bad_json
 from myelin.events.event import Event, InvalidEventError
 from myelin.events.room_versions import EventFormat
 from myelin.federation.auth import authenticate_request
-from myelin.federation.event_handler import RejectedEvent
 from myelin.http.request import Request
 from myelin.http.routing import PathPattern, RouteTable
 
@@ -97,9 +96,8 @@ async def _handle_pdus(request: Request, origin: str, pdus: list[Any]) -> dict[s
                 event = await hs.federation_events.check_pdu(origin, pdu, room_version)
                 await hs.federation_events.on_pdu(origin, event)
                 results[event_id] = {}
-            except (MatrixError, RejectedEvent) as e:
-                message = e.message if isinstance(e, MatrixError) else str(e)
-                results[event_id] = {"error": message}
+            except MatrixError as e:
+                results[event_id] = {"error": e.message}
             except Exception as e:  # one bad PDU must not fail the others
                 logger.exception("processing %s from %s failed", event_id, origin)
                 results[event_id] = {"error": f"Internal error: {type(e).__name__}"}

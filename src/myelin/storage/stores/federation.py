@@ -201,6 +201,15 @@ class FederationStore:
             " GROUP BY ed.prev_event_id ORDER BY MIN(e.depth) LIMIT 20", room_id)
         return [(r[0], int(r[1])) for r in rows]
 
+    async def get_earliest_state_group(self, room_id: str) -> tuple[int, str] | None:
+        """(state group, event id) of the room's oldest timeline event with a state."""
+        row = await self.db.fetchone(
+            "SELECT sg.state_group, e.event_id FROM events e"
+            " JOIN event_to_state_groups sg ON sg.event_id = e.event_id"
+            " WHERE e.room_id = ? AND e.outlier = 0 ORDER BY e.stream_ordering LIMIT 1",
+            room_id)
+        return (int(row[0]), str(row[1])) if row else None
+
     async def is_outlier(self, event_id: str) -> bool:
         return bool(await self.db.fetchval(
             "SELECT outlier FROM events WHERE event_id = ?", event_id))
