@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from myelin.federation.edus import EduHandler
     from myelin.federation.event_handler import FederationEventHandler
     from myelin.federation.keyring import Keyring
+    from myelin.federation.membership import FederationMembership
     from myelin.federation.queries import FederationQueries
     from myelin.federation.sender import FederationSender
     from myelin.handlers.account import AccountLifecycleHandler
@@ -116,6 +117,7 @@ class Stores:
         from myelin.storage.stores.registration_tokens import RegistrationTokenStore
         from myelin.storage.stores.relations import RelationStore
         from myelin.storage.stores.remote_devices import RemoteDeviceStore
+        from myelin.storage.stores.remote_memberships import RemoteMembershipStore
         from myelin.storage.stores.reports import ReportStore
         from myelin.storage.stores.room_keys import RoomKeyStore
         from myelin.storage.stores.search import SearchStore
@@ -157,6 +159,7 @@ class Stores:
         self.federation_sender = FederationSenderStore(db)
         self.federation = FederationStore(db)
         self.remote_devices = RemoteDeviceStore(db)
+        self.remote_memberships = RemoteMembershipStore(db)
 
 
 class HomeServer:
@@ -373,6 +376,12 @@ class HomeServer:
         from myelin.handlers.membership import MembershipHandler
 
         return MembershipHandler(self)
+
+    @cached_property
+    def federation_membership(self) -> FederationMembership:
+        from myelin.federation.membership import FederationMembership
+
+        return FederationMembership(self)
 
     @cached_property
     def room_creation(self) -> RoomCreationHandler:

@@ -74,6 +74,7 @@ OPTIONAL_MODULES: list[str] = [
     "myelin.api.federation.events",
     "myelin.api.federation.queries",
     "myelin.api.federation.media",
+    "myelin.api.federation.membership",
     "myelin.api.client.threepids",
     "myelin.api.client.email_links",
     "myelin.api.client.admin",

@@ -420,6 +420,10 @@ class EventCreationHandler:
                 references = {eid: stored.event for eid, stored in loaded.items()}
             event = self.build_and_sign(room_version, fields, references)
             await self.check_auth(event, state_before)
+            if etype == "m.room.member" and state_key is not None \
+                    and content.get("membership") == "invite" and not self.hs.is_mine(state_key):
+                # The invitee's server counter-signs an invite before it exists here.
+                event = await self.hs.federation_membership.remote_invite(event, state_key)
             return await self.hs.persister.persist(event, state_before, prev_group, txn_key)
 
     async def _run_precheck(self, precheck: Precheck, state: StateMap) -> None:

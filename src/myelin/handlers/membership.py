@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from myelin.domain import MatrixError, Requester, forbidden, not_found
@@ -29,6 +30,33 @@ class MembershipHandler:
                                                       "or alias")
         return room_id_or_alias
 
+    async def resolve_room_and_servers(self, room_id_or_alias: str) -> tuple[str, list[str]]:
+        """A room id and the servers to join it through: another server's
+        alias is asked of that server (federation ``query/directory``)."""
+        if room_id_or_alias.startswith("#") and not self.hs.is_mine(room_id_or_alias):
+            return await self._query_remote_alias(room_id_or_alias)
+        return await self.resolve_room(room_id_or_alias), []
+
+    async def _query_remote_alias(self, alias: str) -> tuple[str, list[str]]:
+        from myelin.federation.client import FederationError, FederationUnreachable
+
+        server = alias.rpartition(":")[2]
+        try:
+            answer = await self.hs.federation_client.get_json(
+                server, "/_matrix/federation/v1/query/directory", {"room_alias": alias})
+        except FederationError as e:
+            if e.code == 404:
+                raise not_found(f"Room alias {alias} not found") from None
+            raise MatrixError(502, "M_UNKNOWN", f"{server} could not resolve {alias}") from None
+        except FederationUnreachable:
+            raise MatrixError(502, "M_UNKNOWN", f"{server} is unreachable") from None
+        room_id = answer.get("room_id") if isinstance(answer, dict) else None
+        if not isinstance(room_id, str):
+            raise not_found(f"Room alias {alias} not found")
+        servers = answer.get("servers")
+        return room_id, [s for s in servers if isinstance(s, str)] \
+            if isinstance(servers, list) else [server]
+
     async def member_content(self, target: str, membership: str, reason: str | None = None,
                              extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """The content of a membership event, with the target's profile when
@@ -54,8 +82,15 @@ class MembershipHandler:
                                 membership: str, *, reason: str | None = None,
                                 extra_content: dict[str, Any] | None = None,
                                 ratelimit: bool = True,
-                                txn_key: tuple[str, str, str] | None = None) -> SentEvent:
+                                txn_key: tuple[str, str, str] | None = None,
+                                servers: Sequence[str] = ()) -> SentEvent:
         hs = self.hs
+        if target == requester.user_id and membership in ("join", "knock", "leave") \
+                and hs.is_mine(target):
+            remote = await self._remote_membership(requester, room_id, membership, reason,
+                                                   extra_content, ratelimit, servers)
+            if remote is not None:
+                return remote
         if await self.hs.stores.rooms.get_room_version(room_id) is None:
             raise not_found("No known room with that ID")
         if not target.startswith("@") or ":" not in target:
@@ -92,6 +127,45 @@ class MembershipHandler:
             # Joining a room's replacement brings the user's settings along.
             await hs.room_upgrades.transfer_user_settings(target, room_id)
         return sent
+
+    async def _remote_membership(self, requester: Requester, room_id: str, membership: str,
+                                 reason: str | None, extra: dict[str, Any] | None,
+                                 ratelimit: bool, servers: Sequence[str]) -> SentEvent | None:
+        """Our user's join, knock or leave of a room this server is not in goes
+        through a server that is (None: the room is ours to change here)."""
+        hs = self.hs
+        fm = hs.federation_membership
+        user_id = requester.user_id
+        if not room_id.startswith("!") or await fm.is_host_in_room(room_id):
+            return None
+        current = await hs.stores.memberships.get_membership(room_id, user_id)
+        if membership == "leave":
+            if current is None or current.membership not in ("invite", "knock"):
+                return None  # nothing to reject: the local path says so
+            content = await self.member_content(user_id, "leave", reason, extra)
+            return await fm.sent_event(
+                await fm.remote_leave(user_id, room_id, list(servers), content))
+        candidates = fm.candidate_servers(room_id, servers,
+                                          await fm.known_servers(room_id, user_id))
+        if not candidates:
+            if await hs.stores.state.get_current_state_event(room_id, "m.room.create") \
+                    is not None:
+                return None  # a room of ours that nobody is in: joined here
+            raise not_found("No known servers to reach the room through")
+        if membership == "join":
+            await hs.admin_rooms.check_not_blocked(room_id)
+            if requester.is_guest:
+                raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN",
+                                  "Guests cannot join rooms of other servers")
+            if ratelimit:
+                hs.ratelimiters.joins.check(user_id)
+        content = await self.member_content(user_id, membership, reason, extra)
+        if membership == "join":
+            sent = await fm.sent_event(
+                await fm.remote_join(user_id, room_id, candidates, content))
+            await hs.room_upgrades.transfer_user_settings(user_id, room_id)
+            return sent
+        return await fm.sent_event(await fm.remote_knock(user_id, room_id, candidates, content))
 
     async def change_member(self, requester: Requester, room_id: str, target: str,
                             action: str, membership: str, *,

@@ -142,14 +142,18 @@ async def _own_membership(request: Request, room_id_or_alias: str,
     reason = body.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise bad_json("reason must be a string")
-    room_id = await request.hs.membership.resolve_room(room_id_or_alias)
+    room_id, servers = await request.hs.membership.resolve_room_and_servers(room_id_or_alias)
+    # The servers to reach a room of another server through (`server_name`
+    # is the older name of `via`).
+    servers = [*request.query.getall("via", []), *request.query.getall("server_name", []),
+               *servers]
     # Keys the client adds beyond the spec's go into the member event (as
     # Synapse does); `third_party_signed` is a request, not content.
     extra = {k: v for k, v in body.items()
              if k not in ("reason", "membership", "third_party_signed")}
     await request.hs.membership.update_membership(requester, room_id, requester.user_id,
                                                   membership, reason=reason,
-                                                  extra_content=extra)
+                                                  extra_content=extra, servers=servers)
     return {"room_id": room_id}
 
 

@@ -15,6 +15,7 @@ from typing import Any
 # REGISTRY would lack their endpoints ("Unknown replication endpoint").
 import myelin.federation.client
 import myelin.federation.event_handler
+import myelin.federation.membership
 import myelin.handlers.account_data
 import myelin.handlers.devices
 import myelin.handlers.events

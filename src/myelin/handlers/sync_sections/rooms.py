@@ -413,6 +413,10 @@ class RoomsSection(SyncSection):
     async def _stripped_state(self, room_id: str, membership: Membership,
                               ) -> list[dict[str, Any]]:
         state = await self.hs.stores.state.get_current_state_ids(room_id)
+        if ("m.room.create", "") not in state:
+            carried = await self._carried_stripped_state(membership)
+            if carried is not None:
+                return carried
         ids = [state[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in state]
         ids.append(membership.event_id)
         loaded = await self.store.get_events(ids)
@@ -427,6 +431,25 @@ class RoomsSection(SyncSection):
             if event_id == membership.event_id:
                 stripped.update(event_id=e.event_id, origin_server_ts=e.origin_server_ts)
             out.append(stripped)
+        return out
+
+    async def _carried_stripped_state(self, membership: Membership,
+                                      ) -> list[dict[str, Any]] | None:
+        """An invite from, or a knock on, a room this server is not in: the
+        room's state as the other server sent it, kept with the event."""
+        stored = await self.store.get_event(membership.event_id)
+        if stored is None:
+            return None
+        e = stored.event
+        key = "invite_room_state" if membership.membership == "invite" else "knock_room_state"
+        carried = e.unsigned.get(key)
+        if not isinstance(carried, list):
+            return None
+        out = [s for s in carried if isinstance(s, dict) and isinstance(s.get("type"), str)
+               and not (s.get("type") == "m.room.member" and s.get("state_key") == e.state_key)]
+        out.append({"type": e.type, "state_key": e.state_key or "", "content": e.content,
+                    "sender": e.sender, "event_id": e.event_id,
+                    "origin_server_ts": e.origin_server_ts})
         return out
 
     async def _left_room(self, req: SyncRequest, membership: Membership) -> dict[str, Any]:
