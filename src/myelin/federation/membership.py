@@ -418,8 +418,10 @@ class FederationMembership:
             if existing is not None:
                 return existing.stream_ordering
             async with self.hs.streams.events_id_gen.transaction() as ptxn:
+                creators = self._servers_of_stripped(event, senders=True)
                 position = await self.hs.stores.remote_memberships.store_out_of_room_membership(
-                    ptxn, event, instance_name=self.hs.config.instance_name)
+                    ptxn, event, creator=creators[0] if creators else None,
+                    instance_name=self.hs.config.instance_name)
             return position
 
     # -- joining side -----------------------------------------------------------
@@ -449,13 +451,16 @@ class FederationMembership:
         return out
 
     @staticmethod
-    def _servers_of_stripped(event: Event) -> list[str]:
+    def _servers_of_stripped(event: Event, senders: bool = False) -> list[str]:
+        """The server (or with ``senders``, the user) who created the room, as
+        the stripped state kept with an invite or knock says."""
         out = []
         for key in ("invite_room_state", "knock_room_state"):
-            for s in event.unsigned.get(key) or []:
+            carried = event.unsigned.get(key)
+            for s in carried if isinstance(carried, list) else []:
                 if isinstance(s, dict) and s.get("type") == "m.room.create" \
                         and isinstance(s.get("sender"), str):
-                    out.append(server_of(s["sender"]))
+                    out.append(s["sender"] if senders else server_of(s["sender"]))
         return out
 
     async def _make(self, servers: Sequence[str], room_id: str, user_id: str,
@@ -578,8 +583,6 @@ class FederationMembership:
         except AuthError as e:
             raise _BadJoinAnswer(f"our join does not pass the room's auth rules: {e}") from None
         chain = [passing[e.event_id] for e in chain_raw if e.event_id in passing]
-        await self.hs.stores.remote_memberships.ensure_room_row(
-            room_id, version.identifier, create.origin_server_ts)
         events = self.hs.federation_events
         await events.persist_outliers(version, chain)
         await events.persist_with_state(event, state)

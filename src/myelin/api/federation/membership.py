@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from myelin.domain import MatrixError, bad_json
+from myelin.federation.auth import authenticate_request
 from myelin.http.request import Request
 from myelin.http.routing import PathPattern, RouteTable
 
@@ -18,12 +19,6 @@ routes = RouteTable("federation")
 
 V1 = ("v1",)
 V2 = ("v2",)
-
-
-async def authenticate_request(request: Request) -> str:
-    from myelin.federation.auth import authenticate_request as authenticate
-
-    return await authenticate(request)
 
 
 def _fed(versions: tuple[str, ...], path: str) -> PathPattern:

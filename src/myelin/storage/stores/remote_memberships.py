@@ -24,22 +24,20 @@ class RemoteMembershipStore:
         self.db = db
 
     @staticmethod
-    async def ensure_room(txn: Transaction, room_id: str, version: str, created_ts: int) -> None:
-        """The `rooms` row of a room first heard of over federation (no creator known yet)."""
+    async def ensure_room(txn: Transaction, room_id: str, version: str, creator: str | None,
+                          created_ts: int) -> None:
+        """The `rooms` row of a room first heard of over federation."""
         await txn.execute(
             "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
-            " VALUES (?, ?, NULL, 0, ?) ON CONFLICT (room_id) DO NOTHING",
-            room_id, version, created_ts)
-
-    async def ensure_room_row(self, room_id: str, version: str, created_ts: int) -> None:
-        async with self.db.transaction() as txn:
-            await self.ensure_room(txn, room_id, version, created_ts)
+            " VALUES (?, ?, ?, 0, ?) ON CONFLICT (room_id) DO NOTHING",
+            room_id, version, creator, created_ts)
 
     async def store_out_of_room_membership(self, ptxn: PositionTransaction, event: Event, *,
-                                           instance_name: str) -> int:
-        """Write one membership event of a room we are not in; returns its position."""
+                                           creator: str | None, instance_name: str) -> int:
+        """Write one membership event of a room we are not in; returns its position.
+        ``creator``: as the room's stripped state tells, if it does."""
         txn = ptxn.txn
-        await self.ensure_room(txn, event.room_id, event.room_version.identifier,
+        await self.ensure_room(txn, event.room_id, event.room_version.identifier, creator,
                                event.origin_server_ts)
         position = await ptxn.next_position()
         pdu_json = orjson.dumps(event.get_pdu_json()).decode()
