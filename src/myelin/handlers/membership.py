@@ -40,7 +40,7 @@ class MembershipHandler:
     async def _query_remote_alias(self, alias: str) -> tuple[str, list[str]]:
         from myelin.federation.client import FederationError, FederationUnreachable
 
-        server = alias.rpartition(":")[2]
+        server = alias.partition(":")[2]
         try:
             answer = await self.hs.federation_client.get_json(
                 server, "/_matrix/federation/v1/query/directory", {"room_alias": alias})
