@@ -141,6 +141,25 @@ SEED_FIXED_SAMPLES = [
     (r"^/_matrix/federation/v1/user/devices/", "GET",
      f"/_matrix/federation/v1/user/devices/{USER}"),
     (r"^/_matrix/federation/v1/hierarchy/", "GET", f"/_matrix/federation/v1/hierarchy/{ROOM}"),
+    # Federation membership handshakes.
+    (r"^/_matrix/federation/v1/make_join/", "GET",
+     f"/_matrix/federation/v1/make_join/{ROOM}/{USER}"),
+    (r"^/_matrix/federation/v1/make_leave/", "GET",
+     f"/_matrix/federation/v1/make_leave/{ROOM}/{USER}"),
+    (r"^/_matrix/federation/(v1|v2)/send_join/", "PUT",
+     f"/_matrix/federation/v1/send_join/{ROOM}/{EVENT}"),
+    (r"^/_matrix/federation/(v1|v2)/send_join/", "PUT",
+     f"/_matrix/federation/v2/send_join/{ROOM}/{EVENT}"),
+    (r"^/_matrix/federation/(v1|v2)/send_leave/", "PUT",
+     f"/_matrix/federation/v1/send_leave/{ROOM}/{EVENT}"),
+    (r"^/_matrix/federation/(v1|v2)/send_leave/", "PUT",
+     f"/_matrix/federation/v2/send_leave/{ROOM}/{EVENT}"),
+    (r"^/_matrix/federation/(v1|v2)/invite/", "PUT",
+     f"/_matrix/federation/v1/invite/{ROOM}/{EVENT}"),
+    (r"^/_matrix/federation/(v1|v2)/invite/", "PUT",
+     f"/_matrix/federation/v2/invite/{ROOM}/{EVENT}"),
+    (r"^/_matrix/federation/v1/exchange_third_party_invite/", "PUT",
+     f"/_matrix/federation/v1/exchange_third_party_invite/{ROOM}"),
 ]
 
 
