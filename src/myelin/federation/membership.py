@@ -159,6 +159,14 @@ class FederationMembership:
     async def _check_pdu(self, origin: str, pdu: Any, version: RoomVersion) -> Event:
         if not isinstance(pdu, dict):
             raise MatrixError(400, "M_BAD_JSON", "The event must be an object")
+        # An unsigned or badly signed event is refused as such (403), before
+        # anything about its form: the sending server has not vouched for it.
+        try:
+            await self.hs.keyring.verify_event_signatures(pdu, version)
+        except MatrixError:
+            raise
+        except Exception as e:
+            raise forbidden(f"Signature check failed: {e}") from None
         event: Event = await self.hs.federation_events.check_pdu(origin, pdu, version)
         return event
 
@@ -276,7 +284,7 @@ class FederationMembership:
             check_membership_event(event, origin=origin, room_id=room_id, event_id=event_id,
                                    membership=membership)
         except TemplateError as e:
-            raise MatrixError(400, "M_BAD_JSON", str(e)) from None
+            raise _refusal(e) from None
         via = event.content.get("join_authorised_via_users_server")
         if membership == "join" and isinstance(via, str) and self.hs.is_mine(via):
             # We vouch for this join: the auth rules want our signature on it.
@@ -377,7 +385,7 @@ class FederationMembership:
             check_invite_event(event, origin=origin, room_id=room_id, event_id=event_id,
                                is_mine=self.hs.is_mine)
         except TemplateError as e:
-            raise MatrixError(400, "M_BAD_JSON", str(e)) from None
+            raise _refusal(e) from None
         if event.content != pdu.get("content"):
             raise forbidden("The invite's content does not match its hash")
         assert event.state_key is not None
@@ -488,9 +496,7 @@ class FederationMembership:
             except FederationError as e:
                 logger.info("make_%s via %s failed: %s %s", membership, server, e.code,
                             e.errcode)
-                last = MatrixError(e.code if 400 <= e.code < 500 else 502,
-                                   e.errcode or "M_UNKNOWN",
-                                   _remote_message(e, server))
+                last = _client_error(e, server)
                 if e.errcode == "M_INCOMPATIBLE_ROOM_VERSION":
                     raise last from None
             except FederationUnreachable as e:
@@ -502,6 +508,24 @@ class FederationMembership:
             except MatrixError as e:
                 last = e
         raise last
+
+    async def _put_v2_or_v1(self, server: str, what: str, room_id: str, event: Event) -> Any:
+        """send_join or send_leave: v2, or v1 for a server that has no v2
+        (v1 wraps its answer in ``[200, answer]``)."""
+        from myelin.federation.client import FederationError
+
+        path = _path(room_id, event.event_id)
+        try:
+            return await self.hs.federation_client.put_json(
+                server, f"{FED_V2}/{what}/{path}", event.get_pdu_json())
+        except FederationError as e:
+            if not _unknown_endpoint(e):
+                raise
+        answer = await self.hs.federation_client.put_json(
+            server, f"{FED_V1}/{what}/{path}", event.get_pdu_json())
+        if isinstance(answer, list) and len(answer) == 2:
+            answer = answer[1]
+        return answer
 
     def _sign(self, version: RoomVersion, pdu: dict[str, Any]) -> Event:
         signed = sign_event(pdu, self.hs.server_name, self._signing_key, version)
@@ -522,16 +546,11 @@ class FederationMembership:
             tried.extend(remaining[:remaining.index(server) + 1])
             event = self._sign(version, event_from_template(
                 template, version, self.hs.server_name, content, int(time.time() * 1000)))
-            path = f"{FED_V2}/send_join/{_path(room_id, event.event_id)}"
             try:
-                answer = await self.hs.federation_client.put_json(server, path,
-                                                                  event.get_pdu_json())
-                if isinstance(answer, list) and len(answer) == 2:  # a v1-shaped answer
-                    answer = answer[1]
+                answer = await self._put_v2_or_v1(server, "send_join", room_id, event)
                 return await self._finish_join(server, version, event, answer)
             except FederationError as e:
-                last = MatrixError(e.code if 400 <= e.code < 500 else 502,
-                                   e.errcode or "M_UNKNOWN", _remote_message(e, server))
+                last = _client_error(e, server)
                 if e.code == 403:
                     raise last from None
             except FederationUnreachable:
@@ -603,8 +622,7 @@ class FederationMembership:
                                                          "leave")
             event = self._sign(version, event_from_template(
                 template, version, self.hs.server_name, content, int(time.time() * 1000)))
-            path = f"{FED_V2}/send_leave/{_path(room_id, event.event_id)}"
-            await self.hs.federation_client.put_json(server, path, event.get_pdu_json())
+            await self._put_v2_or_v1(server, "send_leave", room_id, event)
         except (MatrixError, FederationError, FederationUnreachable) as e:
             logger.info("remote leave of %s failed (%s): leaving locally", room_id, e)
             event = await self._local_leave(user_id, room_id, content)
@@ -653,8 +671,7 @@ class FederationMembership:
             answer = await self.hs.federation_client.put_json(server, path,
                                                               event.get_pdu_json())
         except FederationError as e:
-            raise MatrixError(e.code if 400 <= e.code < 500 else 502, e.errcode or "M_UNKNOWN",
-                              _remote_message(e, server)) from None
+            raise _client_error(e, server) from None
         except FederationUnreachable:
             raise MatrixError(502, "M_UNKNOWN", f"{server} is unreachable") from None
         stripped = answer.get("knock_room_state") if isinstance(answer, dict) else None
@@ -679,7 +696,8 @@ class FederationMembership:
                     {"room_version": version.identifier, "event": event.get_pdu_json(),
                      "invite_room_state": stripped})
             except FederationError as e:
-                if e.code not in (400, 404) or e.errcode not in ("M_UNRECOGNIZED", None, ""):
+                # v1 invites serve room versions 1 and 2 only.
+                if not _unknown_endpoint(e) or version.identifier not in ("1", "2"):
                     raise
                 pdu = event.get_pdu_json()
                 pdu.setdefault("unsigned", {})["invite_room_state"] = stripped
@@ -688,22 +706,19 @@ class FederationMembership:
                 if isinstance(answer, list) and len(answer) == 2:
                     answer = answer[1]
         except FederationError as e:
-            raise MatrixError(e.code if 400 <= e.code < 500 else 502, e.errcode or "M_UNKNOWN",
-                              _remote_message(e, server)) from None
+            raise _client_error(e, server) from None
         except FederationUnreachable:
             raise MatrixError(502, "M_UNKNOWN", f"{server} is unreachable") from None
         returned = answer.get("event") if isinstance(answer, dict) else None
         if not isinstance(returned, dict):
             raise MatrixError(502, "M_UNKNOWN", f"{server} did not return the invite")
-        try:
-            signed = Event(returned, version, event_id=event.event_id)
-            if version.event_format != EventFormat.V1 and Event(returned, version).event_id \
-                    != event.event_id:
-                raise InvalidEventError("the invite changed")
-        except InvalidEventError as e:
-            raise MatrixError(502, "M_UNKNOWN", f"{server} returned a bad invite: {e}") from None
-        if signed.content != event.content or signed.state_key != invitee:
+        # Its form, our signature and its hashes, as for any PDU (M_BAD_JSON
+        # for JSON the room version does not allow).
+        checked = await self.hs.federation_events.check_pdu(server, returned, version)
+        if checked.event_id != event.event_id or checked.content != event.content \
+                or checked.state_key != invitee:
             raise MatrixError(502, "M_UNKNOWN", f"{server} changed the invite")
+        signed = Event(returned, version, event_id=event.event_id)
         if server not in signed.signatures:
             raise MatrixError(502, "M_UNKNOWN", f"{server} did not sign the invite")
         pruned = prune_event_dict(signed.get_pdu_json(), version)
@@ -759,6 +774,32 @@ class FederationMembership:
 
 class _BadJoinAnswer(Exception):
     """A send_join answer we cannot join with (try another server)."""
+
+
+def _refusal(error: TemplateError) -> MatrixError:
+    if error.forbidden:
+        return forbidden(str(error))
+    return MatrixError(400, "M_BAD_JSON", str(error))
+
+
+def _unknown_endpoint(error: Any) -> bool:
+    """The remote does not serve that path (an older server)."""
+    code = getattr(error, "code", 0)
+    return code in (404, 405) or (code == 400 and
+                                  getattr(error, "errcode", None) == "M_UNRECOGNIZED")
+
+
+def _client_error(error: Any, server: str) -> MatrixError:
+    """A remote's refusal as our client sees it: its 4xx and errcode (with
+    the room version of an M_INCOMPATIBLE_ROOM_VERSION), else 502."""
+    code = int(getattr(error, "code", 502))
+    body = getattr(error, "body", None)
+    extra: dict[str, Any] = {}
+    if isinstance(body, dict) and isinstance(body.get("room_version"), str):
+        extra["room_version"] = body["room_version"]
+    return MatrixError(code if 400 <= code < 500 else 502,
+                       getattr(error, "errcode", None) or "M_UNKNOWN",
+                       _remote_message(error, server), **extra)
 
 
 def _remote_message(error: Any, server: str) -> str:

@@ -21,7 +21,13 @@ _DROPPED_TEMPLATE_KEYS = ("signatures", "hashes", "unsigned", "event_id")
 
 
 class TemplateError(ValueError):
-    """A make_join/make_leave/make_knock template we will not sign."""
+    """A make_join/make_leave/make_knock template we will not sign, or a
+    membership event we will not take. ``forbidden``: the requesting server
+    speaks for a user that is not its own (403 rather than 400)."""
+
+    def __init__(self, message: str, *, forbidden: bool = False) -> None:
+        super().__init__(message)
+        self.forbidden = forbidden
 
 
 def server_of(user_id: str) -> str:
@@ -84,7 +90,8 @@ def check_membership_event(event: Event, *, origin: str, room_id: str, event_id:
     if event.state_key != event.sender:
         raise TemplateError("the event's state_key is not its sender")
     if server_of(event.sender) != origin:
-        raise TemplateError("the event's sender is not a user of the requesting server")
+        raise TemplateError("the event's sender is not a user of the requesting server",
+                            forbidden=True)
 
 
 def check_invite_event(event: Event, *, origin: str, room_id: str, event_id: str,
@@ -98,9 +105,10 @@ def check_invite_event(event: Event, *, origin: str, room_id: str, event_id: str
     if event.type != "m.room.member" or event.membership != "invite":
         raise TemplateError("the event is not an invite")
     if event.state_key is None or not is_mine(event.state_key):
-        raise TemplateError("the invitee is not a user of this server")
+        raise TemplateError("the invitee is not a user of this server", forbidden=True)
     if server_of(event.sender) != origin:
-        raise TemplateError("the inviter is not a user of the requesting server")
+        raise TemplateError("the inviter is not a user of the requesting server",
+                            forbidden=True)
 
 
 def parse_events(raw: Any, room_version: RoomVersion, room_id: str) -> list[Event]:
