@@ -106,6 +106,24 @@ def test_leave_ban_unban_rejoin(myelin_pair: Pair) -> None:
     bob.wait_bodies(room, ["welcome back"])
 
 
+def test_a_joined_remote_user_who_is_banned_is_out_and_may_not_rejoin(
+        myelin_pair: Pair) -> None:
+    host, far = myelin_pair
+    alice, bob = FedUser.make(host, "alice"), FedUser.make(far, "bob")
+    room = alice.create_room(preset="public_chat")
+    assert bob.join_remote(room, [host.server_name]) == room
+    alice.wait_membership(room, bob.user_id, "join")
+    bob.catch_up()
+    alice.ban(room, bob.user_id, reason="spam")
+    section(bob, "leave", room)
+    assert room not in bob.ok("GET", "/joined_rooms")["joined_rooms"]
+    status, body = bob.req("POST", f"/join/{q(room)}?server_name={q(host.server_name)}", {})
+    assert status == 403, body
+    alice.unban(room, bob.user_id)
+    assert bob.join_remote(room, [host.server_name]) == room
+    alice.wait_membership(room, bob.user_id, "join")
+
+
 def test_a_remote_alias_is_resolved_and_joined_without_naming_a_server(
         myelin_pair: Pair) -> None:
     host, far = myelin_pair
