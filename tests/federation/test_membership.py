@@ -117,6 +117,9 @@ def test_a_joined_remote_user_who_is_banned_is_out_and_may_not_rejoin(
     alice.ban(room, bob.user_id, reason="spam")
     section(bob, "leave", room)
     assert room not in bob.ok("GET", "/joined_rooms")["joined_rooms"]
+    # Banned, bob reads nothing more of the room.
+    status, body = bob.get_state(room, "m.room.member", bob.user_id)
+    assert status == 403, body
     status, body = bob.req("POST", f"/join/{q(room)}?server_name={q(host.server_name)}", {})
     assert status == 403, body
     alice.unban(room, bob.user_id)

@@ -48,10 +48,11 @@ class RoomReadHandler:
         """(membership, world_readable); raises M_FORBIDDEN if the user may not read."""
         await self._require_room(room_id)
         membership = await self.hs.stores.memberships.get_membership(room_id, requester.user_id)
-        if membership is not None and membership.membership in ("join", "leave", "ban"):
+        if membership is not None and membership.membership in ("join", "leave"):
             if membership.membership == "join":
                 return membership, False
-            # A former member sees the room as it was when they left.
+            # A former member sees the room as it was when they left; one who
+            # was banned sees nothing more (as Synapse: sytest 30rooms/07ban).
             ever_joined = await self.hs.visibility._was_ever_joined(
                 room_id, requester.user_id, membership.stream_ordering)
             if ever_joined:
