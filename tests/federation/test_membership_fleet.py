@@ -15,7 +15,9 @@ Pair = tuple[FleetPeer, MyelinPeer]
 
 
 def in_section(user: FedUser, name: str, room_id: str) -> None:
-    user.wait(lambda rs: any(room_id in r.get("rooms", {}).get(name, {}) for r in rs),
+    """Until /sync has shown ``room_id`` in ``rooms.<name>`` (counting what it
+    has already sent this user)."""
+    user.wait(lambda _: any(room_id in r.get("rooms", {}).get(name, {}) for r in user.seen),
               f"{room_id} in rooms.{name}")
 
 
