@@ -172,6 +172,52 @@ def test_a_knock_crosses_and_is_let_in(myelin_pair: Pair) -> None:
     alice.wait_membership(room, bob.user_id, "join")
 
 
+def test_a_knock_can_be_taken_back(myelin_pair: Pair) -> None:
+    host, far = myelin_pair
+    alice, bob = FedUser.make(host, "alice"), FedUser.make(far, "bob")
+    bob.catch_up()
+    room = alice.create_room(preset="private_chat", room_version="10",
+                             initial_state=[{"type": "m.room.join_rules", "state_key": "",
+                                             "content": {"join_rule": "knock"}}])
+    bob.ok("POST", f"/knock/{q(room)}?via={q(host.server_name)}", {}, timeout=120)
+    alice.wait_membership(room, bob.user_id, "knock")
+    bob.leave(room)
+    section(bob, "leave", room)
+    alice.wait_membership(room, bob.user_id, "leave")
+
+
+def test_knocking_where_the_join_rule_is_not_knock_is_forbidden(myelin_pair: Pair) -> None:
+    host, far = myelin_pair
+    alice, bob = FedUser.make(host, "alice"), FedUser.make(far, "bob")
+    room = alice.create_room(preset="private_chat", room_version="10")
+    status, body = bob.req("POST", f"/knock/{q(room)}?via={q(host.server_name)}", {})
+    assert status == 403 and body["errcode"] == "M_FORBIDDEN", body
+    assert membership(alice, room, bob.user_id) is None
+
+
+# -- restricted rooms -------------------------------------------------------------------
+
+def test_a_member_of_an_allowed_room_joins_a_restricted_room_through_its_server(
+        myelin_pair: Pair) -> None:
+    host, far = myelin_pair
+    alice, bob = FedUser.make(host, "alice"), FedUser.make(far, "bob")
+    lobby = alice.create_room(preset="public_chat")
+    rule = {"join_rule": "restricted",
+            "allow": [{"type": "m.room_membership", "room_id": lobby}]}
+    inner = alice.create_room(preset="private_chat", room_version="10",
+                              initial_state=[{"type": "m.room.join_rules", "state_key": "",
+                                              "content": rule}])
+    # Not yet a member of the lobby: refused.
+    status, body = bob.req("POST", f"/join/{q(inner)}?via={q(host.server_name)}", {})
+    assert status == 403, body
+    assert bob.join_remote(lobby, [host.server_name]) == lobby
+    alice.wait_membership(lobby, bob.user_id, "join")
+    assert bob.join_remote(inner, [host.server_name]) == inner
+    alice.wait_membership(inner, bob.user_id, "join")
+    status, join = alice.get_state(inner, "m.room.member", bob.user_id)
+    assert status == 200 and join["join_authorised_via_users_server"] == alice.user_id
+
+
 # -- what host refuses ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
