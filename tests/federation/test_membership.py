@@ -180,6 +180,7 @@ def test_a_knock_can_be_taken_back(myelin_pair: Pair) -> None:
                              initial_state=[{"type": "m.room.join_rules", "state_key": "",
                                              "content": {"join_rule": "knock"}}])
     bob.ok("POST", f"/knock/{q(room)}?via={q(host.server_name)}", {}, timeout=120)
+    section(bob, "knock", room)
     alice.wait_membership(room, bob.user_id, "knock")
     bob.leave(room)
     section(bob, "leave", room)

@@ -132,17 +132,23 @@ class FederationMembership:
                  "sender": e.sender}
                 for e in (loaded[i].event for i in ids if i in loaded)]
 
+    def _countersign_pdu(self, pdu: dict[str, Any], version: RoomVersion) -> dict[str, Any]:
+        """Another server's event with our signature added (invites, restricted joins)."""
+        out = dict(pdu)
+        unsigned = out.pop("unsigned", None)
+        signatures = out.get("signatures")
+        try:
+            ours = sign_json(prune_event_dict(out, version), self.hs.server_name,
+                             self._signing_key)["signatures"]
+        except (ValueError, TypeError, KeyError) as e:
+            raise MatrixError(400, "M_BAD_JSON", f"Invalid event: {e}") from None
+        out["signatures"] = {**(signatures if isinstance(signatures, dict) else {}), **ours}
+        if unsigned is not None:
+            out["unsigned"] = unsigned
+        return out
+
     def _countersign(self, event: Event) -> Event:
-        """Add our signature to another server's event (invites, restricted joins)."""
-        pdu = event.get_pdu_json()
-        unsigned = pdu.pop("unsigned", None)
-        ours = sign_json(prune_event_dict(pdu, event.room_version), self.hs.server_name,
-                         self._signing_key)["signatures"]
-        signatures = dict(pdu.get("signatures") or {})
-        signatures.update(ours)
-        pdu["signatures"] = signatures
-        if unsigned:
-            pdu["unsigned"] = unsigned
+        pdu = self._countersign_pdu(event.get_pdu_json(), event.room_version)
         return Event(pdu, event.room_version, event_id=event.event_id)
 
     async def _room_version(self, room_id: str) -> RoomVersion:
@@ -279,16 +285,19 @@ class FederationMembership:
         the event as persisted and the room state before it."""
         version = await self._room_version(room_id)
         await self._check_acl(room_id, origin)
+        content = pdu.get("content") if isinstance(pdu, dict) else None
+        via = content.get("join_authorised_via_users_server") \
+            if isinstance(content, dict) else None
+        if membership == "join" and isinstance(via, str) and self.hs.is_mine(via):
+            # We vouch for this join (our make_join named our user): the
+            # signature rules want ours on it too, so it goes on first.
+            pdu = self._countersign_pdu(pdu, version)
         event = await self._check_pdu(origin, pdu, version)
         try:
             check_membership_event(event, origin=origin, room_id=room_id, event_id=event_id,
                                    membership=membership)
         except TemplateError as e:
             raise _refusal(e) from None
-        via = event.content.get("join_authorised_via_users_server")
-        if membership == "join" and isinstance(via, str) and self.hs.is_mine(via):
-            # We vouch for this join: the auth rules want our signature on it.
-            event = self._countersign(event)
         if self.hs.roles.is_writer("events", room_id):
             position, state = await self.persist_in_room_here(event)
             await self.hs.streams.view.wait_for("events", self.hs.config.instance_name,
