@@ -34,28 +34,11 @@ class MembershipHandler:
         """A room id and the servers to join it through: another server's
         alias is asked of that server (federation ``query/directory``)."""
         if room_id_or_alias.startswith("#") and not self.hs.is_mine(room_id_or_alias):
-            return await self._query_remote_alias(room_id_or_alias)
+            found = await self.hs.directory.resolve_alias(room_id_or_alias)
+            servers = found.get("servers")
+            return str(found["room_id"]), [s for s in servers if isinstance(s, str)] \
+                if isinstance(servers, list) else []
         return await self.resolve_room(room_id_or_alias), []
-
-    async def _query_remote_alias(self, alias: str) -> tuple[str, list[str]]:
-        from myelin.federation.client import FederationError, FederationUnreachable
-
-        server = alias.partition(":")[2]
-        try:
-            answer = await self.hs.federation_client.get_json(
-                server, "/_matrix/federation/v1/query/directory", {"room_alias": alias})
-        except FederationError as e:
-            if e.code == 404:
-                raise not_found(f"Room alias {alias} not found") from None
-            raise MatrixError(502, "M_UNKNOWN", f"{server} could not resolve {alias}") from None
-        except FederationUnreachable:
-            raise MatrixError(502, "M_UNKNOWN", f"{server} is unreachable") from None
-        room_id = answer.get("room_id") if isinstance(answer, dict) else None
-        if not isinstance(room_id, str):
-            raise not_found(f"Room alias {alias} not found")
-        servers = answer.get("servers")
-        return room_id, [s for s in servers if isinstance(s, str)] \
-            if isinstance(servers, list) else [server]
 
     async def member_content(self, target: str, membership: str, reason: str | None = None,
                              extra: dict[str, Any] | None = None) -> dict[str, Any]:
