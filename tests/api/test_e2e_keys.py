@@ -236,6 +236,12 @@ def test_members_joining_and_leaving_change_device_lists(hs: ServerProcess) -> N
     out = alice.ok("GET", f"/keys/changes?from={quote(start)}&to={quote(end)}")
     assert out["left"] == [bob.user_id]
     assert carol.user_id in out["changed"]
+    # An invitee is "changed" too (clients encrypt to invitees), not "left".
+    erin = Client.new(hs)
+    alice.ok("POST", f"/rooms/{quote(room_id)}/invite", {"user_id": erin.user_id})
+    body = alice.sync(end)
+    assert erin.user_id in body["device_lists"]["changed"]
+    assert erin.user_id not in body["device_lists"]["left"]
     # A leaver who still shares another room with us is not "left".
     other = alice.ok("POST", "/createRoom", {"preset": "public_chat"})["room_id"]
     carol.ok("POST", f"/join/{quote(other)}", {})

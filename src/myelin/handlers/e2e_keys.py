@@ -411,10 +411,21 @@ class E2EKeysHandler:
             joined_room_ids, min(lows.values()), max(highs.values()))
         changed: set[str] = set()
         left: set[str] = set()
+        memberships = self.hs.stores.memberships
         for position, room_id, member in rows:
             if member == user_id or not lows[room_id] < position <= highs[room_id]:
                 continue
-            (changed if member in sharing else left).add(member)
+            if member in sharing:
+                changed.add(member)
+                continue
+            # Not sharing a room: gone, unless only invited (or knocking) so
+            # far: clients encrypt to invitees too, as Synapse lists them.
+            current = await memberships.get_membership(room_id, member)
+            if current is not None and current.membership in ("invite", "knock"):
+                changed.add(member)
+            else:
+                left.add(member)
+        left -= changed
         # A room we are in now but left in the window: we may have missed
         # everyone's updates meanwhile (nobody told our server while no local
         # user was there), so all its members count as changed.
