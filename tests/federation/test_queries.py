@@ -11,7 +11,6 @@ import os
 import time
 from typing import Any
 
-import pytest
 from PIL import Image
 from signedjson.key import generate_signing_key, get_verify_key
 from unpaddedbase64 import encode_base64
@@ -283,8 +282,6 @@ def wait_for(what: str, check: Any, deadline_s: float = 45.0) -> Any:
         time.sleep(0.3)
 
 
-@pytest.mark.xfail(strict=True, reason="owners: fed-membership (a remote join), fed-sender "
-                   "(m.device_list_update out, EDUs in to hs.remote_devices): not landed yet")
 def test_a_remote_device_list_is_cached_and_kept_fresh(myelin_pair: Pair) -> None:
     a_server, b_server = myelin_pair
     alice, bob = Crypto.new(a_server), Crypto.new(b_server)
