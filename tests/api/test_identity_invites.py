@@ -131,3 +131,42 @@ def test_refused_or_missing_token_changes_nothing(api: Api, ids: FakeIdentitySer
     bad = {**invite_body(ids, email), "id_server": "localhost/evil?x="}
     alice.err("POST", f"/rooms/{q(room_id)}/invite", bad, status=400,
               errcode="M_INVALID_PARAM")
+
+
+def test_bind_then_unbind_through_the_homeserver(api: Api, ids: FakeIdentityServer) -> None:
+    alice = new_user(api, "alice")
+    email = address()
+    sid = f"sid{next(_ids)}"
+    bind = {"sid": sid, "client_secret": "secret", "id_server": ids.id_server,
+            "id_access_token": ids.access_token}
+    # A session the identity server has not validated binds nothing.
+    alice.err("POST", "/account/3pid/bind", bind, status=400, errcode="M_SERVER_NOT_TRUSTED")
+    assert ("email", email) not in ids.bindings
+    ids.validated[sid] = ("email", email)
+    alice.ok("POST", "/account/3pid/bind", bind)
+    assert ids.bindings[("email", email)] == alice.user_id
+    # Unbinding without naming the server asks the one it was bound on, signed.
+    out = alice.ok("POST", "/account/3pid/unbind", {"medium": "email", "address": email})
+    assert out == {"id_server_unbind_result": "success"}
+    assert ("email", email) not in ids.bindings
+    body, authorization = ids.unbinds[-1]
+    assert body["mxid"] == alice.user_id and body["threepid"] == {"medium": "email",
+                                                                  "address": email}
+    assert authorization.startswith("X-Matrix origin=")
+    # Nothing left to unbind.
+    out = alice.ok("POST", "/account/3pid/unbind", {"medium": "email", "address": email})
+    assert out == {"id_server_unbind_result": "no-support"}
+
+
+def test_deactivation_unbinds(api: Api, ids: FakeIdentityServer) -> None:
+    alice = new_user(api, "alice")
+    email, sid = address(), f"sid{next(_ids)}"
+    ids.validated[sid] = ("email", email)
+    alice.ok("POST", "/account/3pid/bind", {"sid": sid, "client_secret": "secret",
+                                            "id_server": ids.id_server,
+                                            "id_access_token": ids.access_token})
+    out = alice.ok("POST", "/account/deactivate", {"auth": {
+        "type": "m.login.password", "password": "correct horse",
+        "identifier": {"type": "m.id.user", "user": alice.user_id}}})
+    assert out == {"id_server_unbind_result": "success"}
+    assert ("email", email) not in ids.bindings

@@ -28,6 +28,9 @@ class FakeIdentityServer:
         self.bindings: dict[tuple[str, str], str] = {}  # (medium, address) -> user id
         self.lookups: list[dict[str, Any]] = []
         self.stored: list[dict[str, Any]] = []
+        # sid -> (medium, address) of sessions this server validated
+        self.validated: dict[str, tuple[str, str]] = {}
+        self.unbinds: list[tuple[dict[str, Any], str]] = []  # (body, Authorization)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -54,6 +57,8 @@ class FakeIdentityServer:
         app.router.add_get("/_matrix/identity/v2/hash_details", self._hash_details)
         app.router.add_post("/_matrix/identity/v2/lookup", self._lookup)
         app.router.add_post("/_matrix/identity/v2/store-invite", self._store_invite)
+        app.router.add_post("/_matrix/identity/v2/3pid/bind", self._bind)
+        app.router.add_post("/_matrix/identity/v2/3pid/unbind", self._unbind)
         self._runner = web.AppRunner(app)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=context)
@@ -89,6 +94,26 @@ class FakeIdentityServer:
             if key in body.get("addresses", []):
                 mappings[key] = user_id
         return web.json_response({"mappings": mappings})
+
+    async def _bind(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._unauthorised()
+        body = await request.json()
+        if body.get("sid") not in self.validated:
+            return web.json_response({"errcode": "M_SESSION_NOT_VALIDATED"}, status=400)
+        medium, address = self.validated[body["sid"]]
+        self.bindings[(medium, address)] = body["mxid"]
+        return web.json_response({"medium": medium, "address": address, "mxid": body["mxid"],
+                                  "not_before": 0, "not_after": 4582425849161, "ts": 0})
+
+    async def _unbind(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.unbinds.append((body, request.headers.get("Authorization", "")))
+        key = (body["threepid"]["medium"], body["threepid"]["address"])
+        if self.bindings.get(key) != body.get("mxid"):
+            return web.json_response({"errcode": "M_NOT_FOUND"}, status=404)
+        del self.bindings[key]
+        return web.json_response({})
 
     async def _store_invite(self, request: web.Request) -> web.Response:
         if not self._authorised(request):

@@ -13,6 +13,14 @@ and the room gets an ``m.room.third_party_invite`` state event whose
 when they bind the address (``exchange_third_party_invite``, on the
 federation side).
 
+``/account/3pid/bind`` asks the identity server to bind a session it
+validated to the user (v2 ``3pid/bind``) and remembers the server
+(``user_threepid_id_server``); ``/account/3pid/unbind``, deleting the
+address with ``/account/3pid/delete`` and deactivation ask each such server
+(or the one named) to unbind, with a request signed by this server
+(``X-Matrix``, as the identity service API has it), and answer
+``id_server_unbind_result`` "success" only if every server did.
+
 Every address is looked up before anything changes, so an identity server
 that cannot be reached or refuses the token answers ``M_SERVER_NOT_TRUSTED``
 before a room is created or an invite sent. Requests go over HTTPS, with
@@ -127,6 +135,72 @@ class IdentityHandler:
                         status)
             raise not_trusted(id_server, f"it answered {status}")
         return answer
+
+    async def bind(self, user_id: str, body: dict[str, Any]) -> None:
+        for key in ("client_secret", "id_server", "id_access_token", "sid"):
+            if not isinstance(body.get(key), str) or not body[key]:
+                raise MatrixError(400, "M_MISSING_PARAM", f"{key} is required")
+        id_server, token = body["id_server"], body["id_access_token"]
+        parse_invite({"id_server": id_server, "medium": "", "address": ""})
+        answer = await self._call(id_server, token, "POST", "/_matrix/identity/v2/3pid/bind",
+                                  {"sid": body["sid"], "client_secret": body["client_secret"],
+                                   "mxid": user_id})
+        medium, address = answer.get("medium"), answer.get("address")
+        if not isinstance(medium, str) or not isinstance(address, str):
+            raise not_trusted(id_server, "its bind answer is malformed")
+        await self.hs.db.execute(
+            "INSERT INTO user_threepid_id_server (user_id, medium, address, id_server)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", user_id, medium, address, id_server)
+
+    async def unbind(self, user_id: str, medium: str, address: str,
+                     id_server: str | None = None) -> str:
+        """Unbind everywhere we bound it (or on ``id_server``): the
+        ``id_server_unbind_result``."""
+        if id_server is not None:
+            servers = [id_server]
+        else:
+            rows = await self.hs.db.fetchall(
+                "SELECT id_server FROM user_threepid_id_server WHERE user_id = ?"
+                " AND medium = ? AND address = ?", user_id, medium, address)
+            servers = [r[0] for r in rows]
+        if not servers:
+            return "no-support"
+        ok = True
+        for server in servers:
+            if await self._unbind_on(server, user_id, medium, address):
+                await self.hs.db.execute(
+                    "DELETE FROM user_threepid_id_server WHERE user_id = ? AND medium = ?"
+                    " AND address = ? AND id_server = ?", user_id, medium, address, server)
+            else:
+                ok = False
+        return "success" if ok else "no-support"
+
+    async def unbind_all(self, user_id: str) -> str:
+        rows = await self.hs.db.fetchall(
+            "SELECT DISTINCT medium, address FROM user_threepid_id_server WHERE user_id = ?",
+            user_id)
+        results = [await self.unbind(user_id, medium, address) for medium, address in rows]
+        return "success" if all(r == "success" for r in results) else "no-support"
+
+    async def _unbind_on(self, id_server: str, user_id: str, medium: str,
+                         address: str) -> bool:
+        from myelin.federation.auth import sign_request_header
+
+        if not _SERVER_NAME.match(id_server):
+            return False
+        path = "/_matrix/identity/v2/3pid/unbind"
+        body = {"mxid": user_id, "id_server": id_server,
+                "threepid": {"medium": medium, "address": address}}
+        header = sign_request_header(self.hs.server_name, id_server, self.hs.signing_key,
+                                     "POST", path, body)
+        session = self._client()
+        try:
+            async with session.post(f"https://{id_server}{path}", json=body,
+                                    headers={"Authorization": header}) as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            logger.info("identity server %s: unbind failed: %s", id_server, e)
+            return False
 
     async def lookup(self, id_server: str, token: str, medium: str, address: str) -> str | None:
         """The user the address is bound to on ``id_server``, if any."""

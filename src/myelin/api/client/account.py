@@ -49,8 +49,9 @@ async def deactivate(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     await hs.auth.check_user_interactive_auth(requester, body, request.raw.path, "POST",
                                               "deactivate your account")
+    unbound = await hs.identity.unbind_all(requester.user_id)
     await hs.account_lifecycle.deactivate(requester.user_id)
-    return {"id_server_unbind_result": "no-support"}
+    return {"id_server_unbind_result": unbound}
 
 
 # -- devices ------------------------------------------------------------------

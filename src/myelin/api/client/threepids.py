@@ -62,33 +62,42 @@ async def add_threepid_legacy(request: Request) -> dict[str, Any]:
     return {}
 
 
-@routes.post(client_path("/account/3pid/bind"))
+# sytest (and older clients) use the unstable prefix for these two.
+_WITH_UNSTABLE = ("r0", "v3", "unstable")
+
+
+@routes.post(client_path("/account/3pid/bind", _WITH_UNSTABLE))
 async def bind_threepid(request: Request) -> dict[str, Any]:
-    await request.requester()
+    requester = await request.requester()
     body = await request.json()
-    for key in ("client_secret", "id_server", "id_access_token", "sid"):
-        if not isinstance(body.get(key), str):
-            raise MatrixError(400, "M_MISSING_PARAM", f"{key} is required")
-    raise MatrixError(400, "M_SERVER_NOT_TRUSTED",
-                      "This server does not talk to identity servers")
+    await request.hs.identity.bind(requester.user_id, body)
+    return {}
 
 
-@routes.post(client_path("/account/3pid/unbind"))
+@routes.post(client_path("/account/3pid/unbind", _WITH_UNSTABLE))
 async def unbind_threepid(request: Request) -> dict[str, Any]:
-    await request.requester()
+    requester = await request.requester()
     body = await request.json()
-    if not isinstance(body.get("medium"), str) or not isinstance(body.get("address"), str):
+    medium, address, id_server = body.get("medium"), body.get("address"), body.get("id_server")
+    if not isinstance(medium, str) or not isinstance(address, str):
         raise MatrixError(400, "M_MISSING_PARAM", "medium and address are required")
-    return {"id_server_unbind_result": "no-support"}
+    if id_server is not None and not isinstance(id_server, str):
+        raise MatrixError(400, "M_INVALID_PARAM", "id_server must be a string")
+    result = await request.hs.identity.unbind(requester.user_id, medium, address, id_server)
+    return {"id_server_unbind_result": result}
 
 
 @routes.post(client_path("/account/3pid/delete"))
 async def delete_threepid(request: Request) -> dict[str, Any]:
     requester = await request.requester()
     body = await request.json()
-    await request.hs.threepids.delete(requester.user_id, body.get("medium"),
-                                      body.get("address"))
-    return {"id_server_unbind_result": "no-support"}
+    medium, address, id_server = body.get("medium"), body.get("address"), body.get("id_server")
+    await request.hs.threepids.delete(requester.user_id, medium, address)
+    if id_server is not None and not isinstance(id_server, str):
+        raise MatrixError(400, "M_INVALID_PARAM", "id_server must be a string")
+    result = await request.hs.identity.unbind(requester.user_id, str(medium), str(address),
+                                              id_server)
+    return {"id_server_unbind_result": result}
 
 
 def _request_token_servlet(prefix: str, purpose: str, medium: str) -> None:
