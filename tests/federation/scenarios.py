@@ -38,6 +38,7 @@ from tests.support.fed_client import (
     DEADLINE_S,
     FedUser,
     event_id_of,
+    rows_mentioning,
     sign_request,
     signed_pdu,
     signing_key,
@@ -562,9 +563,12 @@ def forged_requests_refused(host: Any, far: Any) -> None:
     assert [b for b in s.alice.bodies(room) if b.startswith(t)] == [f"{t} honest",
                                                                       f"{t} after"]
     assert s.alice.event(room, event_id_of(honest))[0] == 200
+    # The database check can tell: the honest event is in it.
+    assert rows_mentioning(host, event_id_of(honest)), "the honest PDU is not in the database"
     for pdu in (in_bad_request, bad_sig, spoofed):
         status, body = s.alice.event(room, event_id_of(pdu))
         assert status == 404, (status, body)
         status, body = _signed_get(host, origin, far_key,
                                    f"/_matrix/federation/v1/event/{q(event_id_of(pdu))}")
         assert status == 404, (status, body)
+        assert rows_mentioning(host, event_id_of(pdu)) == {}, pdu["content"]["body"]

@@ -20,6 +20,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+import yaml
 from canonicaljson import encode_canonical_json
 from signedjson.key import read_signing_keys
 from signedjson.sign import sign_json
@@ -225,6 +226,41 @@ def event_id_of(pdu: dict[str, Any]) -> str:
     redacted["content"] = {}
     digest = hashlib.sha256(encode_canonical_json(redacted)).digest()
     return "$" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def rows_mentioning(peer: Any, event_id: str) -> dict[str, int]:
+    """``{table.column: rows}`` for every column of ``peer``'s database named
+    like an event id that holds ``event_id`` (SQLite file or the fleet's
+    PostgreSQL): "stored nowhere" checked where it is stored."""
+    found: dict[str, int] = {}
+    if hasattr(peer, "query"):  # a fleet
+        columns = peer.query("SELECT table_name, column_name FROM information_schema.columns "
+                             "WHERE table_schema = 'public' AND column_name LIKE '%event_id%'")
+        for row in columns:
+            table, column = row["table_name"], row["column_name"]
+            count = peer.query(f'SELECT COUNT(*) AS n FROM "{table}" WHERE "{column}"::text = $1',
+                               event_id)[0]["n"]
+            if count:
+                found[f"{table}.{column}"] = int(count)
+        return found
+    import sqlite3
+
+    with open(peer.config_path) as f:
+        path = yaml.safe_load(f)["database"]["args"]["database"]
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for column in [r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')]:
+                if "event_id" not in column:
+                    continue
+                (count,) = conn.execute(f'SELECT COUNT(*) FROM "{table}" WHERE "{column}" = ?',
+                                        (event_id,)).fetchone()
+                if count:
+                    found[f"{table}.{column}"] = int(count)
+    finally:
+        conn.close()
+    return found
 
 
 def dumps(value: Any) -> str:
