@@ -16,11 +16,6 @@ import pytest
 from tests.federation import scenarios as sc
 from tests.support.federation import FleetPeer, MyelinPeer
 
-JOINS = pytest.mark.xfail(strict=True, reason="owner: fed-membership + fed-dag "
-                          "(remote invite/join)")
-SENDS = pytest.mark.xfail(strict=True, reason="owner: fed-sender + fed-dag (outbound "
-                          "transactions, PDUs/EDUs received)")
-
 
 @pytest.fixture(scope="module", params=["fleet-hosts", "monolith-hosts"])
 def sides(request: pytest.FixtureRequest,
@@ -34,32 +29,26 @@ def room(sides: tuple[Any, Any]) -> sc.Shared:
     return sc.shared_room(*sides)
 
 
-@JOINS
 def test_invite_then_join(sides: tuple[Any, Any]) -> None:
     sc.invite_then_join(*sides)
 
 
-@SENDS
 def test_messages_both_ways_in_order_exactly_once(room: sc.Shared) -> None:
     sc.messages_both_ways(room)
 
 
-@SENDS
 def test_typing_crosses(room: sc.Shared) -> None:
     sc.typing_crosses(room)
 
 
-@SENDS
 def test_receipts_cross(room: sc.Shared) -> None:
     sc.receipts_cross(room)
 
 
-@SENDS
 def test_monolith_down_then_catch_up(sides: tuple[Any, Any]) -> None:
     host, _ = sides
     sc.down_then_catch_up(*sides, "far" if isinstance(host, FleetPeer) else "host")
 
 
-@pytest.mark.xfail(strict=True, reason="owner: fed-dag (/send, event) + fed-keys (auth)")
 def test_forged_requests_refused_and_stored_nowhere(sides: tuple[Any, Any]) -> None:
     sc.forged_requests_refused(*sides)

@@ -15,14 +15,6 @@ from tests.federation import scenarios as sc
 from tests.support.federation import MyelinPeer
 from tests.support.synapse_peer import SynapsePeer
 
-# Temporary, while the features land (each names its owner); by the deadline
-# every mark left here says what is true.
-JOINS = pytest.mark.xfail(strict=True, reason="owner: fed-keys + fed-membership + fed-dag "
-                          "(remote invite/join)")
-SENDS = pytest.mark.xfail(strict=True, reason="owner: fed-sender + fed-dag (outbound "
-                          "transactions, PDUs/EDUs received)")
-QUERIES = pytest.mark.xfail(strict=True, reason="owner: fed-queries")
-
 
 @pytest.fixture(scope="module", params=["myelin-hosts", "synapse-hosts"])
 def sides(request: pytest.FixtureRequest,
@@ -36,68 +28,54 @@ def room(sides: tuple[Any, Any]) -> sc.Shared:
     return sc.shared_room(*sides)
 
 
-@JOINS
 def test_invite_then_join(sides: tuple[Any, Any]) -> None:
     sc.invite_then_join(*sides)
 
 
-@SENDS
 def test_messages_both_ways_in_order_exactly_once(room: sc.Shared) -> None:
     sc.messages_both_ways(room)
 
 
-@SENDS
 def test_typing_crosses(room: sc.Shared) -> None:
     sc.typing_crosses(room)
 
 
-@SENDS
 def test_receipts_cross(room: sc.Shared) -> None:
     sc.receipts_cross(room)
 
 
-@SENDS
 def test_presence_crosses(room: sc.Shared) -> None:
     sc.presence_crosses(room)
 
 
-@SENDS
 def test_state_crosses(room: sc.Shared) -> None:
     sc.state_crosses(room)
 
 
-@QUERIES
 def test_profiles_cross(room: sc.Shared) -> None:
     sc.profiles_cross(room)
 
 
-@QUERIES
 def test_aliases_resolve_and_join(sides: tuple[Any, Any]) -> None:
     sc.aliases_resolve(*sides)
 
 
-@pytest.mark.xfail(strict=True, reason="owner: fed-dag (backfill) + fed-membership")
 def test_new_member_paginates_history(sides: tuple[Any, Any]) -> None:
     sc.new_member_paginates_history(*sides)
 
 
-@pytest.mark.xfail(strict=True, reason="owner: fed-queries (keys query/claim) + fed-sender "
-                   "(to-device)")
 def test_e2ee_conversation_with_nio(sides: tuple[Any, Any]) -> None:
     sc.e2ee_conversation(*sides)
 
 
-@JOINS
 def test_leave_ban_rejoin(sides: tuple[Any, Any]) -> None:
     sc.leave_ban_rejoin(*sides)
 
 
-@SENDS
 @pytest.mark.parametrize("down", ["far", "host"])
 def test_down_then_catch_up(sides: tuple[Any, Any], down: str) -> None:
     sc.down_then_catch_up(*sides, down)
 
 
-@pytest.mark.xfail(strict=True, reason="owner: fed-dag (/send, event) + fed-keys (auth)")
 def test_forged_requests_refused_and_stored_nowhere(sides: tuple[Any, Any]) -> None:
     sc.forged_requests_refused(*sides)

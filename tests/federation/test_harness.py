@@ -136,8 +136,6 @@ def test_fleet_serves_federation_over_tls_from_generic_workers(
     assert nginx_destination(conf, "/_synapse/admin/v1/register") == {main}
 
 
-@pytest.mark.xfail(strict=True, reason="owner: fed-dag, fed-membership, fed-queries (the "
-                   "federation servlets have not landed, so nginx sends them to main)")
 def test_fleet_routes_the_federation_api_to_generic_workers(
         fleet_pair: tuple[FleetPeer, MyelinPeer]) -> None:
     fleet, _ = fleet_pair
