@@ -14,8 +14,9 @@ import pytest
 
 from tests.api.rooms_support import Api, User, q
 from tests.api.test_sync import new_user, room_with
+from tests.support.postgres import PostgresServer
 from tests.support.push_gateway import PushGateway
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, launch_server
 
 _keys = itertools.count()
 
@@ -30,17 +31,33 @@ def gateway() -> Iterator[PushGateway]:
         gw.stop()
 
 
+# Loopback is blocked like any private range, except the gateway's 127.0.0.1.
+NETWORK = {"ip_range_blocklist": ["127.0.0.0/8", "10.0.0.0/8"],
+           "ip_range_whitelist": ["127.0.0.1/32"]}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def hs(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    pg: PostgresServer | None = (request.getfixturevalue("postgres_server")
+                                 if request.param == "postgres" else None)
+    proc = launch_server(request.param, pg, NETWORK)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
 @pytest.fixture
 def api(hs: ServerProcess) -> Api:
     return Api(hs)
 
 
-def set_pusher(user: User, gateway: PushGateway, **data: Any) -> str:
+def set_pusher(user: User, gateway: PushGateway, url: str | None = None, **data: Any) -> str:
     pushkey = f"pushkey-{next(_keys)}-{time.monotonic_ns()}"
     user.ok("POST", "/pushers/set", {
         "kind": "http", "app_id": "org.example.app", "pushkey": pushkey,
         "app_display_name": "Example", "device_display_name": "Phone", "lang": "en",
-        "data": {"url": gateway.url, "extra": "kept", **data}})
+        "data": {"url": url or gateway.url, "extra": "kept", **data}})
     return pushkey
 
 
@@ -152,6 +169,18 @@ def test_rejected_pushkey_removes_the_pusher(api: Api, gateway: PushGateway) -> 
     second = alice.send(room_id, "again")
     gateway.wait_event(kept, second)
     assert gateway.events(dropped) == [first]
+
+
+def test_gateway_in_a_blocked_range_gets_nothing(api: Api, gateway: PushGateway) -> None:
+    alice, bob = new_user(api, "alice"), new_user(api, "bob")
+    room_id = room_with(alice, bob)
+    blocked = set_pusher(bob, gateway, url=gateway.other_url)
+    allowed = set_pusher(bob, gateway)
+    first = alice.send(room_id, "psst")
+    gateway.wait_event(allowed, first)
+    second = alice.send(room_id, "psst again")
+    gateway.wait_event(allowed, second)
+    assert gateway.for_pushkey(blocked) == []
 
 
 def test_deleted_pusher_stops(api: Api, gateway: PushGateway) -> None:

@@ -28,7 +28,8 @@ def gateway() -> Iterator[PushGateway]:
 
 @pytest.fixture(scope="module")
 def fleet(postgres_server: PostgresServer) -> Iterator[Fleet]:
-    running = Fleet(postgres_server, extra_shared={"pusher_instances": PUSHERS})
+    running = Fleet(postgres_server, extra_shared={"pusher_instances": PUSHERS,
+                                                   "ip_range_blocklist": []})
     try:
         running.start()
         yield running

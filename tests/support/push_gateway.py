@@ -23,6 +23,7 @@ class PushGateway:
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}{NOTIFY_PATH}"
+        self.other_url = f"http://127.0.0.2:{self.port}{NOTIFY_PATH}"
         self.received: list[dict[str, Any]] = []
         self.failures: dict[str, int] = {}  # pushkey -> requests left to answer 500
         self.failed: list[dict[str, Any]] = []
@@ -51,8 +52,10 @@ class PushGateway:
         app.router.add_post(NOTIFY_PATH, self._notify)
         self._runner = web.AppRunner(app)
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        self._loop.run_until_complete(site.start())
+        # Also on 127.0.0.2: a second loopback address a test may block.
+        for host in ("127.0.0.1", "127.0.0.2"):
+            site = web.TCPSite(self._runner, host, self.port)
+            self._loop.run_until_complete(site.start())
         self._ready.set()
         self._loop.run_forever()
 

@@ -27,10 +27,12 @@ pusher's data minus ``url``; ``tweaks`` come from the ``set_tweak`` actions.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -38,6 +40,7 @@ from myelin.push.pool import PusherGone, PusherWorker
 
 if TYPE_CHECKING:
     from myelin.events.event import Event
+    from myelin.federation.client import IpFilter
     from myelin.storage.stores.push import PushAction, Pusher
 
 logger = logging.getLogger(__name__)
@@ -179,6 +182,8 @@ class HttpPusher(PusherWorker):
         url = self.pusher.data.get("url")
         if not isinstance(url, str):
             raise PusherGone()
+        if literal_host_blocked(url, self.pool.ip_filter):
+            raise RuntimeError(f"{url} is in ip_range_blocklist")
         async with self.pool.http.post(url, json=body) as response:
             if response.status // 100 != 2:
                 raise RuntimeError(f"push gateway answered {response.status}")
@@ -195,7 +200,22 @@ class HttpPusher(PusherWorker):
             raise PusherGone()
 
 
-def make_session(insecure_tls: bool = False) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(ssl=False) if insecure_tls else None
+def make_session(ip_filter: IpFilter, insecure_tls: bool = False) -> aiohttp.ClientSession:
+    """The pool's HTTP client: push gateways' names resolve only to allowed
+    addresses (``ip_range_blocklist``, as Synapse applies it to pushers)."""
+    from myelin.federation.client import BlocklistResolver
+
+    connector = aiohttp.TCPConnector(resolver=BlocklistResolver(ip_filter),
+                                     ssl=False if insecure_tls else True)
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
                                  headers={"User-Agent": "Myelin push"})
+
+
+def literal_host_blocked(url: str, ip_filter: IpFilter) -> bool:
+    """An IP-literal URL the resolver never sees, checked here."""
+    host = urlsplit(url).hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not ip_filter.allowed(host)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from myelin.app.homeserver import HomeServer
     from myelin.events.event import Event
+    from myelin.federation.client import IpFilter
     from myelin.storage.stores.push import Pusher
     from myelin.storage.stream_rows import EventsRow, ReceiptsRow
 
@@ -126,6 +127,7 @@ class PusherPool:
         self.me = config.instance_name
         self.workers: dict[PusherKey, PusherWorker] = {}
         self._http: aiohttp.ClientSession | None = None
+        self._ip_filter: IpFilter | None = None
         self._scanned: int | None = None
         self._events_wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -136,8 +138,17 @@ class PusherPool:
         if self._http is None:
             from myelin.push.http import make_session
 
-            self._http = make_session(self.hs.config.push.insecure_tls)
+            self._http = make_session(self.ip_filter, self.hs.config.push.insecure_tls)
         return self._http
+
+    @property
+    def ip_filter(self) -> IpFilter:
+        if self._ip_filter is None:
+            from myelin.federation.client import IpFilter
+
+            config = self.hs.config.federation
+            self._ip_filter = IpFilter(config.ip_range_blocklist, config.ip_range_whitelist)
+        return self._ip_filter
 
     def is_mine(self, user_id: str) -> bool:
         return self.instances[shard_index(user_id, len(self.instances))] == self.me
