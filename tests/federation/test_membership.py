@@ -281,3 +281,20 @@ def test_send_join_of_another_event_than_the_path_names_changes_nothing(
                            "origin_server_ts": 1})
     assert status in (400, 403), body
     assert alice.members(room) == before
+
+
+def test_a_third_party_invite_exchange_without_a_pending_invite_is_refused(
+        myelin_pair: Pair, public_room: tuple[FedUser, str]) -> None:
+    alice, room = public_room
+    before = alice.members(room)
+    user = f"@carol:{myelin_pair[1].server_name}"
+    body = {"type": "m.room.member", "room_id": room, "sender": alice.user_id,
+            "state_key": user,
+            "content": {"membership": "invite", "third_party_invite": {
+                "display_name": "carol", "signed": {"mxid": user, "token": "nope",
+                                                    "signatures": {}}}}}
+    status, answer = as_far(myelin_pair, "PUT",
+                            f"/_matrix/federation/v1/exchange_third_party_invite/{q(room)}",
+                            body)
+    assert status == 403 and answer["errcode"] == "M_FORBIDDEN", answer
+    assert alice.members(room) == before

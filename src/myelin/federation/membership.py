@@ -16,6 +16,7 @@ kept as an out-of-room membership.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -59,6 +60,9 @@ if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
 
 logger = logging.getLogger(__name__)
+
+# How many PDUs of a send_join answer are checked at once.
+CHECK_BATCH = 50
 
 FED_V1 = "/_matrix/federation/v1"
 FED_V2 = "/_matrix/federation/v2"
@@ -585,16 +589,22 @@ class FederationMembership:
         room_id = event.room_id
         state_raw = parse_events(answer.get("state"), version, room_id)
         chain_raw = parse_events(answer.get("auth_chain"), version, room_id)
+        unique = list({e.event_id: e for e in [*state_raw, *chain_raw]}.values())
         checked: dict[str, Event] = {}
-        for candidate in [*state_raw, *chain_raw]:
-            if candidate.event_id in checked:
-                continue
-            try:
-                checked[candidate.event_id] = await self.hs.federation_events.check_pdu(
-                    server, candidate.get_pdu_json(), version)
-            except MatrixError as e:
-                logger.info("join via %s: dropping %s: %s", server, candidate.event_id,
-                            e.message if hasattr(e, "message") else e)
+        # Signature checks of a big room's state are many: a few at a time.
+        for start in range(0, len(unique), CHECK_BATCH):
+            batch = unique[start:start + CHECK_BATCH]
+            results = await asyncio.gather(
+                *(self.hs.federation_events.check_pdu(server, e.get_pdu_json(), version)
+                  for e in batch), return_exceptions=True)
+            for candidate, result in zip(batch, results, strict=True):
+                if isinstance(result, Event):
+                    checked[candidate.event_id] = result
+                elif isinstance(result, MatrixError):
+                    logger.info("join via %s: dropping %s: %s", server, candidate.event_id,
+                                result)
+                elif isinstance(result, BaseException):
+                    raise result
         passing = authorised_events(checked.values())
         state = [passing[e.event_id] for e in state_raw if e.event_id in passing]
         by_key = state_map(state)
