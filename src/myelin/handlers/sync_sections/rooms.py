@@ -341,7 +341,10 @@ class RoomsSection(SyncSection):
         typing = self.hs.typing
         since_typing = None if initial or req.since is None else req.since["typing"]
         if f.allows_type("m.typing") and (
-                (since_typing is None and typing.typing_users(room_id))
+                # An initial sync shows a room's typing list once it has one (as
+                # Synapse does): an empty list says "stopped" to a client that
+                # missed the start.
+                (since_typing is None and typing.changed_since(room_id, 0))
                 or (since_typing is not None and typing.changed_since(room_id, since_typing))):
             out.append({"type": "m.typing",
                         "content": {"user_ids": typing.typing_users(room_id)}})
