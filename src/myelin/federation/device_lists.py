@@ -149,12 +149,15 @@ class RemoteDeviceLists:
         if not isinstance(user_id, str) or server_of(user_id) != origin:
             logger.info("ignoring a malformed m.signing_key_update from %s", origin)
             return
-        if await self.store.get_list_position(user_id) is None:
-            return  # not cached: fetched with the devices when someone asks
+        if not await self.shares_room(user_id):
+            return
         keys = parse_cross_signing(user_id, content)
         if not keys:
             return
-        await self.store.set_cross_signing_keys(user_id, keys)
+        # Not cached yet: nothing to update, the next query fetches it all;
+        # local users are told either way, so that they do query.
+        if await self.store.get_list_position(user_id) is not None:
+            await self.store.set_cross_signing_keys(user_id, keys)
         await self.hs.devices.notify_device_change(user_id, "")
 
     # -- reads -------------------------------------------------------------------

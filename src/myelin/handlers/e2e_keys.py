@@ -283,6 +283,15 @@ class E2EKeysHandler:
                 out[f"{key_type}_key"] = cross[key_type]
         return out
 
+    async def signed_device_keys(self, user_id: str, device_id: str) -> dict[str, Any] | None:
+        """One local device's keys with every signature uploaded for them
+        (what an ``m.device_list_update`` carries)."""
+        keys = await self.store.get_device_keys_json(user_id, device_id)
+        if keys is None:
+            return None
+        signatures = await self.store.get_signatures(user_id, [device_id])
+        return _add_signatures(keys, signatures.get(device_id, []))
+
     async def _device_keys_for(self, user_id: str, device_ids: list[str] | None,
                                ) -> dict[str, Any]:
         keys = await self.store.get_users_device_keys(user_id, device_ids)
@@ -493,7 +502,7 @@ class E2EKeysHandler:
         signer = requester.user_id
         failures: dict[str, dict[str, Any]] = {}
         rows: list[tuple[str, str, str, str, str]] = []
-        changed_users: set[str] = set()
+        changed_keys: set[tuple[str, str]] = set()
         own_cross = await self.store.get_cross_signing_keys(signer)
         for target_user, objects in body.items():
             if not isinstance(objects, dict):
@@ -507,10 +516,12 @@ class E2EKeysHandler:
                     continue
                 rows.extend((target_user, target_key, signer, key_id, sig)
                             for key_id, sig in found)
-                changed_users.add(target_user)
+                changed_keys.add((target_user, target_key))
         await self.store.add_signatures(rows)
-        for user_id in sorted(changed_users):
-            await self.hs.devices.notify_device_change(user_id, "")
+        for user_id, key_id in sorted(changed_keys):
+            # The signed device itself (or master key), so that other servers
+            # get that device's keys again with the new signature.
+            await self.hs.devices.notify_device_change(user_id, key_id)
         return {"failures": failures}
 
     async def _check_signature(self, signer: str, own_cross: dict[str, dict[str, Any]],

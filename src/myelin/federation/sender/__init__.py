@@ -604,7 +604,7 @@ class FederationSender:
                    "prev_id": [int(prev)] if prev is not None else [],
                    "deleted": device is None}
         if device is not None:
-            keys = await e2e.get_device_keys_json(row.user_id, row.device_id)
+            keys = await self.hs.e2e_keys.signed_device_keys(row.user_id, row.device_id)
             if keys:
                 content["keys"] = keys
             if device.display_name is not None:
