@@ -547,7 +547,11 @@ async def test_a_new_cross_signing_key_goes_out_as_a_signing_key_update(env: Env
 
 
 async def test_kicks_and_rescinded_invites_reach_the_target_but_invites_do_not(
-        env: Env) -> None:
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def countersigned(event: Any, invitee: str) -> Any:
+        return event  # as if the invitee's server had signed it (PUT /invite)
+
+    monkeypatch.setattr(env.hs.federation_membership, "remote_invite", countersigned)
     alice = await env.user("alice")
     room_id = await env.shared_room(alice, "@bob:stays.test", "@kim:kicked.test")
     await env.hs.event_creation.send(alice.user_id, room_id, "m.room.member",
