@@ -194,10 +194,17 @@ class FederationEventHandler:
         """Process a checked PDU from ``origin`` on the room's persister."""
         if self.hs.roles.is_writer("events", event.room_id):
             await self.on_pdu_here(origin, event)
-            return
-        await self.hs.replication.call(OnPdu, {
-            "room_id": event.room_id, "origin": origin, "room_version":
-            event.room_version.identifier, **_wire(event)})
+        else:
+            await self.hs.replication.call(OnPdu, {
+                "room_id": event.room_id, "origin": origin, "room_version":
+                event.room_version.identifier, **_wire(event)})
+        if event.type == "m.room.guest_access" and event.state_key == "":
+            # Guest access revoked over federation: our guests leave, as for a
+            # local change (sends events, so outside the room lock).
+            try:
+                await self.hs.membership.kick_guests(event.room_id)
+            except Exception:
+                logger.exception("kicking guests out of %s failed", event.room_id)
 
     async def on_pdu_here(self, origin: str, event: Event) -> None:
         self.hs.event_creation.check_writers_agree()
