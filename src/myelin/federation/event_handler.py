@@ -31,11 +31,17 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
 from myelin.domain import MatrixError, bad_json, forbidden, not_found, too_large
-from myelin.events.auth import AuthError, check_auth, check_auth_events_list
+from myelin.events.auth import (
+    AuthError,
+    check_auth,
+    check_auth_events_list,
+    get_named_level,
+    get_user_power_level,
+)
 from myelin.events.event import Event, InvalidEventError
 from myelin.events.hashing import check_content_hash
 from myelin.events.redaction import prune_event_dict
-from myelin.events.room_versions import RoomVersion, get_room_version
+from myelin.events.room_versions import EventFormat, RoomVersion, get_room_version
 from myelin.events.state_res import (
     StateResolutionError,
     resolve_state_by_depth,
@@ -501,8 +507,12 @@ class FederationEventHandler:
             # state; here the state before it is not the current state (a room
             # we just joined, a gap bridged with remote state): write it whole.
             current = state_after
+        unapplied = not await self._may_apply_redaction(event, state_before)
         (sent,) = await self.hs.persister.persist_batch_here(
             [PendingEvent(event, state_before, prev_group, current_state=current)])
+        if unapplied and event.redacts is not None:
+            await self.store.unapply_redaction(event.event_id)
+            await self.hs.invalidate_cache("events", [event.redacts])
         if extra:
             await self.store.delete_forward_extremities(room_id, extra)
             await self.hs.invalidate_cache("forward_extremities", [room_id])
@@ -512,6 +522,21 @@ class FederationEventHandler:
             await self.hs.invalidate_cache("memberships", [
                 [room_id, k[1]] for k in current if k[0] == "m.room.member"])
         return sent.stream_ordering
+
+    async def _may_apply_redaction(self, event: Event, state: StateMap) -> bool:
+        """From room version 3 a redaction passes the auth rules without its
+        target; it applies only if its sender may redact others' events or
+        shares the target's server (the spec's "Redactions" rule)."""
+        if event.type != "m.room.redaction" or event.redacts is None:
+            return True
+        if event.room_version.event_format == EventFormat.V1:
+            return True  # v1/v2: the auth rules checked the domains already
+        auth = await self._auth_map(event, state)
+        if get_user_power_level(event.sender, auth) >= get_named_level("redact", auth):
+            return True
+        target = await self.events.get_event(event.redacts)
+        return target is not None and \
+            target.event.sender.split(":", 1)[1] == event.sender.split(":", 1)[1]
 
     async def _behind_soft_failed(self, prevs: Sequence[str]) -> set[str]:
         """The events reached from ``prevs`` through soft-failed events only."""

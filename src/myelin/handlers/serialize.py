@@ -60,6 +60,7 @@ class EventSerializer:
             unsigned: dict[str, Any] = {"age": max(0, now - event.origin_server_ts)}
             if redaction_id is not None and redaction_id in related:
                 unsigned["redacted_because"] = self._client_dict(related[redaction_id], now)
+                unsigned["redacted_by"] = redaction_id  # as Synapse (sytest reads it)
             replaces = event.unsigned.get("replaces_state")
             if replaces:
                 unsigned["replaces_state"] = replaces

@@ -612,10 +612,10 @@ class EventStore:
             "m.room.member" else None, replaces_state, instance_name, pdu_json)
         await txn.executemany(
             "INSERT INTO event_edges (event_id, prev_event_id) VALUES (?, ?)",
-            [(event.event_id, p) for p in event.prev_event_ids])
+            [(event.event_id, p) for p in dict.fromkeys(event.prev_event_ids)])
         await txn.executemany(
             "INSERT INTO event_auth (event_id, auth_id) VALUES (?, ?)",
-            [(event.event_id, a) for a in event.auth_event_ids])
+            [(event.event_id, a) for a in dict.fromkeys(event.auth_event_ids)])
         if event.prev_event_ids:
             marks = ",".join("?" * len(event.prev_event_ids))
             txn.defer(

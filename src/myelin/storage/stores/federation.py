@@ -169,6 +169,11 @@ class FederationStore:
             [(room_id, ev.state_key, str(ev.membership), ev.event_id, pos)
              for ev, pos in members])
 
+    async def unapply_redaction(self, redaction_id: str) -> None:
+        """A remote redaction its sender had no right to apply: stored, but
+        redacting nothing."""
+        await self.db.execute("DELETE FROM redactions WHERE event_id = ?", redaction_id)
+
     async def delete_forward_extremities(self, room_id: str, event_ids: Sequence[str]) -> None:
         marks = ",".join("?" * len(event_ids))
         await self.db.execute(
