@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -261,7 +260,3 @@ def rows_mentioning(peer: Any, event_id: str) -> dict[str, int]:
     finally:
         conn.close()
     return found
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)

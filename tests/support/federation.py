@@ -33,7 +33,7 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -216,10 +216,6 @@ def https_request(ca: LocalCA, port: int, method: str, path: str, body: Any = No
         return status, payload.decode(errors="replace")
 
 
-def https_get(ca: LocalCA, port: int, path: str, timeout: float = 30.0) -> tuple[int, Any]:
-    return https_request(ca, port, "GET", path, timeout=timeout)
-
-
 # -- a Myelin monolith ------------------------------------------------------------------
 
 @dataclass
@@ -233,7 +229,6 @@ class MyelinPeer(ServerProcess):
     tls: TlsProxy | None = None
     ca: LocalCA | None = None
     kind: str = "myelin"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tls_port(self) -> int:
@@ -298,8 +293,7 @@ def launch_myelin_peer(engine: str = "sqlite", pg: PostgresServer | None = None,
     peer = MyelinPeer(base_url=f"http://127.0.0.1:{port}", config_path=config_path,
                       shared_secret=secret, workdir=workdir, engine=engine,
                       log_path=os.path.join(workdir, "server.log"),
-                      extra_config=extra or {}, server_name=server_name, ca=ca,
-                      extra=extra or {})
+                      extra_config=extra or {}, server_name=server_name, ca=ca)
     prefix = os.path.join(workdir, "nginx")
     os.makedirs(prefix, exist_ok=True)
     try:
