@@ -16,7 +16,7 @@ from tests.api.test_sync import new_user
 from tests.support.federation import federation_settings, local_ca
 from tests.support.identity_server import PEPPER, FakeIdentityServer
 from tests.support.postgres import PostgresServer
-from tests.support.server import ServerProcess, launch_server
+from tests.support.server import ServerProcess, http, launch_server
 
 _ids = itertools.count()
 
@@ -94,7 +94,7 @@ def test_unbound_address_leaves_a_third_party_invite(api: Api,
     assert len(invites) == 1
     (content,) = invites.values()
     assert content["display_name"] == email[:3] + "..."
-    assert content["public_key"] == "c2VydmVyIGtleQ"
+    assert content["public_key"] == ids.public_key
     assert content["key_validity_url"].endswith("/_matrix/identity/v2/pubkey/isvalid")
     assert content["public_keys"] == [{"public_key": content["public_key"],
                                        "key_validity_url": content["key_validity_url"]}]
@@ -170,3 +170,68 @@ def test_deactivation_unbinds(api: Api, ids: FakeIdentityServer) -> None:
         "identifier": {"type": "m.id.user", "user": alice.user_id}}})
     assert out == {"id_server_unbind_result": "success"}
     assert ("email", email) not in ids.bindings
+
+
+def _bind_and_notify(hs: ServerProcess, ids: FakeIdentityServer, email: str, room_id: str,
+                     inviter: User, invitee: User) -> tuple[int, Any]:
+    """What an identity server does once ``email`` is bound to ``invitee``."""
+    (token,) = third_party_invites(inviter, room_id)
+    invite = {"medium": "email", "address": email, "mxid": invitee.user_id,
+              "room_id": room_id, "sender": inviter.user_id,
+              "signed": ids.signed_invite(token, invitee.user_id)}
+    return http("POST", hs.url("/_matrix/federation/v1/3pid/onbind"),
+                {"medium": "email", "address": email, "mxid": invitee.user_id,
+                 "invites": [invite]})
+
+
+def test_binding_the_address_turns_the_invite_into_an_invite_of_its_user(
+        hs: ServerProcess, api: Api, ids: FakeIdentityServer) -> None:
+    alice, bob = new_user(api, "alice"), new_user(api, "bob")
+    room_id = alice.create_room(preset="private_chat")
+    email = address()
+    alice.ok("POST", f"/rooms/{q(room_id)}/invite", invite_body(ids, email))
+    status, _ = _bind_and_notify(hs, ids, email, room_id, alice, bob)
+    assert status == 200
+    member = alice.ok("GET", f"/rooms/{q(room_id)}/state/m.room.member/{q(bob.user_id)}")
+    assert member["membership"] == "invite"
+    assert member["third_party_invite"]["signed"]["mxid"] == bob.user_id
+    bob.ok("POST", f"/rooms/{q(room_id)}/join", {})
+    assert room_id in bob.ok("GET", "/joined_rooms")["joined_rooms"]
+
+
+def test_a_revoked_identity_server_key_invites_nobody(
+        hs: ServerProcess, api: Api, ids: FakeIdentityServer) -> None:
+    alice, bob = new_user(api, "alice"), new_user(api, "bob")
+    room_id = alice.create_room(preset="private_chat")
+    email = address()
+    alice.ok("POST", f"/rooms/{q(room_id)}/invite", invite_body(ids, email))
+    ids.revoked.add(ids.public_key)
+    try:
+        status, _ = _bind_and_notify(hs, ids, email, room_id, alice, bob)
+    finally:
+        ids.revoked.clear()
+    assert status == 200  # the identity server cannot act on a refusal
+    status, _ = http("GET", hs.url(f"/_matrix/client/v3/rooms/{q(room_id)}/state/"
+                                   f"m.room.member/{q(bob.user_id)}"),
+                     token=alice.token)
+    assert status == 404
+    status, body = http("POST", hs.url(f"/_matrix/client/v3/rooms/{q(room_id)}/join"), {},
+                        token=bob.token)
+    assert status == 403, body
+
+
+def test_join_with_third_party_signed(hs: ServerProcess, api: Api,
+                                      ids: FakeIdentityServer) -> None:
+    alice, bob = new_user(api, "alice"), new_user(api, "bob")
+    room_id = alice.create_room(preset="private_chat")
+    alice.ok("POST", f"/rooms/{q(room_id)}/invite", invite_body(ids, address()))
+    (token,) = third_party_invites(alice, room_id)
+    forged = ids.signed_invite(token, bob.user_id, sender=alice.user_id)
+    forged["display_name"] = "Mallory"  # the signature no longer covers the block
+    status, body = http("POST", hs.url(f"/_matrix/client/v3/rooms/{q(room_id)}/join"),
+                        {"third_party_signed": forged}, token=bob.token)
+    assert status == 403, body
+    assert room_id not in bob.ok("GET", "/joined_rooms")["joined_rooms"]
+    signed = ids.signed_invite(token, bob.user_id, sender=alice.user_id)
+    bob.ok("POST", f"/rooms/{q(room_id)}/join", {"third_party_signed": signed})
+    assert room_id in bob.ok("GET", "/joined_rooms")["joined_rooms"]

@@ -154,6 +154,8 @@ def test_invites_show_invite_state(api: Api) -> None:
         assert by_key[("m.room.name", "")]["content"]["name"] == "Come in"
         assert ("m.room.create", "") in by_key
         assert ("m.room.join_rules", "") in by_key
+        # Who invited: the inviter's own member event.
+        assert by_key[("m.room.member", alice.user_id)]["content"]["membership"] == "join"
 
     # Once seen, the invite does not repeat in incremental syncs.
     assert room_id not in bob_sync.sync()["rooms"]["invite"]

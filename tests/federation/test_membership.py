@@ -55,6 +55,7 @@ def test_an_invite_crosses_and_the_invitee_joins_both_see_the_join(myelin_pair: 
     stripped = {(e["type"], e.get("state_key")): e for e in invite["invite_state"]["events"]}
     assert stripped[("m.room.name", "")]["content"]["name"] == "invite-only"
     assert stripped[("m.room.member", bob.user_id)]["sender"] == alice.user_id
+    assert stripped[("m.room.member", alice.user_id)]["content"]["membership"] == "join"
     # The invite event on host carries far's signature as well as host's.
     assert membership(alice, room, bob.user_id) == "invite"
     bob.ok("POST", f"/rooms/{q(room)}/join", {}, timeout=120)

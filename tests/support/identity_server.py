@@ -1,6 +1,8 @@
 """A fake identity server on loopback over TLS (the test session's CA):
 v2 hash_details, lookup (sha256 with a pepper, or none) and store-invite,
-each checking the bearer token. Tests bind addresses and read what was asked."""
+each checking the bearer token; pubkey/isvalid for its ed25519 key (until a
+test revokes it). Tests bind addresses, read what was asked and sign what an
+identity server sends on a binding (``signed_invite``)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import threading
 from typing import Any
 
 from aiohttp import web
+from signedjson.key import encode_verify_key_base64, generate_signing_key, get_verify_key
+from signedjson.sign import sign_json
 
 from tests.support.federation import local_ca
 from tests.support.postgres import free_port
@@ -31,6 +35,9 @@ class FakeIdentityServer:
         # sid -> (medium, address) of sessions this server validated
         self.validated: dict[str, tuple[str, str]] = {}
         self.unbinds: list[tuple[dict[str, Any], str]] = []  # (body, Authorization)
+        self.signing_key = generate_signing_key("0")
+        self.public_key = encode_verify_key_base64(get_verify_key(self.signing_key))
+        self.revoked: set[str] = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -59,6 +66,7 @@ class FakeIdentityServer:
         app.router.add_post("/_matrix/identity/v2/store-invite", self._store_invite)
         app.router.add_post("/_matrix/identity/v2/3pid/bind", self._bind)
         app.router.add_post("/_matrix/identity/v2/3pid/unbind", self._unbind)
+        app.router.add_get("/_matrix/identity/v2/pubkey/isvalid", self._is_valid)
         self._runner = web.AppRunner(app)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=context)
@@ -123,6 +131,17 @@ class FakeIdentityServer:
         token = secrets.token_urlsafe(12)
         return web.json_response({
             "token": token, "display_name": body["address"][:3] + "...",
-            "public_keys": [{"public_key": "c2VydmVyIGtleQ",
+            "public_keys": [{"public_key": self.public_key,
                              "key_validity_url": f"https://{self.id_server}/_matrix/identity/"
                                                  "v2/pubkey/isvalid"}]})
+
+    async def _is_valid(self, request: web.Request) -> web.Response:
+        key = request.query.get("public_key", "")
+        return web.json_response({"valid": key == self.public_key
+                                  and key not in self.revoked})
+
+    def signed_invite(self, token: str, mxid: str, **extra: str) -> dict[str, Any]:
+        """The ``signed`` block this server sends on binding ``mxid``."""
+        signed: dict[str, Any] = sign_json({"mxid": mxid, "token": token, **extra},
+                                           self.id_server, self.signing_key)
+        return signed

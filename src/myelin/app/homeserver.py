@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from myelin.federation.membership import FederationMembership
     from myelin.federation.queries import FederationQueries
     from myelin.federation.sender import FederationSender
+    from myelin.federation.third_party_invites import ThirdPartyInviteExchange
     from myelin.handlers.account import AccountLifecycleHandler
     from myelin.handlers.account_admin import AccountAdminHandler
     from myelin.handlers.account_data import AccountDataHandler
@@ -566,6 +567,12 @@ class HomeServer:
         from myelin.handlers.search import SearchHandler
 
         return SearchHandler(self)
+
+    @cached_property
+    def third_party_invites(self) -> ThirdPartyInviteExchange:
+        from myelin.federation.third_party_invites import ThirdPartyInviteExchange
+
+        return ThirdPartyInviteExchange(self)
 
     @cached_property
     def user_directory(self) -> UserDirectoryHandler:

@@ -498,15 +498,26 @@ def _check_third_party_invite(
             for k in extra
             if isinstance(k, dict) and isinstance(k.get("public_key"), str)
         )
-    signatures = signed.get("signatures")
-    if not isinstance(signatures, dict):
+    if not isinstance(signed.get("signatures"), dict):
         raise AuthError("signed block has no signatures")
     try:
-        message = encode_canonical_json(
-            {k: v for k, v in signed.items() if k not in ("signatures", "unsigned")}
-        )
+        key = third_party_signing_key(signed, public_keys)
     except CanonicalJSONError as e:
         raise AuthError("signed block is not canonical JSON") from e
+    if key is not None:
+        return
+    raise AuthError("no valid signature on the third party invite")
+
+
+def third_party_signing_key(signed: dict[str, Any], public_keys: list[str]) -> str | None:
+    """Which of ``public_keys`` (base64 ed25519) signed the third-party
+    ``signed`` block, or None. Raises CanonicalJSONError for a block that is not
+    canonical JSON."""
+    signatures = signed.get("signatures")
+    if not isinstance(signatures, dict):
+        return None
+    message = encode_canonical_json(
+        {k: v for k, v in signed.items() if k not in ("signatures", "unsigned")})
     for key_b64 in public_keys:
         key_bytes = _decode_any_b64(key_b64)
         if key_bytes is None or len(key_bytes) != 32:
@@ -523,8 +534,8 @@ def _check_third_party_invite(
                     verify_key.verify(message, sig)
                 except (nacl.exceptions.BadSignatureError, ValueError):
                     continue
-                return
-    raise AuthError("no valid signature on the third party invite")
+                return key_b64
+    return None
 
 
 def _decode_any_b64(text: str) -> bytes | None:

@@ -128,9 +128,14 @@ class FederationMembership:
         members = await self.hs.stores.memberships.get_members(room_id, ("join",))
         return any(self.hs.is_mine(m.user_id) for m in members)
 
-    async def stripped_state(self, room_id: str) -> list[dict[str, Any]]:
+    async def stripped_state(self, room_id: str, inviter: str | None = None,
+                             ) -> list[dict[str, Any]]:
+        """The room's stripped state for an invitee or knocker; with the
+        inviter's own member event, so the invite shows who sent it."""
         state = await self.hs.stores.state.get_current_state_ids(room_id)
         ids = [state[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in state]
+        if inviter is not None and ("m.room.member", inviter) in state:
+            ids.append(state[("m.room.member", inviter)])
         loaded = await self.store.get_events(ids)
         return [{"type": e.type, "state_key": e.state_key or "", "content": e.content,
                  "sender": e.sender}
@@ -706,7 +711,7 @@ class FederationMembership:
 
         server = server_of(invitee)
         version = event.room_version
-        stripped = await self.stripped_state(event.room_id)
+        stripped = await self.stripped_state(event.room_id, event.sender)
         path = _path(event.room_id, event.event_id)
         try:
             try:
@@ -786,9 +791,9 @@ class FederationMembership:
             raise forbidden("No pending third-party invite has that token")
         if not self.hs.is_mine(pending.sender) or pending.sender != sender:
             raise forbidden("The third-party invite was not sent by that user of this server")
+        checked = await self.hs.third_party_invites.checked_invite_content(room_id, signed)
         await self.hs.event_creation.send(
-            sender, room_id, "m.room.member",
-            {**content, "membership": "invite"}, state_key=target)
+            sender, room_id, "m.room.member", {**content, **checked}, state_key=target)
 
 
 class _BadJoinAnswer(Exception):

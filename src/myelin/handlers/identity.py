@@ -136,6 +136,27 @@ class IdentityHandler:
             raise not_trusted(id_server, f"it answered {status}")
         return answer
 
+    async def key_is_valid(self, url: str, public_key: str) -> bool:
+        """Whether the identity server at ``url`` (a ``key_validity_url``)
+        still vouches for ``public_key``; an unreachable one does not."""
+        session = self._client()
+        host = urlsplit(url).hostname or ""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            if not self.ip_filter.allowed(host):
+                return False
+        try:
+            async with session.get(url, params={"public_key": public_key}) as resp:
+                answer = await resp.json(content_type=None)
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as e:
+            logger.info("key validity check at %s failed: %s", url, e)
+            return False
+        return status == 200 and isinstance(answer, dict) and answer.get("valid") is True
+
     async def bind(self, user_id: str, body: dict[str, Any]) -> None:
         for key in ("client_secret", "id_server", "id_access_token", "sid"):
             if not isinstance(body.get(key), str) or not body[key]:

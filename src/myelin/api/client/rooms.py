@@ -151,6 +151,14 @@ async def _own_membership(request: Request, room_id_or_alias: str,
     # Synapse does); `third_party_signed` is a request, not content.
     extra = {k: v for k, v in body.items()
              if k not in ("reason", "membership", "third_party_signed")}
+    if membership == "join" and body.get("third_party_signed") is not None:
+        # Proof of an emailed invite: exchanged for a real invite first.
+        signed = body["third_party_signed"]
+        sender = signed.get("sender") if isinstance(signed, dict) else None
+        if not isinstance(sender, str):
+            raise bad_json("third_party_signed needs sender, mxid, token and signatures")
+        await request.hs.third_party_invites.exchange(sender, requester.user_id, room_id,
+                                                      signed)
     await request.hs.membership.update_membership(requester, room_id, requester.user_id,
                                                   membership, reason=reason,
                                                   extra_content=extra, servers=servers)

@@ -129,6 +129,17 @@ async def invite_v2(request: Request) -> dict[str, Any]:
     return answer
 
 
+@routes.put(_fed(V1, "/3pid/onbind"), stream="events")
+@routes.post(_fed(V1, "/3pid/onbind"), stream="events")
+async def third_party_onbind(request: Request) -> dict[str, Any]:
+    """An identity server telling us an address with pending invites is now
+    bound to one of our users (unauthenticated: the invites carry the
+    identity server's signatures, checked against the rooms' own keys)."""
+    body = await request.json()
+    await request.hs.third_party_invites.on_bind(body)
+    return {}
+
+
 @routes.put(_fed(V1, "/exchange_third_party_invite/{roomId}"), stream="events",
             affinity="room")
 async def exchange_third_party_invite(request: Request) -> dict[str, Any]:

@@ -421,6 +421,12 @@ class RoomsSection(SyncSection):
             if carried is not None:
                 return carried
         ids = [state[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in state]
+        own = await self.store.get_event(membership.event_id)
+        # Who invited us: their member event, as Synapse includes it.
+        if own is not None and own.event.sender != membership.user_id:
+            inviter = state.get(("m.room.member", own.event.sender))
+            if inviter is not None:
+                ids.append(inviter)
         ids.append(membership.event_id)
         loaded = await self.store.get_events(ids)
         out = []
