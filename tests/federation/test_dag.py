@@ -256,6 +256,19 @@ def test_a_server_denied_by_the_room_acl_is_refused(
         peer, "GET", f"/_matrix/federation/v1/state_ids/{q(room.room_id, safe='')}"
         f"?event_id={q(room.latest, safe='')}")
     assert status == 403
+    # An invite from the banned server is refused before anything is said of
+    # its invitee (unknown here: otherwise a 404).
+    bob = remote.user("bob")
+    room.depth += 1
+    invite_id, invite = remote.event(
+        room.room_id, "m.room.member", bob, {"membership": "invite"},
+        state_key=f"@nobody:{peer.server_name}", prev=[room.latest],
+        auth=room.auth_for(bob), depth=room.depth)
+    status, body = remote.request(
+        peer, "PUT", f"/_matrix/federation/v2/invite/{q(room.room_id, safe='')}/"
+        f"{q(invite_id, safe='')}", {"event": invite, "room_version": "10",
+                                     "invite_room_state": []})
+    assert (status, body.get("errcode")) == (403, "M_FORBIDDEN"), body
 
 
 def test_the_dag_is_served_to_servers_in_the_room_only(

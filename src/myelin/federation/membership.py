@@ -398,6 +398,11 @@ class FederationMembership:
             raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION",
                               f"This server does not support room version {room_version_id}",
                               room_version=room_version_id)
+        # A room we are in: its server ACL first, before saying anything of
+        # the invitee (a banned server learns nothing, not even 404).
+        in_room = await self.is_host_in_room(room_id)
+        if in_room:
+            await self._check_acl(room_id, origin)
         event = await self._check_pdu(origin, pdu, version)
         try:
             check_invite_event(event, origin=origin, room_id=room_id, event_id=event_id,
@@ -411,7 +416,7 @@ class FederationMembership:
             raise not_found(f"Unknown user {event.state_key}")
         await self.hs.admin_rooms.check_not_blocked(room_id)
         signed = self._countersign(event)
-        if not await self.is_host_in_room(room_id):
+        if not in_room:
             # We hold nothing of the room: the invite itself, with the state the
             # inviter sent, is what the invitee's /sync shows.
             kept = signed.get_pdu_json()
