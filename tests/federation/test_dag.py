@@ -245,6 +245,22 @@ def test_a_retried_transaction_is_answered_the_same_and_not_applied_twice(
 def test_a_server_denied_by_the_room_acl_is_refused(
         alice: FedUser, remote: FakeRemote, peer: MyelinPeer) -> None:
     room = joined_room(alice, remote, peer)
+    bob = remote.user("bob")
+
+    def invite_nobody() -> tuple[int, Any]:
+        invite_id, invite = remote.event(
+            room.room_id, "m.room.member", bob, {"membership": "invite"},
+            state_key=f"@nobody:{peer.server_name}", prev=[room.latest],
+            auth=room.auth_for(bob), depth=room.depth + 1)
+        return remote.request(
+            peer, "PUT", f"/_matrix/federation/v2/invite/{q(room.room_id, safe='')}/"
+            f"{q(invite_id, safe='')}", {"event": invite, "room_version": "10",
+                                         "invite_room_state": []})
+
+    # Before the ban: even an invite of a user we do not have is counter-signed
+    # (a 404 would tell any server which user names exist here).
+    status, body = invite_nobody()
+    assert status == 200 and peer.server_name in body["event"]["signatures"], body
     alice.ok("PUT", f"/rooms/{q(room.room_id)}/state/m.room.server_acl/",
              {"allow": ["*"], "deny": ["localhost"]})
     event_id, pdu = room.message(remote.user("bob"), "from a banned server")
@@ -256,18 +272,8 @@ def test_a_server_denied_by_the_room_acl_is_refused(
         peer, "GET", f"/_matrix/federation/v1/state_ids/{q(room.room_id, safe='')}"
         f"?event_id={q(room.latest, safe='')}")
     assert status == 403
-    # An invite from the banned server is refused before anything is said of
-    # its invitee (unknown here: otherwise a 404).
-    bob = remote.user("bob")
-    room.depth += 1
-    invite_id, invite = remote.event(
-        room.room_id, "m.room.member", bob, {"membership": "invite"},
-        state_key=f"@nobody:{peer.server_name}", prev=[room.latest],
-        auth=room.auth_for(bob), depth=room.depth)
-    status, body = remote.request(
-        peer, "PUT", f"/_matrix/federation/v2/invite/{q(room.room_id, safe='')}/"
-        f"{q(invite_id, safe='')}", {"event": invite, "room_version": "10",
-                                     "invite_room_state": []})
+    # After it: refused.
+    status, body = invite_nobody()
     assert (status, body.get("errcode")) == (403, "M_FORBIDDEN"), body
 
 

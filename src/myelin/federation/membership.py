@@ -412,8 +412,9 @@ class FederationMembership:
         if event.content != pdu.get("content"):
             raise forbidden("The invite's content does not match its hash")
         assert event.state_key is not None
-        if await self.hs.stores.accounts.get_user(event.state_key) is None:
-            raise not_found(f"Unknown user {event.state_key}")
+        # An invite of a user we do not have is counter-signed all the same
+        # (the spec has no 404 here, and Synapse accepts it): refusing would
+        # tell any server which of our user names exist.
         await self.hs.admin_rooms.check_not_blocked(room_id)
         signed = self._countersign(event)
         if not in_room:
