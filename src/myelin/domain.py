@@ -99,3 +99,9 @@ def parse_json_object(data: str | bytes, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise bad_json(f"{what} must be a JSON object.")
     return value
+
+
+def server_of(identifier: str) -> str:
+    """The server name of a user id, room alias or room id: all after the
+    first ':' ("" when there is none)."""
+    return identifier.partition(":")[2]

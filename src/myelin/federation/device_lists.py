@@ -20,8 +20,8 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
+from myelin.domain import server_of
 from myelin.federation.client import FederationError, FederationUnreachable
-from myelin.federation.queries import server_of
 from myelin.storage.stores.remote_devices import RemoteDevice, RemoteDeviceList
 
 if TYPE_CHECKING:

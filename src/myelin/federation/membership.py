@@ -25,7 +25,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from myelin.domain import MatrixError, forbidden, not_found
+from myelin.domain import MatrixError, forbidden, not_found, server_of
 from myelin.events.auth import (
     auth_types_for_event,
     get_named_level,
@@ -48,7 +48,6 @@ from myelin.federation.membership_rules import (
     check_template,
     event_from_template,
     parse_events,
-    server_of,
     servers_in_room,
     state_map,
 )

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from myelin.domain import server_of
 from myelin.events.auth import AuthError, check_auth
 from myelin.events.event import Event, InvalidEventError
 from myelin.events.room_versions import EventFormat, RoomVersion
@@ -28,10 +29,6 @@ class TemplateError(ValueError):
     def __init__(self, message: str, *, forbidden: bool = False) -> None:
         super().__init__(message)
         self.forbidden = forbidden
-
-
-def server_of(user_id: str) -> str:
-    return user_id.partition(":")[2]
 
 
 def check_template(template: Any, room_id: str, user_id: str, membership: str) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
-from myelin.domain import MatrixError, not_found
+from myelin.domain import MatrixError, not_found, server_of
 from myelin.federation.client import FederationError, FederationUnreachable
 
 if TYPE_CHECKING:
@@ -42,11 +42,6 @@ DEFAULT_KEYS_TIMEOUT_MS = 10_000
 # Errors a remote answers with that mean the same to the client ("no such
 # thing", "not telling"); any other failure is the client's 502.
 _PASSED_THROUGH = (403, 404)
-
-
-def server_of(user_or_alias: str) -> str:
-    """The server name of a user id, room alias or room id (after the first ':')."""
-    return user_or_alias.split(":", 1)[1] if ":" in user_or_alias else ""
 
 
 def quoted(value: str) -> str:

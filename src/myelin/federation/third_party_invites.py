@@ -23,7 +23,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from myelin.domain import MatrixError, forbidden
+from myelin.domain import MatrixError, forbidden, server_of
 from myelin.events.auth import third_party_signing_key
 from myelin.federation.client import FederationError, FederationUnreachable
 
@@ -31,10 +31,6 @@ if TYPE_CHECKING:
     from myelin.app.homeserver import HomeServer
 
 logger = logging.getLogger(__name__)
-
-
-def _server_of(user_id: str) -> str:
-    return user_id.split(":", 1)[1]
 
 
 def parse_signed(signed: Any) -> dict[str, Any]:
@@ -85,7 +81,7 @@ class ThirdPartyInviteExchange:
         event = {"type": "m.room.member", "room_id": room_id, "sender": sender,
                  "state_key": target,
                  "content": {"membership": "invite", "third_party_invite": {"signed": signed}}}
-        server = _server_of(sender)
+        server = server_of(sender)
         try:
             await self.hs.federation_client.put_json(
                 server,

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from myelin.app.roles import MAIN, shard_index
+from myelin.domain import server_of
 from myelin.federation.sender.queue import DestinationQueue, now_ms
 from myelin.replication.commands import (
     Command,
@@ -79,10 +80,6 @@ class Transport(Protocol):
 
 class NoFederationClient(Exception):
     """This process has no federation client to send with."""
-
-
-def server_of(user_id: str) -> str:
-    return user_id.split(":", 1)[1] if ":" in user_id else ""
 
 
 def pdu_json(event: Event) -> dict[str, Any]:
